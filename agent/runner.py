@@ -1,0 +1,194 @@
+"""Runs: build the engine and context from settings, label units, resume, export.
+
+A run lives in `runs/<id>/`: `run.json` (settings and units), `checkpoints.sqlite` (one
+LangGraph thread per unit, written after every node) and `history.json` (every neuron's
+history as JSON, rewritten as units finish).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+from langgraph.types import Command
+
+from agent.config import GeneratorConfig, Settings, load_settings
+from agent.dedup import Deduplicator
+from agent.graph import build_label_graph, neuron_state, sqlite_checkpointer, thread_config
+from agent.llm import make_chat_model
+from agent.nodes import LineContext
+from agent.state import NeuronState
+from tools.cache import DiskCache, atomic_write
+from tools.control import load_control_set
+from tools.engine import Engine, Progress
+from tools.errors import LineError
+from tools.generators.base import ImageGenerator
+from tools.models import load_target_model
+from tools.text import default_embedder
+
+Update = Callable[[int, str, NeuronState | dict], None]
+Reviewer = Callable[[dict], str]
+
+
+def make_generator(config: GeneratorConfig) -> ImageGenerator:
+    if config.kind == "procedural":
+        from tools.generators.procedural import ProceduralGenerator
+
+        return ProceduralGenerator(size=config.size or 224)
+    from tools.generators.diffusion import DiffusersGenerator
+
+    return DiffusersGenerator(model=config.model, steps=config.steps, guidance_scale=config.guidance_scale,
+                              size=config.size or 512, batch_size=config.batch_size)
+
+
+def build_engine(settings: Settings, progress: Progress | None = None) -> Engine:
+    cache = DiskCache(settings.cache_dir)
+    return Engine(
+        load_target_model(settings.model, settings.device), settings.layer, make_generator(settings.generator),
+        load_control_set(settings.control, cache), cache,
+        images_per_concept=settings.loop.images_per_concept, control_mode=settings.loop.control_mode,
+        progress=progress,
+    )
+
+
+def build_context(settings: Settings, engine: Engine, chat=None) -> LineContext:
+    """The runtime context of a run; `chat` overrides the configured provider (tests, evals)."""
+    embedder = default_embedder() if settings.loop.dedup else None
+    if chat is None and settings.loop.max_llm_calls > 0:
+        chat = make_chat_model(settings.llm)
+    return LineContext(engine=engine, dedup=Deduplicator(engine.generator, embedder, settings.loop.dedup_threshold),
+                       loop=settings.loop, chat=chat, temperature=settings.llm.temperature,
+                       llm_retries=settings.llm.retries)
+
+
+def new_run_id(settings: Settings) -> str:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{stamp}-{settings.model}-{settings.layer}")
+
+
+class Run:
+    """One labelling run over some units of one layer."""
+
+    def __init__(self, folder: Path, settings: Settings, units: list[int]):
+        self.folder, self.settings, self.units = folder, settings, units
+        self.id = folder.name
+        self._lock = threading.Lock()
+
+    # --- creating and opening ------------------------------------------------------------
+    @classmethod
+    def create(cls, settings: Settings, units: list[int], run_id: str | None = None) -> "Run":
+        folder = Path(settings.runs_dir) / (run_id or new_run_id(settings))
+        if (folder / "run.json").exists():
+            raise LineError(f"run {folder.name!r} exists already.", f"Resume it with line label --resume {folder.name}.")
+        folder.mkdir(parents=True, exist_ok=True)
+        run = cls(folder, settings, units)
+        atomic_write(folder / "run.json", json.dumps(
+            {"id": run.id, "created": datetime.now().isoformat(timespec="seconds"),
+             "settings": settings.public(), "units": units}, indent=2).encode())
+        return run
+
+    @classmethod
+    def open(cls, run_id: str, runs_dir: str | Path = "runs") -> "Run":
+        folder = Path(run_id) if Path(run_id).is_dir() else Path(runs_dir) / run_id
+        meta_path = folder / "run.json"
+        if not meta_path.is_file():
+            known = sorted(p.name for p in Path(runs_dir).glob("*") if (p / "run.json").is_file())
+            hint = f"Known runs: {', '.join(known[-5:])}." if known else f"No runs in {runs_dir}/ yet."
+            raise LineError(f"run {run_id!r} does not exist.", hint)
+        try:
+            meta = json.loads(meta_path.read_text())
+            settings = load_settings(**meta["settings"])
+        except (json.JSONDecodeError, KeyError) as error:
+            raise LineError(f"run file {meta_path} is damaged ({error}).", "Start a new run.") from error
+        return cls(folder, settings, meta["units"])
+
+    # --- labelling ------------------------------------------------------------------------
+    def label(self, context: LineContext, on_update: Update | None = None,
+              reviewer: Reviewer | None = None) -> dict[int, NeuronState]:
+        """Label every unit (skipping finished ones); resumes where checkpoints stop."""
+        context.engine.control_activations()
+        checkpointer = sqlite_checkpointer(self.folder / "checkpoints.sqlite")
+        graph = build_label_graph(checkpointer)
+
+        def one(unit: int) -> NeuronState:
+            result = self._label_unit(graph, context, unit, on_update, reviewer)
+            self.export(graph)
+            return result
+
+        try:
+            with ThreadPoolExecutor(self.settings.concurrency) as pool:
+                return dict(zip(self.units, pool.map(one, self.units)))
+        finally:
+            checkpointer.conn.close()
+
+    def _label_unit(self, graph, context: LineContext, unit: int, on_update: Update | None,
+                    reviewer: Reviewer | None) -> NeuronState:
+        config = thread_config(unit, self.settings.loop)
+        snapshot = graph.get_state(config)
+        inputs = None if snapshot.values else NeuronState(unit=unit)
+        while True:
+            if snapshot.values and not snapshot.next:
+                return neuron_state(snapshot.values)
+            if snapshot.interrupts:
+                if reviewer is None:
+                    return neuron_state(snapshot.values)  # waits for a person; resumable later
+                inputs = Command(resume=reviewer(snapshot.interrupts[0].value))
+            for update in graph.stream(inputs, config, context=context, stream_mode="updates", durability="sync"):
+                for node, values in update.items():
+                    if on_update and node != "__interrupt__":
+                        on_update(unit, node, neuron_state(graph.get_state(config).values))
+            snapshot = graph.get_state(config)
+            inputs = None
+
+    def states(self, graph=None) -> dict[int, NeuronState]:
+        """The current state of every unit that has started."""
+        own = graph is None
+        checkpointer = sqlite_checkpointer(self.folder / "checkpoints.sqlite") if own else None
+        graph = graph or build_label_graph(checkpointer)
+        try:
+            result = {}
+            for unit in self.units:
+                values = graph.get_state(thread_config(unit, self.settings.loop)).values
+                if values:
+                    result[unit] = neuron_state(values)
+            return result
+        finally:
+            if own:
+                checkpointer.conn.close()
+
+    def export(self, graph=None) -> Path:
+        """Write `history.json`: every neuron's full history."""
+        with self._lock:
+            states = self.states(graph)
+            path = self.folder / "history.json"
+            atomic_write(path, json.dumps(
+                {"run": self.id, "settings": self.settings.public(),
+                 "units": {str(u): s.model_dump(mode="json") for u, s in states.items()}}, indent=1).encode())
+            return path
+
+
+def summary_row(state: NeuronState) -> dict:
+    """The table row of one labelled neuron."""
+    label = state.label
+    best = state.best()
+    chosen = label.concept if label else (best.concept if best else "")
+    scores = label.scores if label else (best.scores if best else None)
+    return {
+        "unit": state.unit,
+        "label": chosen,
+        "auc": round(scores.auc, 3) if scores else None,
+        "mad": round(scores.mad, 2) if scores else None,
+        "runners_up": [c for c, _ in label.runners_up] if label else [],
+        "iterations": state.iteration,
+        "images": state.images_rendered(),
+        "images_used": state.images_used(),
+        "llm_calls": state.usage.llm_calls,
+        "stop": state.stop_reason or ("waiting for review" if not label else ""),
+        "seconds": round(state.elapsed, 1),
+    }
+

@@ -1,0 +1,142 @@
+"""Activations of all units of one layer, in one forward pass per batch.
+
+A forward hook on the layer captures its output and reduces it to one number per unit:
+N x C x H x W -> the spatial mean (N x C); N x T x D (transformer tokens) -> the CLS token
+(N x D); N x D as is. The hook then stops the forward, so later layers cost nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from tools.errors import LineError
+from tools.models import TargetModel, module_lock
+
+
+class _StopForward(Exception):
+    """Raised by the capture hook to end the forward right after the layer."""
+
+
+def primary_tensor(output: Any) -> torch.Tensor | None:
+    """The tensor a module's output stands for: itself, the first element of a tuple or
+    list, `last_hidden_state` or the first tensor of a ModelOutput-like mapping; else None."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)):
+        return primary_tensor(output[0]) if len(output) else None
+    hidden = getattr(output, "last_hidden_state", None)
+    if isinstance(hidden, torch.Tensor):
+        return hidden
+    if isinstance(output, Mapping):
+        for value in output.values():
+            if isinstance(value, torch.Tensor):
+                return value
+    return None
+
+
+def reduce_output(output: Any) -> torch.Tensor:
+    """One value per unit and image: N x C x H x W -> mean over H, W; N x T x D -> the CLS
+    token [:, 0, :]; N x D as is."""
+    t = primary_tensor(output)
+    if t is None:
+        raise LineError(
+            f"the layer's output is a {type(output).__name__}, not a tensor.",
+            "Pick another layer (`line layers --model <name>` lists layers with tensor outputs).",
+        )
+    if t.dim() == 4:
+        return t.mean(dim=(2, 3))
+    if t.dim() == 3:
+        return t[:, 0, :]
+    if t.dim() == 2:
+        return t
+    raise LineError(
+        f"cannot reduce a layer output of shape {tuple(t.shape)} to units (expected N x C x H x W, N x T x D or N x D).",
+        "Pick another layer (`line layers --model <name>` lists usable layers).",
+    )
+
+
+def _as_batch(model: TargetModel, x: torch.Tensor) -> torch.Tensor:
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise LineError(
+            f"image tensor of shape {tuple(x.shape)} is not N x 3 x H x W.",
+            "Pass PIL images, or tensors made by TargetModel.preprocess.",
+        )
+    return x.to(device=model.device, dtype=model.dtype)
+
+
+def _capture(model: TargetModel, module: torch.nn.Module, layer: str, x: torch.Tensor) -> np.ndarray:
+    captured: list[torch.Tensor] = []
+
+    def hook(mod, inputs, output):
+        if not captured:
+            captured.append(reduce_output(output).float().cpu())
+        raise _StopForward
+
+    with module_lock(model.module):
+        handle = module.register_forward_hook(hook)
+        try:
+            with torch.inference_mode():
+                model.module(x)
+        except _StopForward:
+            pass
+        finally:
+            handle.remove()
+    if not captured:
+        raise LineError(
+            f"layer {layer} of model {model.name} did not run in the model's forward.",
+            f"Pick a layer that the forward uses (`line layers --model {model.name}`).",
+        )
+    return captured[0].numpy().astype(np.float32, copy=False)
+
+
+def layer_activations(
+    model: TargetModel,
+    layer: str,
+    images: list[Image.Image] | torch.Tensor,
+    batch_size: int = 32,
+) -> np.ndarray:
+    """images x units float32 activations of every unit of `layer`."""
+    module = model.layer(layer)
+    n = len(images)
+    if n == 0:
+        return np.zeros((0, unit_count(model, layer)), dtype=np.float32)
+    batch_size = max(1, int(batch_size))
+    parts = []
+    for start in range(0, n, batch_size):
+        chunk = images[start : start + batch_size]
+        x = chunk if isinstance(chunk, torch.Tensor) else model.preprocess(list(chunk))
+        parts.append(_capture(model, module, layer, _as_batch(model, x)))
+    acts = np.concatenate(parts, axis=0)
+    model._units.setdefault(layer, int(acts.shape[1]))
+    return acts
+
+
+def unit_count(model: TargetModel, layer: str) -> int:
+    """Number of units of `layer` (after reduction); one early-stopped dummy forward, cached."""
+    if layer not in model._units:
+        module = model.layer(layer)
+        model._units[layer] = int(_capture(model, module, layer, model.dummy_input(1)).shape[1])
+    return model._units[layer]
+
+
+def check_unit(model: TargetModel, layer: str, unit: int) -> int:
+    """`unit` as an int, or a LineError when the layer has no such unit."""
+    n = unit_count(model, layer)
+    try:
+        u = int(unit)
+        ok = u == unit and 0 <= u < n
+    except (TypeError, ValueError):
+        u, ok = unit, False
+    if not ok:
+        raise LineError(
+            f"unit {unit} is out of range for layer {layer} ({n} units: 0..{n - 1}).",
+            f"Pick a unit between 0 and {n - 1}.",
+        )
+    return u

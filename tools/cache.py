@@ -1,0 +1,115 @@
+"""Content-addressed disk caches: images and activation vectors.
+
+Keys are SHA-256 digests of what determines the content: an image by (generator id,
+prompt, seed) or by its file bytes, an activation vector by (model, layer, image key).
+Writes are atomic (temporary file + rename), so a killed process leaves no half entry; an
+entry that cannot be read is reported, removed and recomputed by the caller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+import threading
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+
+def content_key(*parts: object) -> str:
+    """A stable digest of JSON-serialisable parts."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def bytes_key(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class DiskCache:
+    """Images (PNG) and arrays (.npy) under one root, sharded by key prefix."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser()
+        self.stats: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def image_path(self, key: str) -> Path:
+        return self.root / "images" / key[:2] / f"{key}.png"
+
+    def array_path(self, key: str) -> Path:
+        return self.root / "activations" / key[:2] / f"{key}.npy"
+
+    def load_image(self, key: str) -> Image.Image | None:
+        path = self.image_path(key)
+        image = self._read(path, "image", lambda data: _decode_image(data))
+        return image
+
+    def save_image(self, key: str, image: Image.Image) -> Path:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        path = self.image_path(key)
+        atomic_write(path, buffer.getvalue())
+        return path
+
+    def load_array(self, key: str) -> np.ndarray | None:
+        return self._read(self.array_path(key), "activation", _decode_array)
+
+    def save_array(self, key: str, array: np.ndarray) -> None:
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(array), allow_pickle=False)
+        atomic_write(self.array_path(key), buffer.getvalue())
+
+    def count(self, event: str, n: int = 1) -> None:
+        with self._lock:
+            self.stats[event] += n
+
+    def _read(self, path: Path, kind: str, decode):
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            self.count(f"{kind}_miss")
+            return None
+        try:
+            value = decode(data)
+        except Exception as error:  # any decoding failure means a damaged entry
+            log.warning("corrupt %s cache entry %s (%s): removed, recomputing", kind, path, error)
+            path.unlink(missing_ok=True)
+            self.count(f"{kind}_repaired")
+            self.count(f"{kind}_miss")
+            return None
+        self.count(f"{kind}_hit")
+        return value
+
+
+def _decode_image(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image.convert("RGB")
+
+
+def _decode_array(data: bytes) -> np.ndarray:
+    array = np.load(io.BytesIO(data), allow_pickle=False)
+    if array.ndim != 1 or not np.all(np.isfinite(array)):
+        raise ValueError(f"unexpected content (shape {array.shape})")
+    return array
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,124 @@
+"""Control sets: labelled images a unit is compared against.
+
+Specs:
+- `procedural:N` — N scenes from the procedural generator: N // 5 random concepts
+  (deterministic), 5 seeds each (seeds from 10000 on); the concept is the class.
+- `dir:PATH` — every image under PATH; the class is the sub-folder's name, or taken from file
+  names like `<id>_<class>.jpg` (as in ImageNet sample folders), else the file's stem.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from PIL import Image
+
+from tools.cache import DiskCache, bytes_key, content_key
+from tools.errors import LineError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+IMAGES_PER_PROCEDURAL_CLASS = 5
+# Control scenes use seeds apart from those of concept images (0, 1, ...), so that a
+# concept named like a control class is scored on new images, not on the control's own.
+CONTROL_SEED_OFFSET = 10_000
+
+
+@dataclass
+class ControlSet:
+    """Images (by cache key) with their class labels; `load(i)` opens image i."""
+
+    spec: str
+    keys: list[str]
+    labels: list[str]
+    load: Callable[[int], Image.Image]
+    skipped: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted(set(self.labels))
+
+
+def generated_image_key(generator_id: str, prompt: str, seed: int) -> str:
+    return content_key("image", generator_id, prompt, seed)
+
+
+def load_control_set(spec: str, cache: DiskCache) -> ControlSet:
+    kind, _, arg = spec.partition(":")
+    if kind == "procedural":
+        return _procedural(spec, arg, cache)
+    if kind == "dir":
+        return _directory(spec, Path(arg).expanduser())
+    raise LineError(
+        f"unknown control set {spec!r}.",
+        "Use procedural:N (e.g. procedural:300) or dir:PATH (a folder of images).",
+    )
+
+
+def _procedural(spec: str, arg: str, cache: DiskCache) -> ControlSet:
+    from tools.generators.procedural import ProceduralGenerator
+
+    if not arg.isdigit() or int(arg) < 2 * IMAGES_PER_PROCEDURAL_CLASS:
+        raise LineError(
+            f"bad control set {spec!r}: N must be a whole number >= {2 * IMAGES_PER_PROCEDURAL_CLASS}.",
+            "Example: procedural:300.",
+        )
+    generator = ProceduralGenerator()
+    concepts = generator.random_concepts(int(arg) // IMAGES_PER_PROCEDURAL_CLASS, seed=0)
+    pairs = [(concept, CONTROL_SEED_OFFSET + seed) for concept in concepts for seed in range(IMAGES_PER_PROCEDURAL_CLASS)]
+    keys = [generated_image_key(generator.id, concept, seed) for concept, seed in pairs]
+
+    def load(index: int) -> Image.Image:
+        image = cache.load_image(keys[index])
+        if image is None:
+            concept, seed = pairs[index]
+            image = generator.render([concept], [seed])[0]
+            cache.save_image(keys[index], image)
+        return image
+
+    return ControlSet(spec, keys, [concept for concept, _ in pairs], load)
+
+
+def _directory(spec: str, folder: Path) -> ControlSet:
+    if not folder.is_dir():
+        raise LineError(f"control folder {str(folder)!r} does not exist.", "Pass dir:PATH with a folder of images.")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    keys, labels, paths, skipped = [], [], [], []
+    for path in files:
+        data = path.read_bytes()
+        try:
+            Image.open(path).verify()
+        except Exception as error:
+            skipped.append(f"{path} ({error.__class__.__name__})")
+            continue
+        keys.append(content_key("file", bytes_key(data)))
+        labels.append(_class_of(path, folder))
+        paths.append(path)
+    if skipped:
+        log.warning("skipped %d unreadable image(s) in %s: %s", len(skipped), folder, "; ".join(skipped))
+    if not keys:
+        raise LineError(f"control folder {str(folder)!r} holds no readable images.", "Add JPEG or PNG files.")
+
+    def load(index: int) -> Image.Image:
+        with Image.open(paths[index]) as image:
+            return image.convert("RGB")
+
+    return ControlSet(spec, keys, labels, load, skipped)
+
+
+_ID_CLASS = re.compile(r"^[A-Za-z]?\d+_(.+)$")
+
+
+def _class_of(path: Path, root: Path) -> str:
+    if path.parent != root:
+        return path.parent.name
+    match = _ID_CLASS.match(path.stem)
+    return (match.group(1) if match else path.stem).replace("_", " ")

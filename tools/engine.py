@@ -1,0 +1,232 @@
+"""The scoring engine shared by the CLI, the agent's graph, its tools and the evals.
+
+One `Engine` serves one (target model, layer, generator, control set). It renders concept
+images through the image cache, computes activations of ALL units of the layer through the
+activation cache, and scores them against the control set. Every concept it scores enters
+the layer's concept bank, so later units can start from concepts already paid for.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal, Sequence
+
+import numpy as np
+from PIL import Image
+
+from tools.activations import check_unit, layer_activations, unit_count
+from tools.cache import DiskCache, atomic_write, content_key
+from tools.control import ControlSet, generated_image_key
+from tools.errors import LineError
+from tools.generators.base import ImageGenerator, Interpretation
+from tools.models import TargetModel
+from tools.scoring import Scores, score_units, unit_scores
+
+ControlMode = Literal["all", "class"]
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A cached image: its content key, and how it was made."""
+
+    key: str
+    prompt: str
+    seed: int
+    path: str
+
+
+@dataclass
+class Evidence:
+    """A concept's images and the layer's activations on them (images x units)."""
+
+    concept: str
+    interpretation: Interpretation
+    images: list[ImageRef]
+    activations: np.ndarray
+    table: dict[str, np.ndarray] = field(repr=False)
+    rendered: int = 0
+
+    def scores(self, unit: int) -> Scores:
+        return unit_scores(self.table, unit)
+
+    def top_units(self, k: int, by: str = "auc") -> list[int]:
+        return [int(i) for i in np.argsort(-self.table[by], kind="stable")[:k]]
+
+
+class Engine:
+    def __init__(
+        self,
+        model: TargetModel,
+        layer: str,
+        generator: ImageGenerator,
+        control: ControlSet,
+        cache: DiskCache,
+        images_per_concept: int = 5,
+        control_mode: ControlMode = "all",
+        batch_size: int = 32,
+        progress: Progress | None = None,
+    ):
+        model.layer(layer)  # validates the name, listing near matches
+        self.model, self.layer, self.generator = model, layer, generator
+        self.control, self.cache = control, cache
+        self.images_per_concept = images_per_concept
+        self.control_mode = control_mode
+        self.batch_size = batch_size
+        self.progress = progress
+        self.units = unit_count(model, layer)
+        self._render_lock = threading.Lock()
+        self._bank_lock = threading.Lock()
+        self._control_acts: np.ndarray | None = None
+        self._bank_acts: dict[str, np.ndarray] = {}
+        self._bank_path = cache.root / "banks" / f"{content_key(model.name, layer, generator.id)}.json"
+
+    # --- units -------------------------------------------------------------------------
+    def check_unit(self, unit: int) -> int:
+        check_unit(self.model, self.layer, unit)
+        return unit
+
+    # --- images ------------------------------------------------------------------------
+    def seeds(self, n: int | None = None, start: int = 0) -> list[int]:
+        return list(range(start, start + (n or self.images_per_concept)))
+
+    def concept_images(self, concept: str, seeds: Sequence[int] | None = None) -> tuple[list[ImageRef], int]:
+        """The concept's images (one per seed) and how many had to be rendered."""
+        seeds = list(seeds) if seeds is not None else self.seeds()
+        return self.render([self.generator.prompt(concept, s) for s in seeds], seeds)
+
+    def render(self, prompts: Sequence[str], seeds: Sequence[int]) -> tuple[list[ImageRef], int]:
+        """Images for (prompt, seed) pairs, rendering only those not cached yet; returns
+        the images and how many were rendered."""
+        keys = [generated_image_key(self.generator.id, p, s) for p, s in zip(prompts, seeds)]
+        missing = [i for i, key in enumerate(keys) if not self.cache.image_path(key).exists()]
+        if missing:
+            with self._render_lock:
+                images = self.generator.render([prompts[i] for i in missing], [seeds[i] for i in missing])
+            for i, image in zip(missing, images):
+                self.cache.save_image(keys[i], image)
+            self.cache.count("images_generated", len(missing))
+        refs = [ImageRef(k, p, s, str(self.cache.image_path(k))) for k, p, s in zip(keys, prompts, seeds)]
+        return refs, len(missing)
+
+    def load_image(self, ref: ImageRef) -> Image.Image:
+        image = self.cache.load_image(ref.key)
+        if image is None:  # removed or corrupt: render it again
+            image = self.generator.render([ref.prompt], [ref.seed])[0]
+            self.cache.save_image(ref.key, image)
+        return image
+
+    # --- activations -------------------------------------------------------------------
+    def activations(self, keys: Sequence[str], load: Callable[[int], Image.Image]) -> np.ndarray:
+        """images x units for the images with these cache keys; `load(i)` opens image i."""
+        rows: list[np.ndarray | None] = [
+            self.cache.load_array(self._act_key(key)) for key in keys
+        ]
+        rows = [r if r is not None and r.shape == (self.units,) else None for r in rows]
+        missing = [i for i, row in enumerate(rows) if row is None]
+        for start in range(0, len(missing), self.batch_size):
+            chunk = missing[start : start + self.batch_size]
+            acts = layer_activations(self.model, self.layer, [load(i) for i in chunk], self.batch_size)
+            for i, vector in zip(chunk, acts):
+                self.cache.save_array(self._act_key(keys[i]), vector)
+                rows[i] = vector
+            if self.progress:
+                self.progress("activations", start + len(chunk), len(missing))
+        return np.stack(rows).astype(np.float32) if rows else np.zeros((0, self.units), np.float32)
+
+    def image_activations(self, refs: Sequence[ImageRef]) -> np.ndarray:
+        return self.activations([r.key for r in refs], lambda i: self.load_image(refs[i]))
+
+    def control_activations(self) -> np.ndarray:
+        if self._control_acts is None:
+            self._control_acts = self.activations(self.control.keys, self.control.load)
+        return self._control_acts
+
+    def _act_key(self, image_key: str) -> str:
+        return content_key("activation", self.model.name, self.layer, image_key)
+
+    # --- scoring -----------------------------------------------------------------------
+    def evaluate(self, concept: str, seeds: Sequence[int] | None = None) -> Evidence:
+        """Render `concept`, compute the layer's activations and score every unit."""
+        interpretation = self.generator.interpret(concept)
+        refs, rendered = self.concept_images(concept, seeds)
+        acts = self.image_activations(refs)
+        self._bank_add(concept, refs)
+        return Evidence(concept, interpretation, refs, acts, self.score_table(acts), rendered)
+
+    def score_table(self, acts: np.ndarray) -> dict[str, np.ndarray]:
+        control = self.control_activations()
+        if self.control_mode == "all":
+            return score_units(acts, control)
+        # LINE's mode: each unit against the control class it responds to least.
+        classes, means = self.class_means()
+        lowest = means.argmin(axis=0)
+        labels = np.array(self.control.labels)
+        table = {name: np.zeros(self.units) for name in ("auc", "mad", "mean", "u", "p")}
+        for c in np.unique(lowest):
+            units = np.flatnonzero(lowest == c)
+            part = score_units(acts[:, units], control[labels == classes[c]][:, units])
+            for name, values in part.items():
+                table[name][units] = values
+        return table
+
+    def class_means(self) -> tuple[list[str], np.ndarray]:
+        """Control classes and their mean activation per unit (classes x units)."""
+        control = self.control_activations()
+        labels = np.array(self.control.labels)
+        classes = self.control.classes
+        return classes, np.stack([control[labels == c].mean(axis=0) for c in classes])
+
+    # --- concept bank ------------------------------------------------------------------
+    def bank(self) -> dict[str, list[ImageRef]]:
+        """Every concept scored so far on this (model, layer, generator), across runs."""
+        try:
+            entries = json.loads(self._bank_path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (json.JSONDecodeError, OSError, TypeError):
+            return {}  # a damaged bank only costs re-scoring; it is rewritten on the next add
+        return {e["concept"]: [ImageRef(**r) for r in e["images"]] for e in entries}
+
+    def bank_best(self, unit: int, k: int, exclude: Sequence[str] = ()) -> list[tuple[str, Scores]]:
+        """The k banked concepts that score highest for `unit` (no new images)."""
+        excluded = {e.lower() for e in exclude}
+        ranked = []
+        for concept, refs in self.bank().items():
+            if concept.lower() in excluded:
+                continue
+            if concept not in self._bank_acts:
+                self._bank_acts[concept] = self.image_activations(refs)
+            table = self.score_table(self._bank_acts[concept])
+            ranked.append((concept, unit_scores(table, unit)))
+        ranked.sort(key=lambda item: -item[1].auc)
+        return ranked[:k]
+
+    def _bank_add(self, concept: str, refs: list[ImageRef]) -> None:
+        with self._bank_lock:
+            bank = self.bank()
+            if concept in bank:
+                return
+            bank[concept] = refs
+            entries = [{"concept": c, "images": [r.__dict__ for r in rs]} for c, rs in bank.items()]
+            atomic_write(self._bank_path, json.dumps(entries).encode())
+
+
+def parse_units(text: str, units: int) -> list[int]:
+    """'all', '17', '0-9' or '1,5,9-12' -> unit indices, each checked against the layer."""
+    if text.strip() == "all":
+        return list(range(units))
+    chosen: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            chosen.extend(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise LineError(f"bad unit list {text!r}.", "Use a number, a range like 0-9, a list like 1,5,9-12, or all.")
+    for unit in chosen:
+        if not 0 <= unit < units:
+            raise LineError(f"unit {unit} is out of range ({units} units: 0..{units - 1}).", "Pick a unit in range.")
+    return chosen

