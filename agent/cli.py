@@ -191,11 +191,13 @@ def _print_summary(states) -> None:
 
     table = Table(title="labels")
     for column in ("unit", "label", "AUC", "runners-up", "iter", "images", "LLM calls", "stop", "s"):
-        table.add_column(column)
+        wide = column in ("label", "runners-up", "stop")
+        table.add_column(column, overflow="fold" if wide else "ellipsis", ratio=3 if wide else None,
+                         justify="left" if wide else "right")
     for state in states.values():
         row = summary_row(state)
         table.add_row(str(row["unit"]), row["label"], f"{row['auc']:.3f}" if row["auc"] is not None else "-",
-                      ", ".join(row["runners_up"]), str(row["iterations"]), str(row["images"]),
+                      "; ".join(row["runners_up"][:2]), str(row["iterations"]), str(row["images"]),
                       str(row["llm_calls"]), row["stop"], f"{row['seconds']:.0f}")
     console.print(table)
 
@@ -265,6 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_history)
+
+    from agent import report
+
+    report.register_cli(sub)
     return parser
 
 

@@ -65,7 +65,7 @@ class LoopConfig(Section):
     stall: bool = True
     patience: int = Field(4, ge=1, description="iterations without a new best before a strategy change")
     duplicate_streak: int = Field(3, ge=1)
-    failure_streak: int = Field(2, ge=1)
+    failure_streak: int = Field(3, ge=1, description="unusable or undrawable LLM answers before operators take over")
     summary: bool = True
     control_mode: Literal["all", "class"] = "all"
     review: bool = Field(False, description="pause for a person's approval before finalising")

@@ -172,10 +172,12 @@ def ask_structured(chat: BaseChatModel, messages: list, schema: type[BaseModel],
     if temperature is not None:
         kwargs["temperature"] = temperature
     if _speaks_openai(chat):
-        kwargs["response_format"] = {
+        # In the request body rather than as `response_format=`, which would make the
+        # client parse the answer itself and drop it when cut at the token cap.
+        kwargs["extra_body"] = {"response_format": {
             "type": "json_schema",
             "json_schema": {"name": schema.__name__, "schema": schema.model_json_schema()},
-        }
+        }}
     for _ in range(retries + 1):
         reply.attempts += 1
         try:
@@ -204,14 +206,15 @@ def ask_structured(chat: BaseChatModel, messages: list, schema: type[BaseModel],
 
 
 def parse_json_object(text: str) -> dict:
-    """The first JSON object in `text` (fenced or not)."""
+    """The first JSON object in `text` (fenced or not, or cut short inside its last string)."""
     text = text.strip()
-    try:
-        value = json.loads(text)
-        if isinstance(value, dict):
-            return value
-    except json.JSONDecodeError:
-        pass
+    for candidate in (text, text + '"}'):
+        try:
+            value = json.loads(candidate)
+            if isinstance(value, dict):
+                return value
+        except json.JSONDecodeError:
+            pass
     for match in re.finditer(r"\{", text):
         try:
             value, _ = json.JSONDecoder().raw_decode(text[match.start():])

@@ -6,23 +6,27 @@ Heavy objects come from the runtime context (`LineContext`); the state holds his
 from __future__ import annotations
 
 import random
+import re
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 import prompts
 from agent import operators
 from agent.config import LoopConfig
 from agent.dedup import Deduplicator
 from agent.llm import ask_structured
+from agent.polysemantic import analyse
 from agent.state import ActivationStats, Event, Label, NeuronState, Proposal, Step, Usage
 from tools.engine import Engine
+from tools.text import default_embedder
 
 STRATEGIES = ["refine", "explore", "combine", "contrast", "hot", "operators"]
 HOT_TEMPERATURE_BOOST = 0.5
@@ -41,11 +45,42 @@ class LineContext:
 
 
 class ConceptAnswer(BaseModel):
-    """What the LLM must answer: short reasoning, then one concept."""
+    """What the LLM must answer: one concept, then a short reason.
+
+    The concept comes first so that an answer cut at the token cap still holds it. No
+    length limits in the schema: llama.cpp turns them into grammars that crawl.
+    """
 
     model_config = ConfigDict(extra="forbid")
-    reasoning: str = Field(max_length=300)
-    concept: str = Field(pattern=r"^[A-Za-z][A-Za-z'-]*( [A-Za-z][A-Za-z'-]*){0,4}$", max_length=48)
+    concept: str = Field(pattern=r"^[A-Za-z][A-Za-z'-]*( [A-Za-z][A-Za-z'-]*){0,5}$")
+    reasoning: str = ""
+
+    @field_validator("concept", mode="before")
+    @classmethod
+    def _tidy(cls, value: object) -> object:
+        return " ".join(value.lower().split()) if isinstance(value, str) else value
+
+
+CONNECTIVES = ("on", "and", "with", "background")
+
+
+@lru_cache(maxsize=8)
+def answer_schema(words: tuple[str, ...]) -> type[ConceptAnswer]:
+    """`ConceptAnswer`, restricted to `words` (plural or singular) when the generator has a
+    closed vocabulary. Grammar-constrained providers then cannot answer with anything the
+    generator cannot draw, which keeps even a 135M-parameter model useful."""
+    if not words:
+        return ConceptAnswer
+    forms = {w.removesuffix("s") if len(w) > 3 else w for w in (*words, *CONNECTIVES)} | {*words, *CONNECTIVES}
+    plain = sorted((w for w in forms if re.fullmatch(r"[a-z]+( [a-z]+)*", w)), key=len, reverse=True)
+    alternatives = "|".join(plain)  # no escapes: llama.cpp's grammar converter rejects them
+    return create_model("ConceptAnswer", __base__=ConceptAnswer,
+                        concept=(str, Field(pattern=rf"^({alternatives})s?( ({alternatives})s?)*$")))
+
+
+def _answer_schema(ctx: "LineContext") -> type[ConceptAnswer]:
+    vocabulary = ctx.engine.generator.vocabulary()
+    return answer_schema(tuple(w for words in vocabulary.values() for w in words))
 
 
 # --- helpers shared by nodes ---------------------------------------------------------------
@@ -131,14 +166,14 @@ def propose(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     )
     temperature = ctx.temperature + (HOT_TEMPERATURE_BOOST if state.strategy == "hot" else 0.0)
     reply = ask_structured(ctx.chat, [SystemMessage(prompts.text("propose_system")), HumanMessage(user)],
-                           ConceptAnswer, temperature=temperature, retries=ctx.llm_retries)
+                           _answer_schema(ctx), temperature=temperature, retries=ctx.llm_retries)
     update = {"iteration": iteration, "elapsed": time.perf_counter() - start,
               "usage": Usage(llm_calls=reply.attempts, llm_failures=len(reply.failures),
                              input_tokens=reply.input_tokens, output_tokens=reply.output_tokens)}
     if reply.value is None:
         return update | {"proposal": None, "events": [
             Event(iteration=iteration, kind="llm_failure", detail=" / ".join(reply.failures)[:500])]}
-    return update | {"proposal": Proposal(concept=reply.value.concept.strip().lower(), source="llm",
+    return update | {"proposal": Proposal(concept=reply.value.concept, source="llm",
                                           reasoning=reply.value.reasoning, strategy=state.strategy)}
 
 
@@ -254,9 +289,9 @@ def stall_trigger(state: NeuronState, loop: LoopConfig) -> tuple[str | None, boo
             n += 1
         return n
 
-    failures = streak({"llm_failure"})
+    failures = streak({"llm_failure", "undrawable"})
     if failures >= loop.failure_streak:
-        return f"{failures} unusable LLM answers in a row", True
+        return f"{failures} unusable or undrawable LLM answers in a row", True
     duplicates = streak({"duplicate", "undrawable"})
     if duplicates >= loop.duplicate_streak:
         return f"{duplicates} rejected proposals in a row", False
@@ -280,14 +315,14 @@ def summarize(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     start = time.perf_counter()
     user = prompts.render("summarize_user", top="\n".join(f"{s.concept}: {s.scores.auc:.3f}" for s in top))
     reply = ask_structured(ctx.chat, [SystemMessage(prompts.text("propose_system")), HumanMessage(user)],
-                           ConceptAnswer, temperature=ctx.temperature, retries=ctx.llm_retries)
+                           _answer_schema(ctx), temperature=ctx.temperature, retries=ctx.llm_retries)
     update: dict = {"usage": Usage(llm_calls=reply.attempts, llm_failures=len(reply.failures),
                                    input_tokens=reply.input_tokens, output_tokens=reply.output_tokens)}
     iteration = state.iteration + 1
     if reply.value is None:
         return update | {"events": [Event(iteration=iteration, kind="llm_failure", detail="summary: " + " / ".join(reply.failures)[:400])],
                          "elapsed": time.perf_counter() - start}
-    concept = reply.value.concept.strip().lower()
+    concept = reply.value.concept
     verdict = ctx.dedup.check(concept, state.tried()) if ctx.loop.dedup else None
     if verdict is not None and not verdict.accepted:
         kind = "undrawable" if verdict.undrawable else "duplicate"
@@ -319,8 +354,11 @@ def review(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     return update
 
 
-def finalize(state: NeuronState) -> dict:
-    """The label: a person's concept where they gave one, else the best-scoring concept."""
+def finalize(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
+    """The label (a person's concept where they gave one, else the best-scoring concept),
+    its runners-up, and the distinct meanings in the history."""
     chosen = state.step(state.verdict) if state.verdict not in (None, "approve") else state.best()
     runners = [(s.concept, round(s.scores.auc, 4)) for s in state.ranked() if s.concept != chosen.concept][:3]
-    return {"label": Label(concept=chosen.concept, scores=chosen.scores, runners_up=runners)}
+    embedder = runtime.context.dedup.embedder or default_embedder()
+    return {"label": Label(concept=chosen.concept, scores=chosen.scores, runners_up=runners,
+                           polysemanticity=analyse(state.steps, embedder))}

@@ -188,6 +188,7 @@ def summary_row(state: NeuronState) -> dict:
         "images": state.images_rendered(),
         "images_used": state.images_used(),
         "llm_calls": state.usage.llm_calls,
+        "polysemantic": bool(label and label.polysemanticity and label.polysemanticity.polysemantic),
         "stop": state.stop_reason or ("waiting for review" if not label else ""),
         "seconds": round(state.elapsed, 1),
     }

@@ -11,10 +11,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agent.polysemantic import Polysemanticity
 from tools.scoring import Scores
 
 Source = Literal["init", "bank", "llm", "operator", "summary", "user"]
-EventKind = Literal["duplicate", "undrawable", "llm_failure", "strategy", "stop", "review"]
+EventKind = Literal["duplicate", "undrawable", "llm_failure", "strategy", "stop", "review", "ablation"]
 
 
 class Record(BaseModel):
@@ -80,6 +81,7 @@ class Label(Record):
     concept: str
     scores: Scores
     runners_up: list[tuple[str, float]] = Field(default_factory=list, description="(concept, AUC)")
+    polysemanticity: Polysemanticity | None = Field(None, description="meanings in the history (agent.polysemantic)")
 
 
 class NeuronState(Record):

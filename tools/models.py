@@ -330,6 +330,19 @@ def _offline() -> bool:
     return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
+def _hub_reachable() -> bool:
+    """Whether the Hugging Face endpoint's host name resolves (no network: skip the retries)."""
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+        return True
+    except OSError:
+        return False
+
+
 def _hf_size(proc: dict) -> int | None:
     for key in ("crop_size", "size"):
         val = proc.get(key)
@@ -363,9 +376,11 @@ def _load_hf(ref: str, device: str) -> TargetModel:
         except ValueError:  # no image-classification head for this architecture
             return AutoModel.from_pretrained(source, local_files_only=local_only)
 
-    attempts = [True] if (is_folder or _offline()) else [True, False]  # cache first, then network
+    # the local cache first, then the network where there is one
+    attempts = [True] if (is_folder or _offline() or not _hub_reachable()) else [True, False]
     module = None
     error: Exception | None = None
+    local_only = True
     for local_only in attempts:
         try:
             module = load(local_only)
@@ -390,7 +405,7 @@ def _load_hf(ref: str, device: str) -> TargetModel:
     with contextlib.suppress(Exception):
         from transformers.image_processing_base import ImageProcessingMixin
 
-        proc, _ = ImageProcessingMixin.get_image_processor_dict(source, local_files_only=True)
+        proc, _ = ImageProcessingMixin.get_image_processor_dict(source, local_files_only=local_only)
     mean = proc.get("image_mean") or IMAGENET_MEAN
     std = proc.get("image_std") or IMAGENET_STD
     if proc.get("do_normalize") is False:
@@ -405,6 +420,8 @@ def _load_hf(ref: str, device: str) -> TargetModel:
         size = size if isinstance(size, int) else 224
     resample = proc.get("resample")
     interpolation = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}.get(resample, "bilinear")
+    crop_pct = proc.get("crop_pct")
+    crop_pct = float(crop_pct) if isinstance(crop_pct, (int, float)) and 0 < crop_pct <= 1 else 1.0
     module = module.float()
     return TargetModel(
         name=f"hf:{ref}",
@@ -413,6 +430,7 @@ def _load_hf(ref: str, device: str) -> TargetModel:
         mean=tuple(mean),  # type: ignore[arg-type]
         std=tuple(std),  # type: ignore[arg-type]
         interpolation=interpolation,
+        crop_pct=crop_pct,
     )
 
 

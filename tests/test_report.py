@@ -1,0 +1,135 @@
+"""The HTML report of a small run on the colour net: pages, links, inline images, sections, CLI."""
+
+import argparse
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from agent import report
+from agent.config import load_settings
+from agent.llm import ScriptedChatModel
+from agent.polysemantic import analyse
+from agent.runner import Run, build_context, build_engine
+from agent.state import Event
+from tests.conftest import COLOUR_NET
+from tests.test_graph import say
+from tools.errors import LineError
+
+UNITS = [0, 2]
+REPLIES = [say("red background", "red scores highest so far"), say("red backgrounds"), say("blue stripes"),
+           say("green circles"), say("red squares"), say("white noise"), say("red on black")]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Run:
+    root = tmp_path_factory.mktemp("report")
+    settings = load_settings(
+        model=COLOUR_NET, layer="relu", control="procedural:40", cache_dir=str(root / "cache"),
+        runs_dir=str(root / "runs"),
+        loop={"images_per_concept": 3, "init_top": 2, "init_random": 1, "bank_top": 0, "max_iterations": 5,
+              "patience": 2})
+    run = Run.create(settings, UNITS, "demo")
+    run.label(build_context(settings, build_engine(settings), chat=ScriptedChatModel(replies=REPLIES)))
+    return run
+
+
+@pytest.fixture(scope="module")
+def index(run) -> Path:
+    return report.write_report(run)
+
+
+class Tags(HTMLParser):
+    """Every tag's attributes, by tag name."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.tags: dict[str, list[dict]] = {}
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.setdefault(tag, []).append(dict(attrs))
+
+
+def test_every_unit_has_a_page_linked_from_the_index(run, index):
+    assert index == run.folder / "report" / "index.html"
+    links = {a["href"] for a in Tags(index.read_text()).tags["a"]}
+    for unit in UNITS:
+        page = index.parent / f"unit-{unit}.html"
+        assert f"unit-{unit}.html" in links and page.is_file()
+        assert f'data-unit="{unit}"' in page.read_text()
+
+
+def test_images_are_inline_or_beside_and_nothing_comes_from_the_network(index):
+    pages = sorted(index.parent.glob("*.html"))
+    for page in pages:
+        text = page.read_text()
+        tags = Tags(text).tags
+        images = [img["src"] for img in tags["img"]]
+        assert images and all(src.startswith("data:image/") or (page.parent / src).is_file() for src in images)
+        assert not re.search(r"https?://", text), page.name
+        assert not any("src" in s for s in tags.get("script", [])) and "link" not in tags
+
+
+def test_a_unit_page_shows_label_evidence_curve_pool_reasoning_events_and_cost(index):
+    text = (index.parent / "unit-0.html").read_text()
+    for words in ("red background", "Evidence", "control images it fires on least", "Meanings in the history",
+                  "<svg", "<polyline", "Final pool", "red scores highest so far", "duplicate", "strategy",
+                  "images rendered", "LLM calls"):
+        assert words in text, words
+    assert "Ablation" not in text
+
+
+def test_ablation_records_show_when_present(run):
+    state = run.states()[0]
+    ablation = Event(iteration=3, kind="ablation", concept="red background",
+                     detail="unit 0, scene 'a room': drop 2.9 ± 0.1, AUC 1.000 -> 0.310; removed")
+    state = state.model_copy(update={"events": [*state.events, ablation]})
+    rep = report.Report.of(run)
+    text = report.unit_page(rep, report.UnitView(state, rep.polysemanticity(state)))
+    assert "Ablation" in text and "AUC 1.000 -&gt; 0.310; removed" in text
+
+
+def test_a_polysemantic_unit_is_flagged_with_its_groups(run):
+    rep = report.Report.of(run)
+    state = run.states()[0]
+    poly = analyse(state.steps, rep.embedder, score_threshold=0.2, distinct_below=0.95)
+    assert poly.polysemantic
+    view = report.UnitView(state, poly)
+    page = report.unit_page(rep, view)
+    assert "polysemantic" in page and all(sense in page for sense in poly.senses)
+    assert 'data-poly="1"' in report.index_row(rep, view)
+
+
+def test_report_command_one_unit_open_and_errors(run, index, monkeypatch, capsys):
+    parser = argparse.ArgumentParser()
+    report.register_cli(parser.add_subparsers())
+    opened = []
+    monkeypatch.setattr(report.webbrowser, "open", opened.append)
+    runs_dir = str(run.folder.parent)
+    args = parser.parse_args(["report", "demo", "--unit", "2", "--open", "--runs-dir", runs_dir])
+    args.func(args)
+    page = run.folder / "report" / "unit-2.html"
+    assert str(page) in capsys.readouterr().out and opened == [page.resolve().as_uri()]
+    with pytest.raises(LineError, match="unit 7 has no history"):
+        args = parser.parse_args(["report", "demo", "--unit", "7", "--runs-dir", runs_dir])
+        args.func(args)
+    with pytest.raises(LineError, match="does not exist"):
+        args = parser.parse_args(["report", "nope", "--runs-dir", runs_dir])
+        args.func(args)
+
+
+@pytest.mark.slow
+def test_the_report_renders_in_headless_chromium(run, index, tmp_path):
+    from PIL import Image
+
+    from evals import report_screenshot
+
+    if not report_screenshot.CHROMIUM.exists():
+        pytest.skip(f"{report_screenshot.CHROMIUM} is absent (apt-get install chromium)")
+    results = report_screenshot.check(index.parent, UNITS)
+    assert {r["page"] for r in results} == {"index.html", *(f"unit-{u}.html" for u in UNITS)}
+    assert all(r["ok"] for r in results), results
+    png = report_screenshot.screenshot(index.parent / "unit-0.html", tmp_path / "unit-0.png")
+    assert Image.open(png).size == (1200, 1600)
