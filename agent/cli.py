@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -80,7 +81,7 @@ def cmd_layers(args: argparse.Namespace) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> None:
-    from agent.runner import build_engine
+    from agent.engines import build_engine
     from tools.engine import parse_units
 
     settings = _settings(args)
@@ -121,7 +122,8 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 
 def cmd_label(args: argparse.Namespace) -> None:
-    from agent.runner import Run, build_context, build_engine
+    from agent.engines import build_engine
+    from agent.runner import Run, build_context
     from tools.engine import parse_units
 
     if args.resume:
@@ -268,10 +270,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_history)
 
-    from agent import report
+    p = sub.add_parser("chat", help="investigate one neuron in conversation with an LLM agent")
+    _common(p)
+    p.add_argument("--unit", type=int, help="the neuron (default 0; with --run: which unit of the run)")
+    p.add_argument("--thread", metavar="ID", help="resume a chat thread (its folder name under --runs-dir)")
+    p.add_argument("--run", metavar="RUN_ID", help="start from a unit's history in an autonomous run")
+    p.add_argument("--runs-dir", help="where runs and chat threads live (default: runs)")
+    p.set_defaults(func=_lazy("agent.chat", "cmd_chat"))
 
-    report.register_cli(sub)
+    p = sub.add_parser("report", help="write a self-contained HTML report of a run")
+    p.add_argument("run_id")
+    p.add_argument("--unit", type=int, help="only this unit's page")
+    p.add_argument("--open", action="store_true", help="open the report in the web browser")
+    p.add_argument("--runs-dir", help="where runs live (default: runs)")
+    p.set_defaults(func=_lazy("agent.report", "cmd_report"))
     return parser
+
+
+def _lazy(module: str, name: str):
+    """A command whose module is imported only when it runs (keeps `line --help` fast)."""
+
+    def command(args: argparse.Namespace) -> None:
+        getattr(importlib.import_module(module), name)(args)
+
+    return command
 
 
 def main(argv: list[str] | None = None) -> int:

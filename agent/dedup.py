@@ -8,32 +8,10 @@ rejected too, before any image is made.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from tools.generators.base import ImageGenerator
-from tools.text import TextEmbedder
-
-_ARTICLES = {"a", "an", "the", "some", "of", "with"}
-
-
-def normalise(concept: str) -> str:
-    """Lower case, no punctuation or articles, singular words, sorted."""
-    words = re.findall(r"[a-z0-9]+", concept.lower())
-    return " ".join(sorted(_singular(w) for w in words if w not in _ARTICLES))
-
-
-def _singular(word: str) -> str:
-    if len(word) <= 3 or word.endswith(("ss", "us", "is")):
-        return word
-    if word.endswith("ies"):
-        return word[:-3] + "y"
-    if word.endswith(("ches", "shes", "xes", "zes", "sses")):
-        return word[:-2]
-    if word.endswith("s"):
-        return word[:-1]
-    return word
-
+from tools.text import TextEmbedder, normalise
 
 @dataclass(frozen=True)
 class Verdict:

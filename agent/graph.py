@@ -17,14 +17,16 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 
-from agent import nodes, polysemantic, state
+from agent import nodes, state
+from tools import polysemantic
 from agent.nodes import LineContext
 from agent.state import NeuronState
+from tools import history
 from tools.scoring import Scores
 
 CHECKPOINT_TYPES = [
-    state.NeuronState, state.Step, state.Event, state.Proposal, state.Usage, state.Label,
-    state.ActivationStats, Scores, polysemantic.Polysemanticity, polysemantic.Group,
+    state.NeuronState, state.Proposal, state.Usage, state.Label, history.Step, history.Event,
+    history.ActivationStats, Scores, polysemantic.Polysemanticity, polysemantic.Group,
 ]
 
 

@@ -185,7 +185,7 @@ def ask_structured(chat: BaseChatModel, messages: list, schema: type[BaseModel],
         except LineError:
             raise
         except Exception as error:
-            if _is_connection_error(error):
+            if is_connection_error(error):
                 raise LLMUnavailable(
                     f"the LLM did not answer ({error.__class__.__name__}: {error}).",
                     "Check the server or llm.base_url, then resume the run (line label --resume <run-id>).",
@@ -229,7 +229,7 @@ def _speaks_openai(chat: BaseChatModel) -> bool:
     return chat.__class__.__name__ in {"ChatOpenAI", "AzureChatOpenAI"}
 
 
-def _is_connection_error(error: Exception) -> bool:
+def is_connection_error(error: Exception) -> bool:
     names = {cls.__name__ for cls in type(error).__mro__}
     return bool(names & {"APIConnectionError", "APITimeoutError", "ConnectError", "ConnectionError", "TimeoutError"})
 

@@ -23,9 +23,10 @@ from agent import operators
 from agent.config import LoopConfig
 from agent.dedup import Deduplicator
 from agent.llm import ask_structured
-from agent.polysemantic import analyse
-from agent.state import ActivationStats, Event, Label, NeuronState, Proposal, Step, Usage
+from tools.polysemantic import analyse
+from agent.state import Label, NeuronState, Proposal, Usage
 from tools.engine import Engine
+from tools.history import Event, Step, score_step
 from tools.text import default_embedder
 
 STRATEGIES = ["refine", "explore", "combine", "contrast", "hot", "operators"]
@@ -84,24 +85,6 @@ def _answer_schema(ctx: "LineContext") -> type[ConceptAnswer]:
 
 
 # --- helpers shared by nodes ---------------------------------------------------------------
-def score_step(ctx: LineContext, unit: int, concept: str, source: str, iteration: int,
-               reasoning: str = "", strategy: str = "") -> Step:
-    """Render, score and record one concept for `unit` through the shared engine."""
-    start = time.perf_counter()
-    evidence = ctx.engine.evaluate(concept)  # all units at once: the bank keeps them all
-    acts = evidence.activations[:, unit]
-    return Step(
-        iteration=iteration, concept=concept, source=source, strategy=strategy, reasoning=reasoning,
-        prompts=[r.prompt for r in evidence.images], seeds=[r.seed for r in evidence.images],
-        image_keys=[r.key for r in evidence.images], images_rendered=evidence.rendered,
-        understood=evidence.interpretation.understood, ignored=evidence.interpretation.ignored,
-        canonical=evidence.interpretation.canonical,
-        activations=ActivationStats(mean=float(acts.mean()), std=float(acts.std()),
-                                    min=float(acts.min()), max=float(acts.max())),
-        scores=evidence.scores(unit), seconds=round(time.perf_counter() - start, 3),
-    )
-
-
 def _rng(ctx: LineContext, state: NeuronState, salt: int = 0) -> random.Random:
     return random.Random(ctx.loop.seed * 1_000_003 + state.unit * 7_919 + state.iteration * 31 + salt)
 
@@ -124,7 +107,7 @@ def _feedback(state: NeuronState) -> str:
     return ""
 
 
-def _vocabulary_hint(ctx: LineContext) -> str:
+def vocabulary_hint(ctx: LineContext) -> str:
     vocabulary = ctx.engine.generator.vocabulary()
     if not vocabulary:
         return ""
@@ -144,9 +127,9 @@ def init(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     top = drawable[: ctx.loop.init_top]
     rest = [c for c in drawable if c not in top]
     chosen = top + _rng(ctx, state).sample(rest, min(ctx.loop.init_random, len(rest)))
-    steps = [score_step(ctx, state.unit, c, "init", 0) for c in chosen]
+    steps = [score_step(ctx.engine, state.unit, c, "init", 0) for c in chosen]
     for concept, _ in ctx.engine.bank_best(state.unit, ctx.loop.bank_top, exclude=chosen):
-        steps.append(score_step(ctx, state.unit, concept, "bank", 0))
+        steps.append(score_step(ctx.engine, state.unit, concept, "bank", 0))
     ranked = sorted(steps, key=lambda s: -s.scores.auc)
     return {"steps": steps, "pool": [s.concept for s in ranked[: ctx.loop.pool_size]],
             "strategy": "refine" if ctx.chat is not None else "operators",
@@ -161,7 +144,7 @@ def propose(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
         return _propose_by_operators(ctx, state, iteration, start)
     user = prompts.render(
         "propose_user", pool=_pool_lines(state, state.pool), tried=", ".join(state.tried()),
-        vocabulary=_vocabulary_hint(ctx), strategy=prompts.text(f"strategies/{state.strategy}").strip(),
+        vocabulary=vocabulary_hint(ctx), strategy=prompts.text(f"strategies/{state.strategy}").strip(),
         feedback=_feedback(state),
     )
     temperature = ctx.temperature + (HOT_TEMPERATURE_BOOST if state.strategy == "hot" else 0.0)
@@ -207,7 +190,7 @@ def dedup(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
 def evaluate(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     """Score the proposal, add it to the history, and update the pool by LINE's rule."""
     ctx, proposal = runtime.context, state.proposal
-    step = score_step(ctx, state.unit, proposal.concept, proposal.source, state.iteration,
+    step = score_step(ctx.engine, state.unit, proposal.concept, proposal.source, state.iteration,
                       proposal.reasoning, proposal.strategy)
     return {"steps": [step], "proposal": None, "pool": _updated_pool(ctx, state, step),
             "elapsed": step.seconds}
@@ -329,7 +312,7 @@ def summarize(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
         return update | {"events": [Event(iteration=iteration, kind=kind, concept=concept,
                                           detail=f"{verdict.duplicate_of or ''}|{verdict.reason}")],
                          "elapsed": time.perf_counter() - start}
-    step = score_step(ctx, state.unit, concept, "summary", iteration, reply.value.reasoning, "summary")
+    step = score_step(ctx.engine, state.unit, concept, "summary", iteration, reply.value.reasoning, "summary")
     return update | {"steps": [step], "elapsed": time.perf_counter() - start}
 
 
@@ -350,7 +333,7 @@ def review(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     update = {"verdict": answer, "events": [Event(iteration=state.iteration, kind="review", concept=answer,
                                                   detail="a person proposed their own label")]}
     if state.step(answer) is None:
-        update["steps"] = [score_step(ctx, state.unit, answer, "user", state.iteration)]
+        update["steps"] = [score_step(ctx.engine, state.unit, answer, "user", state.iteration)]
     return update
 
 

@@ -23,14 +23,15 @@ from pathlib import Path
 from string import Template
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from agent.polysemantic import Polysemanticity, analyse, best_scores
+from tools.polysemantic import Polysemanticity, analyse, best_scores
 from tools.errors import LineError
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from agent.runner import Run
-    from agent.state import Event, NeuronState, Step
+    from agent.state import NeuronState
+    from tools.history import Event, Step
     from tools.engine import Engine
 
 THUMBNAIL = 112
@@ -60,16 +61,6 @@ def write_report(run: Run, unit: int | None = None) -> Path:
         return folder / page_name(unit)
     write_text(folder / "index.html", index_page(report, views))
     return folder / "index.html"
-
-
-def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Add `line report RUN_ID [--unit N] [--open] [--runs-dir DIR]`."""
-    parser = subparsers.add_parser("report", help="write a self-contained HTML report of a run")
-    parser.add_argument("run_id")
-    parser.add_argument("--unit", type=int, help="only this unit's page")
-    parser.add_argument("--open", action="store_true", help="open the report in the web browser")
-    parser.add_argument("--runs-dir", help="where runs live (default: runs)")
-    parser.set_defaults(func=cmd_report)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -112,7 +103,7 @@ class Report:
 
     @classmethod
     def of(cls, run: Run) -> Report:
-        from agent.runner import build_engine
+        from agent.engines import build_engine
         from tools.text import default_embedder
 
         return cls(run, build_engine(run.settings), default_embedder())

@@ -17,43 +17,20 @@ from typing import Callable
 
 from langgraph.types import Command
 
-from agent.config import GeneratorConfig, Settings, load_settings
+from agent.config import Settings, load_settings
 from agent.dedup import Deduplicator
+from agent.engines import build_engine
 from agent.graph import build_label_graph, neuron_state, sqlite_checkpointer, thread_config
 from agent.llm import make_chat_model
 from agent.nodes import LineContext
 from agent.state import NeuronState
-from tools.cache import DiskCache, atomic_write
-from tools.control import load_control_set
-from tools.engine import Engine, Progress
+from tools.cache import atomic_write
+from tools.engine import Engine
 from tools.errors import LineError
-from tools.generators.base import ImageGenerator
-from tools.models import load_target_model
 from tools.text import default_embedder
 
 Update = Callable[[int, str, NeuronState | dict], None]
 Reviewer = Callable[[dict], str]
-
-
-def make_generator(config: GeneratorConfig) -> ImageGenerator:
-    if config.kind == "procedural":
-        from tools.generators.procedural import ProceduralGenerator
-
-        return ProceduralGenerator(size=config.size or 224)
-    from tools.generators.diffusion import DiffusersGenerator
-
-    return DiffusersGenerator(model=config.model, steps=config.steps, guidance_scale=config.guidance_scale,
-                              size=config.size or 512, batch_size=config.batch_size)
-
-
-def build_engine(settings: Settings, progress: Progress | None = None) -> Engine:
-    cache = DiskCache(settings.cache_dir)
-    return Engine(
-        load_target_model(settings.model, settings.device), settings.layer, make_generator(settings.generator),
-        load_control_set(settings.control, cache), cache,
-        images_per_concept=settings.loop.images_per_concept, control_mode=settings.loop.control_mode,
-        progress=progress,
-    )
 
 
 def build_context(settings: Settings, engine: Engine, chat=None) -> LineContext:

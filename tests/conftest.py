@@ -26,6 +26,6 @@ def settings(tmp_path):
 
 @pytest.fixture
 def engine(settings):
-    from agent.runner import build_engine
+    from agent.engines import build_engine
 
     return build_engine(settings)

@@ -1,6 +1,7 @@
 import pytest
 
-from agent.dedup import Deduplicator, normalise
+from agent.dedup import Deduplicator
+from tools.text import normalise
 from tools.generators.procedural import ProceduralGenerator
 from tools.text import default_embedder
 

@@ -6,7 +6,8 @@ import pytest
 
 from agent.config import load_settings
 from agent.llm import ScriptedChatModel
-from agent.runner import Run, build_context, build_engine
+from agent.engines import build_engine
+from agent.runner import Run, build_context
 from tools.errors import LineError
 
 

@@ -1,6 +1,5 @@
 """The HTML report of a small run on the colour net: pages, links, inline images, sections, CLI."""
 
-import argparse
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -10,9 +9,11 @@ import pytest
 from agent import report
 from agent.config import load_settings
 from agent.llm import ScriptedChatModel
-from agent.polysemantic import analyse
-from agent.runner import Run, build_context, build_engine
-from agent.state import Event
+from tools.polysemantic import analyse
+from agent.engines import build_engine
+from agent.runner import Run, build_context
+from agent.cli import build_parser
+from tools.history import Event
 from tests.conftest import COLOUR_NET
 from tests.test_graph import say
 from tools.errors import LineError
@@ -103,8 +104,7 @@ def test_a_polysemantic_unit_is_flagged_with_its_groups(run):
 
 
 def test_report_command_one_unit_open_and_errors(run, index, monkeypatch, capsys):
-    parser = argparse.ArgumentParser()
-    report.register_cli(parser.add_subparsers())
+    parser = build_parser()
     opened = []
     monkeypatch.setattr(report.webbrowser, "open", opened.append)
     runs_dir = str(run.folder.parent)

@@ -126,9 +126,10 @@ def unit_count(model: TargetModel, layer: str) -> int:
     return model._units[layer]
 
 
-def check_unit(model: TargetModel, layer: str, unit: int) -> int:
-    """`unit` as an int, or a LineError when the layer has no such unit."""
-    n = unit_count(model, layer)
+def check_unit(model: TargetModel, layer: str, unit: int, units: int | None = None) -> int:
+    """`unit` as an int, or a LineError when the layer (of `units` units, found out when
+    not given) has no such unit."""
+    n = units if units is not None else unit_count(model, layer)
     try:
         u = int(unit)
         ok = u == unit and 0 <= u < n

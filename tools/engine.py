@@ -77,7 +77,7 @@ class Engine:
         self.control_mode = control_mode
         self.batch_size = batch_size
         self.progress = progress
-        self.units = unit_count(model, layer)
+        self.units = self._unit_count()
         self._render_lock = threading.Lock()
         self._bank_lock = threading.Lock()
         self._control_acts: np.ndarray | None = None
@@ -86,8 +86,17 @@ class Engine:
 
     # --- units -------------------------------------------------------------------------
     def check_unit(self, unit: int) -> int:
-        check_unit(self.model, self.layer, unit)
-        return unit
+        return check_unit(self.model, self.layer, unit, self.units)
+
+    def _unit_count(self) -> int:
+        """Units of the layer, remembered in the cache (finding out costs a first forward)."""
+        key = content_key("units", self.model.name, self.layer)
+        known = self.cache.load_array(key)
+        if known is not None and len(known) == 1:
+            return int(known[0])
+        units = unit_count(self.model, self.layer)
+        self.cache.save_array(key, np.array([units]))
+        return units
 
     # --- images ------------------------------------------------------------------------
     def seeds(self, n: int | None = None, start: int = 0) -> list[int]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 from pydantic import BaseModel
-from scipy import stats
 
 _EPS = 1e-8
 
@@ -28,6 +27,8 @@ class Scores(BaseModel):
 
 def auc(concept: np.ndarray, control: np.ndarray) -> np.ndarray:
     """ROC AUC per unit, ties counted half (equals sklearn's roc_auc_score)."""
+    from scipy import stats  # imported here: it costs half a second at start-up
+
     n, m = len(concept), len(control)
     ranks = stats.rankdata(np.concatenate([concept, control]), axis=0)
     u = ranks[:n].sum(axis=0) - n * (n + 1) / 2
@@ -41,6 +42,8 @@ def mad(concept: np.ndarray, control: np.ndarray) -> np.ndarray:
 
 def mann_whitney(concept: np.ndarray, control: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """U statistic and one-sided p-value (concept activations greater than control)."""
+    from scipy import stats
+
     result = stats.mannwhitneyu(concept, control, alternative="greater", axis=0, method="asymptotic")
     return np.asarray(result.statistic, dtype=float), np.asarray(result.pvalue, dtype=float)
 

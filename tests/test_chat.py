@@ -1,0 +1,233 @@
+"""`line chat`: the conversational graph with scripted LLMs on the colour net (unit 0 = redness)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
+from langchain_core.outputs import ChatGenerationChunk
+from rich.console import Console
+
+from agent import runner
+from agent.chat import STALL_NOTE, ChatSession, ConsolePrinter, chat_context
+from agent.cli import build_parser
+from agent.config import load_settings
+from agent.llm import LLMUnavailable, ScriptedChatModel
+from tools.agent_tools import ablate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def no_text_encoder(monkeypatch):
+    """Dedup by words and scene only: loading the sentence encoder would cost seconds per test."""
+    monkeypatch.setattr(runner, "default_embedder", lambda: None)
+
+
+def call(name: str, **args) -> AIMessage:
+    return AIMessage("", tool_calls=[{"name": name, "args": args, "id": f"call-{name}"}])
+
+
+def action(tool: str, **arguments) -> str:
+    return json.dumps({"action": {"tool": tool, "arguments": arguments}})
+
+
+def reply(text: str) -> str:
+    return json.dumps({"action": {"tool": "reply", "reply": text}})
+
+
+def settings_with(settings, **sections):
+    data = settings.model_dump()
+    for name, values in sections.items():
+        data[name].update(values)
+    return load_settings(**data)
+
+
+def start(settings, engine, replies, unit=0) -> ChatSession:
+    return ChatSession.start(settings, chat_context(settings, engine, ScriptedChatModel(replies=replies)), unit)
+
+
+def tool_messages(messages) -> list[ToolMessage]:
+    return [m for m in messages if isinstance(m, ToolMessage)]
+
+
+@pytest.fixture
+def scripted(settings):
+    return settings_with(settings, llm={"provider": "scripted"})
+
+
+def test_conversation_runs_all_four_tools_then_resumes_in_a_new_process(scripted, engine):
+    replies = [call("generate_images", concepts=["red background"], n=2), call("score_concept", concept="red background"),
+               call("inspect_history", top=3), call("ablate_concept", concept="red"), "Unit 0 responds to red."]
+    session = start(scripted, engine, replies)
+    added = session.send("What does unit 0 respond to?")
+    results = tool_messages(added)
+    assert [m.name for m in results] == ["generate_images", "score_concept", "inspect_history", "ablate_concept"]
+    assert all(m.status == "success" for m in results)
+    assert "red background" in results[2].content and "not tried yet" in results[2].content
+    assert added[-1].content == "Unit 0 responds to red."
+    state = session.state()
+    assert [(s.concept, s.source, s.iteration) for s in state.steps] == [("red background", "llm", 1)]
+    assert state.steps[0].scores.auc > 0.9
+    ablation = next(e for e in state.events if e.kind == "ablation")
+    assert "scene 'red background'" in ablation.detail and ablation.detail.endswith("; removed")
+    session.close()
+
+    script = """
+import json, sys
+from langchain_core.messages import AIMessage
+from agent import runner
+runner.default_embedder = lambda: None
+from agent.chat import ChatSession, chat_context
+from agent.llm import LLMUnavailable, ScriptedChatModel
+from agent.engines import build_engine
+from agent.runner import Run
+run = Run.open(sys.argv[1], sys.argv[2])
+before = ChatSession(run, None).state()
+reply = AIMessage("", tool_calls=[{"name": "score_concept", "args": {"concept": "blue background"}, "id": "call-1"}])
+context = chat_context(run.settings, build_engine(run.settings), ScriptedChatModel(replies=[reply, "Blue is weak."]))
+session = ChatSession(run, context)
+session.send("/score green background")
+session.send("And blue?")
+after = session.state()
+print(json.dumps({"before": [s.concept for s in before.steps], "messages_before": len(before.messages),
+                  "after": [[s.concept, s.source] for s in after.steps], "last": after.messages[-1].content}))
+"""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", script, session.run.id, scripted.runs_dir],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["before"] == ["red background"] and result["messages_before"] == len(state.messages)
+    assert result["after"] == [["red background", "llm"], ["green background", "user"], ["blue background", "llm"]]
+    assert result["last"] == "Blue is weak."
+    history = json.loads((session.run.folder / "history.json").read_text())
+    assert [s["concept"] for s in history["units"]["0"]["steps"]] == ["red background", "green background",
+                                                                     "blue background"]
+
+
+def test_duplicate_scores_are_served_from_history_without_new_images(scripted, engine):
+    session = start(scripted, engine, [call("score_concept", concept="red square"), "Already known."])
+    session.send("/score red squares")
+    generated = engine.cache.stats["images_generated"]
+    added = session.send("/score Red Squares") + session.send("Try red square.")
+    state = session.state()
+    assert [(s.concept, s.source) for s in state.steps] == [("red squares", "user")]
+    assert engine.cache.stats["images_generated"] == generated
+    answers = tool_messages(added)
+    assert len(answers) == 2 and all("Served from the history" in m.content and "AUC" in m.content for m in answers)
+    assert [e.concept for e in state.events if e.kind == "duplicate"] == ["red squares", "red square"]
+    assert state.iteration == 3  # every proposal counts, as in the autonomous loop
+
+
+def test_models_without_tool_calling_act_through_the_json_schema(settings, engine):
+    replies = [action("score_concept", concept="green background"), "not json at all",
+               action("score_concept", concept="green", unit="one"), action("inspect_history", contains="green"),
+               reply("Unit 1 likes green.")]
+    chat = ScriptedChatModel(replies=replies)
+    session = ChatSession.start(settings, chat_context(settings, engine, chat), unit=1)
+    assert not session.context.tool_calling  # the configured provider is the embedded model
+    added = session.send("Is it green?")
+    assert [m.name for m in tool_messages(added)] == ["score_concept", "inspect_history"]
+    assert added[-1].content == "Unit 1 likes green."
+    state = session.state()
+    assert [s.concept for s in state.steps] == ["green background"] and state.steps[0].scores.auc > 0.9
+    assert state.usage.llm_calls == 5 and state.usage.llm_failures == 2  # prose, and a unit that is no number
+    seen = chat.seen[-1]
+    assert "score_concept" in seen[0].content and any("[result of score_concept]" in m.content for m in seen)
+
+
+def test_bad_arguments_come_back_as_errors_and_the_conversation_goes_on(scripted, engine):
+    replies = [call("score_concept", concept="  "), call("score_concept", concept="red", unit=99),
+               call("generate_images", concepts=["red"], n=500), call("paint", colour="red"),
+               call("score_concept", concept="giraffe"), "Sorry, let me ask properly."]
+    session = start(scripted, engine, replies)
+    added = session.send("Go.")
+    errors = tool_messages(added)
+    assert [m.status for m in errors] == ["error"] * 5
+    for message, words in zip(errors, ["empty", "unit 99", "less than or equal to 16", "paint", "cannot be drawn"]):
+        assert words in message.content
+    assert added[-1].content == "Sorry, let me ask properly." and session.state().steps == []
+    assert "out of range" in tool_messages(session.send("/score red @7"))[0].content
+
+
+def test_stall_brings_a_strategy_suggestion(scripted, engine):
+    scripted = settings_with(scripted, loop={"duplicate_streak": 2})
+    session = start(scripted, engine, ["unused"])
+    for text in ("/score red background", "/score red backgrounds", "/score the red background"):
+        added = session.send(text)
+    note = next(m for m in added if isinstance(m, HumanMessage) and m.name == STALL_NOTE)
+    assert "2 rejected proposals in a row" in note.content and "clearly different" in note.content
+    assert any(e.kind == "strategy" and e.detail.endswith("refine -> explore") for e in session.state().events)
+
+
+def test_ablation_removes_only_what_drives_the_unit(engine):
+    planted = ablate(engine, "red", "red squares", unit=0)  # the unit's colour: it loses its drive
+    assert planted.removed and planted.prompts_without[0] != planted.prompts_with[0]
+    assert planted.drop_mean > 0.5 * sum(planted.with_concept) / len(planted.with_concept)
+    for concept, scene in (("blue", "red squares"), ("stripes", "red background")):  # not in the scene
+        unrelated = ablate(engine, concept, scene, unit=0)
+        assert not unrelated.removed and abs(unrelated.drop_mean) < 1e-6 and "did not remove" in unrelated.verdict
+
+
+def test_chat_command_reads_input_and_resumes_a_thread(tmp_path, monkeypatch, capsys):
+    config = tmp_path / "line.toml"
+    config.write_text("[llm]\nprovider = 'scripted'\nscript = ['Red, I think.']\n[loop]\nimages_per_concept = 3\n")
+    parser = build_parser()
+    base = ["--config", str(config), "--runs-dir", str(tmp_path / "runs")]
+    typed = iter(["/score red background", "What now?", "/quit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(typed))
+    args = parser.parse_args(["chat", *base, "--model", "tests.colour_net:colour_net", "--layer", "relu",
+                              "--control", "procedural:40", "--cache-dir", str(tmp_path / "c"), "--unit", "0"])
+    args.func(args)
+    out = " ".join(capsys.readouterr().out.split())  # undo the console's line wrapping
+    assert "score_concept(concept='red background')" in out and "AUC" in out and "Red, I think." in out
+    thread = out.split("line chat --thread ")[-1].split()[0]
+
+    def end_of_input(prompt=""):
+        raise EOFError
+
+    monkeypatch.setattr("builtins.input", end_of_input)
+    args = parser.parse_args(["chat", *base, "--thread", thread])
+    args.func(args)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "1 concepts scored; best: red background" in out and f"--thread {thread}" in out
+
+    args = parser.parse_args(["chat", *base, "--run", thread, "--unit", "0"])  # any run: autonomous or chat
+    args.func(args)
+    out = " ".join(capsys.readouterr().out.split())
+    copy = out.split("line chat --thread ")[-1].split()[0]
+    assert copy != thread and "1 concepts scored; best: red background" in out
+
+
+class StreamingModel(ScriptedChatModel):
+    """Scripted replies streamed word by word, like a provider's token stream."""
+
+    def _stream(self, messages, stop=None, run_manager=None, **kwargs):
+        for word in self._generate(messages).generations[0].message.content.split(" "):
+            chunk = ChatGenerationChunk(message=AIMessageChunk(content=word + " "))
+            if run_manager:
+                run_manager.on_llm_new_token(word + " ", chunk=chunk)
+            yield chunk
+
+
+def test_answers_stream_token_by_token(scripted, engine):
+    console = Console(record=True, width=200)
+    printer = ConsolePrinter(console, stream_tokens=True)
+    context = chat_context(scripted, engine, StreamingModel(replies=["Unit zero likes red."]))
+    session = ChatSession.start(scripted, context, 0)
+    chunks = []
+    session.send("Hi", lambda mode, chunk: (chunks.append(mode), printer(mode, chunk)))
+    assert chunks.count("messages") >= 4
+    assert console.export_text().count("Unit zero likes red.") == 1
+
+
+def test_an_llm_that_does_not_answer_leaves_slash_commands_working(scripted, engine):
+    session = start(scripted, engine, [ConnectionError("server down")])
+    with pytest.raises(LLMUnavailable, match="slash commands work without it"):
+        session.send("Hello?")
+    session.send("/score red background")
+    assert [s.source for s in session.state().steps] == ["user"]
