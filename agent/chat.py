@@ -387,7 +387,7 @@ class ChatSession:
 
     def finish_interrupted_turn(self, show: Printer | None = None) -> bool:
         """Complete a turn cut off by a crash or Ctrl-C (tool calls left unanswered)."""
-        if not self.graph.get_state(self.config).next:
+        if not self.graph.get_state(self.config).tasks:
             return False
         self._stream(None, show)
         return True

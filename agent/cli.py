@@ -14,7 +14,8 @@ from rich.table import Table
 
 from tools.errors import LineError
 
-console = Console()
+# Piped output (logs, CI) gets tables wide enough to read rather than rich's 80 columns.
+console = Console() if sys.stdout.isatty() else Console(width=140)
 err_console = Console(stderr=True)
 
 

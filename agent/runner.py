@@ -109,7 +109,9 @@ class Run:
         snapshot = graph.get_state(config)
         inputs = None if snapshot.values else NeuronState(unit=unit)
         while True:
-            if snapshot.values and not snapshot.next:
+            # Finished: no task left. (`next` alone is not enough: after a kill, a node's
+            # writes may be saved while the checkpoint that follows them is not.)
+            if snapshot.values and not snapshot.tasks:
                 return neuron_state(snapshot.values)
             if snapshot.interrupts:
                 if reviewer is None:

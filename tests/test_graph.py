@@ -110,3 +110,22 @@ def test_concept_bank_seeds_later_units_for_free(settings):
     _, _, states = run_units(settings, [say("red background"), say("blue noise")], units=(0, 2))
     banked = [s for s in states[2].steps if s.source == "bank"]
     assert banked and all(s.images_rendered == 0 for s in banked)
+
+
+def test_review_pauses_for_a_person_then_resumes_with_their_verdict(settings):
+    settings = with_loop(settings, max_iterations=2, review=True, summary=False)
+    engine = build_engine(settings)
+    run = Run.create(settings, [0], "review")
+    context = build_context(settings, engine, chat=ScriptedChatModel(replies=[say("red background"), say("blue noise")]))
+    waiting = run.label(context)[0]  # nobody to ask: the unit waits, nothing is lost
+    assert waiting.label is None and len(waiting.steps) >= 3
+    questions = []
+
+    def person(question):
+        questions.append(question)
+        return "white squares"
+
+    state = Run.open("review", settings.runs_dir).label(context, reviewer=person)[0]
+    assert questions[0]["unit"] == 0 and questions[0]["label"] == waiting.best().concept
+    assert state.label.concept == "white squares" and state.step("white squares").source == "user"
+    assert any(e.kind == "review" for e in state.events)

@@ -1,0 +1,58 @@
+"""The evals on the tiny planted suite with a scripted LLM: table shape, and the oracle."""
+
+import json
+
+import pytest
+
+from evals import run
+from evals.planted import load_planted, load_suite, parse_detector
+from tools.errors import LineError
+
+METHODS = ["oracle", "ours", "paper", "closed", "top-class", "one-shot"]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """One run of every method on the tiny suite (CoSy against procedural images only)."""
+    tmp_path = tmp_path_factory.mktemp("evals")
+    config = tmp_path / "line.toml"
+    config.write_text("control = 'procedural:40'\n[loop]\nimages_per_concept = 2\nmax_iterations = 2\n")
+    out = tmp_path / "out"
+    argv = ["--suite", "tiny", "--methods", "all", "--out", str(out), "--llm", "scripted",
+            "--config", str(config), "--cache-dir", str(tmp_path / "cache")]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LINE_SHARED_DATA", str(tmp_path / "no-shared-data"))
+        return run.evaluate(run.build_parser().parse_args(argv)), out
+
+
+def test_table_has_every_method_and_metric(results):
+    result, out = results
+    assert [s["method"] for s in result["summary"]] == METHODS
+    assert len(result["rows"]) == len(METHODS) * 4
+    for entry in result["summary"]:
+        assert {"match", "cosy_auc_procedural", "cosy_mad_procedural", "images", "llm_calls", "seconds"} <= set(entry)
+    assert {p.name for p in out.iterdir()} >= {"units.csv", "summary.csv", "results.json", "config.json", "table.md"}
+    table = (out / "table.md").read_text().splitlines()
+    assert len(table) == 2 + len(METHODS) and table[0].count("|") == table[2].count("|")
+    assert json.loads((out / "config.json").read_text())["suite"]["digest"] == load_suite("tiny").digest
+
+
+def test_oracle_label_scores_its_own_unit(results):
+    result, _ = results
+    oracle = [r for r in result["rows"] if r["method"] == "oracle"]
+    assert all(r["match"] and r["cosy_auc_procedural"] > 0.9 for r in oracle), oracle
+
+
+def test_detector_expressions_are_parsed_not_evaluated():
+    assert parse_detector("and(colour('red'), not(dots(scale=12)))").kind == "compositional"
+    assert parse_detector("or(colour(hue=(-10, 10)), stripes('vertical'))").kind == "polysemantic"
+    for bad in ["__import__('os')", "colour('red').mro", "colour(name=open('x'))", "lambda: 1", "dots(size=3)"]:
+        with pytest.raises(LineError):
+            parse_detector(bad)
+
+
+def test_planted_model_has_one_layer_of_units():
+    model = load_planted("tiny")
+    layers = model.layers()
+    assert [layer.name for layer in layers] == ["units"] and layers[0].units == 4
+    assert model.mean == (0.0, 0.0, 0.0) and model.std == (1.0, 1.0, 1.0)
