@@ -165,10 +165,10 @@ def test_stall_brings_a_strategy_suggestion(scripted, engine):
 
 
 def test_ablation_removes_only_what_drives_the_unit(engine):
-    planted = ablate(engine, "red", "red squares", unit=0)  # the unit's colour: it loses its drive
+    planted = ablate(engine, "red", "red background", unit=0)  # the unit's colour: it loses its drive
     assert planted.removed and planted.prompts_without[0] != planted.prompts_with[0]
     assert planted.drop_mean > 0.5 * sum(planted.with_concept) / len(planted.with_concept)
-    for concept, scene in (("blue", "red squares"), ("stripes", "red background")):  # not in the scene
+    for concept, scene in (("blue", "red background"), ("stripes", "red background")):  # not in the scene
         unrelated = ablate(engine, concept, scene, unit=0)
         assert not unrelated.removed and abs(unrelated.drop_mean) < 1e-6 and "did not remove" in unrelated.verdict
 

@@ -27,7 +27,8 @@ from tools.text import default_embedder, normalise
 USER_CALL_PREFIX = "user-"  # tool calls a person made with a slash command, not the LLM
 MAX_IMAGES = 16
 ABLATION_STILL_HIGH_AUC = 0.8  # ablated images scoring above this still carry what the unit wants
-ABLATION_MIN_DROP = 0.2  # a drop below this share of the scene's activation is no effect
+ABLATION_MIN_DROP = 0.2  # a drop below this share of the scene's excess over control is no effect
+ABLATION_MIN_SCENE_AUC = 0.6  # a scene scoring below this does not drive the unit to begin with
 
 
 class ToolArgumentError(ToolException):
@@ -286,8 +287,9 @@ def ablate(engine, concept: str, scene: str, unit: int) -> AblationResult:
     drops = acts_with[:, unit] - acts_without[:, unit]
     auc_with = float(engine.score_table(acts_with)["auc"][unit])
     auc_without = float(engine.score_table(acts_without)["auc"][unit])
-    removed, verdict = _ablation_verdict(concept, scene, prompts_with == prompts_without,
-                                         float(acts_with[:, unit].mean()), float(drops.mean()), auc_without)
+    excess = float(acts_with[:, unit].mean() - engine.control_activations()[:, unit].mean())
+    removed, verdict = _ablation_verdict(concept, scene, prompts_with == prompts_without, excess,
+                                         float(drops.mean()), auc_with, auc_without)
     return AblationResult(
         concept=concept, scene=scene, unit=unit, seeds=seeds, prompts_with=prompts_with, prompts_without=prompts_without,
         with_concept=acts_with[:, unit].tolist(), without_concept=acts_without[:, unit].tolist(),
@@ -295,20 +297,24 @@ def ablate(engine, concept: str, scene: str, unit: int) -> AblationResult:
         removed=removed, verdict=verdict)
 
 
-def _ablation_verdict(concept: str, scene: str, unchanged: bool, mean_with: float, drop: float,
-                      auc_without: float) -> tuple[bool, str]:
+def _ablation_verdict(concept: str, scene: str, unchanged: bool, excess: float, drop: float,
+                      auc_with: float, auc_without: float) -> tuple[bool, str]:
+    """Whether removing the concept removed what drives the unit, in words. `excess` is the
+    scene's mean activation above the control mean (activations may be signed)."""
     if unchanged:
         return False, (f"The ablation did not remove {concept!r}: the generator drew the same scene without it "
                        f"(is {concept!r} in {scene!r}?). Nothing is learned from this comparison.")
-    if mean_with <= 0:
-        return False, f"The unit does not respond to {scene!r} at all: there is nothing for the ablation to remove."
+    if auc_with < ABLATION_MIN_SCENE_AUC or excess <= 0:
+        return False, (f"The unit does not respond to {scene!r} more than to control images (AUC {auc_with:.2f}): "
+                       "there is nothing for the ablation to remove.")
     if auc_without > ABLATION_STILL_HIGH_AUC:
         return False, (f"The ablation did not remove what the unit responds to: without {concept!r} the images "
                        f"still score AUC {auc_without:.2f} against control. Something else in the scene drives it.")
-    if drop / mean_with < ABLATION_MIN_DROP:
-        return False, (f"Removing {concept!r} barely changes the activation ({drop / mean_with:.0%} of it): "
-                       "it is not what drives the unit.")
-    return True, f"Removing {concept!r} takes away {drop / mean_with:.0%} of the activation: {concept!r} drives the unit."
+    if drop / excess < ABLATION_MIN_DROP:
+        return False, (f"Removing {concept!r} barely changes the activation ({drop / excess:.0%} of its excess over "
+                       "control): it is not what drives the unit.")
+    return True, (f"Removing {concept!r} takes away {drop / excess:.0%} of the activation's excess over control: "
+                  f"{concept!r} drives the unit.")
 
 
 def history_table(history: History, vocabulary: dict[str, list[str]], top: int = 5,
