@@ -21,7 +21,15 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any, Callable, Literal, Union
 
-from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    AnyMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 from langchain_core.tools import ToolException
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
@@ -35,13 +43,19 @@ import prompts
 from agent import operators
 from agent.config import Settings
 from agent.graph import sqlite_checkpointer
-from agent.llm import LLMUnavailable, is_connection_error, ask_structured
-from agent.nodes import STRATEGIES, LineContext, vocabulary_hint, next_strategy, stall_trigger
+from agent.llm import LLMUnavailable, ask_structured, is_connection_error
+from agent.nodes import (
+    STRATEGIES,
+    LineContext,
+    next_strategy,
+    stall_trigger,
+    vocabulary_hint,
+)
 from agent.runner import Run, build_context, new_run_id
 from agent.state import NeuronState, Usage
-from tools.history import Event
 from tools.agent_tools import TOOLS, USER_CALL_PREFIX, ScoreConceptArgs, ScoreResult
 from tools.errors import LineError
+from tools.history import Event
 
 STALL_NOTE = "stall-detector"  # name of the suggestion messages the stall node adds
 TRANSCRIPT_FOR_ACTIONS = 16  # recent messages a model without tool calling sees

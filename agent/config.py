@@ -7,10 +7,10 @@ e.g. `LINE_LLM__PROVIDER=openai`, `LINE_LOOP__MAX_ITERATIONS=20`.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import (
     BaseSettings,

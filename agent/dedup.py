@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from tools.generators.base import ImageGenerator
 from tools.text import TextEmbedder, normalise
 
+
 @dataclass(frozen=True)
 class Verdict:
     """`duplicate_of` is the earlier concept it repeats; `undrawable` when nothing of it can be drawn."""

@@ -18,10 +18,9 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 
 from agent import nodes, state
-from tools import polysemantic
 from agent.nodes import LineContext
 from agent.state import NeuronState
-from tools import history
+from tools import history, polysemantic
 from tools.scoring import Scores
 
 CHECKPOINT_TYPES = [

@@ -23,10 +23,10 @@ from agent import operators
 from agent.config import LoopConfig
 from agent.dedup import Deduplicator
 from agent.llm import ask_structured
-from tools.polysemantic import analyse
 from agent.state import Label, NeuronState, Proposal, Usage
 from tools.engine import Engine
 from tools.history import Event, Step, score_step
+from tools.polysemantic import analyse
 from tools.text import default_embedder
 
 STRATEGIES = ["refine", "explore", "combine", "contrast", "hot", "operators"]

@@ -23,16 +23,16 @@ from pathlib import Path
 from string import Template
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from tools.polysemantic import Polysemanticity, analyse, best_scores
 from tools.errors import LineError
+from tools.polysemantic import Polysemanticity, analyse, best_scores
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from agent.runner import Run
     from agent.state import NeuronState
-    from tools.history import Event, Step
     from tools.engine import Engine
+    from tools.history import Event, Step
 
 THUMBNAIL = 112
 CONTROL_IMAGES = 5

@@ -19,8 +19,12 @@ from langgraph.types import Command
 
 from agent.config import Settings, load_settings
 from agent.dedup import Deduplicator
-from agent.engines import build_engine
-from agent.graph import build_label_graph, neuron_state, sqlite_checkpointer, thread_config
+from agent.graph import (
+    build_label_graph,
+    neuron_state,
+    sqlite_checkpointer,
+    thread_config,
+)
 from agent.llm import make_chat_model
 from agent.nodes import LineContext
 from agent.state import NeuronState

@@ -11,8 +11,8 @@ from typing import Annotated
 
 from pydantic import Field
 
-from tools.polysemantic import Polysemanticity
 from tools.history import History, Record, Source
+from tools.polysemantic import Polysemanticity
 from tools.scoring import Scores
 
 

@@ -1,9 +1,8 @@
 import pytest
 
 from agent.dedup import Deduplicator
-from tools.text import normalise
 from tools.generators.procedural import ProceduralGenerator
-from tools.text import default_embedder
+from tools.text import default_embedder, normalise
 
 
 @pytest.mark.parametrize("a, b", [

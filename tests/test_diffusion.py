@@ -44,7 +44,12 @@ def _write_tokenizer_files(folder: Path) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_pipeline_dir(tmp_path_factory) -> Path:
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     root = tmp_path_factory.mktemp("tiny-sd")

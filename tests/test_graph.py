@@ -5,8 +5,8 @@ import json
 import pytest
 
 from agent.config import load_settings
-from agent.llm import ScriptedChatModel
 from agent.engines import build_engine
+from agent.llm import ScriptedChatModel
 from agent.runner import Run, build_context
 from tools.errors import LineError
 

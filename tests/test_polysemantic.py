@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from tools.polysemantic import Polysemanticity, analyse
 from tools.history import ActivationStats, Step
+from tools.polysemantic import Polysemanticity, analyse
 from tools.scoring import Scores
 from tools.text import default_embedder
 

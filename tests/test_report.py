@@ -7,16 +7,16 @@ from pathlib import Path
 import pytest
 
 from agent import report
-from agent.config import load_settings
-from agent.llm import ScriptedChatModel
-from tools.polysemantic import analyse
-from agent.engines import build_engine
-from agent.runner import Run, build_context
 from agent.cli import build_parser
-from tools.history import Event
+from agent.config import load_settings
+from agent.engines import build_engine
+from agent.llm import ScriptedChatModel
+from agent.runner import Run, build_context
 from tests.conftest import COLOUR_NET
 from tests.test_graph import say
 from tools.errors import LineError
+from tools.history import Event
+from tools.polysemantic import analyse
 
 UNITS = [0, 2]
 REPLIES = [say("red background", "red scores highest so far"), say("red backgrounds"), say("blue stripes"),

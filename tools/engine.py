@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Literal, Sequence
 
 import numpy as np
