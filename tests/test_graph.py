@@ -129,3 +129,24 @@ def test_review_pauses_for_a_person_then_resumes_with_their_verdict(settings):
     assert questions[0]["unit"] == 0 and questions[0]["label"] == waiting.best().concept
     assert state.label.concept == "white squares" and state.step("white squares").source == "user"
     assert any(e.kind == "review" for e in state.events)
+
+
+def test_units_labelled_concurrently_share_the_checkpoint_database(settings):
+    settings = with_loop(settings, max_iterations=2, summary=False)
+    data = settings.model_dump()
+    data["concurrency"] = 2
+    settings = load_settings(**data)
+    run, _, states = run_units(settings, [say("red background"), say("blue noise"), say("green grid")], units=(0, 1, 2))
+    assert sorted(states) == [0, 1, 2] and all(s.label is not None for s in states.values())
+    assert sorted(run.states()) == [0, 1, 2]
+
+
+def test_a_dead_llm_server_is_a_clear_error_and_loses_nothing(settings):
+    data = settings.model_dump()
+    data["llm"].update(provider="openai-compatible", base_url="http://127.0.0.1:9/v1", retries=0, timeout=2)
+    settings = with_loop(load_settings(**data), max_iterations=3)
+    engine = build_engine(settings)
+    run = Run.create(settings, [0], "dead")
+    with pytest.raises(LineError, match="did not answer"):
+        run.label(build_context(settings, engine))
+    assert len(run.states()[0].steps) == 3  # the initial pool is saved
