@@ -67,6 +67,9 @@ class LoopConfig(Section):
     duplicate_streak: int = Field(3, ge=1)
     failure_streak: int = Field(3, ge=1, description="unusable or undrawable LLM answers before operators take over")
     summary: bool = True
+    simplify: bool = Field(True, description="generalise the best concept when the LLM's summary is unusable; "
+                                             "prefer a shorter label within label_tolerance")
+    label_tolerance: float = Field(0.02, ge=0, description="AUC a shorter label may give up against the best")
     control_mode: Literal["all", "class"] = "all"
     review: bool = Field(False, description="pause for a person's approval before finalising")
     seed: int = 0
@@ -77,7 +80,7 @@ class LoopConfig(Section):
         each, no dedup, no stall handling, no concept bank."""
         return cls(
             images_per_concept=5, init_top=5, init_random=5, bank_top=0, max_iterations=10, max_images=10_000,
-            max_llm_calls=1_000, dedup=False, stall=False, summary=True,
+            max_llm_calls=1_000, dedup=False, stall=False, summary=True, simplify=False, label_tolerance=0.0,
         )
 
 

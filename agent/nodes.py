@@ -150,9 +150,7 @@ def propose(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     temperature = ctx.temperature + (HOT_TEMPERATURE_BOOST if state.strategy == "hot" else 0.0)
     reply = ask_structured(ctx.chat, [SystemMessage(prompts.text("propose_system")), HumanMessage(user)],
                            _answer_schema(ctx), temperature=temperature, retries=ctx.llm_retries)
-    update = {"iteration": iteration, "elapsed": time.perf_counter() - start,
-              "usage": Usage(llm_calls=reply.attempts, llm_failures=len(reply.failures),
-                             input_tokens=reply.input_tokens, output_tokens=reply.output_tokens)}
+    update = {"iteration": iteration, "elapsed": time.perf_counter() - start, "usage": _usage(reply)}
     if reply.value is None:
         return update | {"proposal": None, "events": [
             Event(iteration=iteration, kind="llm_failure", detail=" / ".join(reply.failures)[:500])]}
@@ -173,18 +171,9 @@ def _propose_by_operators(ctx: LineContext, state: NeuronState, iteration: int, 
 
 def dedup(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     """Drop a proposal already tried (words, scene or meaning) or one that cannot be drawn."""
-    ctx, proposal = runtime.context, state.proposal
-    if not ctx.loop.dedup or proposal is None:
-        return {}
-    verdict = ctx.dedup.check(proposal.concept, state.tried())
-    if verdict.accepted:
-        return {}
-    if verdict.undrawable:
-        event = Event(iteration=state.iteration, kind="undrawable", concept=proposal.concept, detail=verdict.reason)
-    else:
-        event = Event(iteration=state.iteration, kind="duplicate", concept=proposal.concept,
-                      detail=f"{verdict.duplicate_of}|{verdict.reason}")
-    return {"proposal": None, "events": [event]}
+    proposal = state.proposal
+    rejection = _rejection(runtime.context, state, proposal.concept, state.iteration) if proposal else None
+    return {} if rejection is None else {"proposal": None, "events": [rejection]}
 
 
 def evaluate(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
@@ -290,30 +279,64 @@ def next_strategy(current: str) -> str | None:
 
 
 def summarize(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
-    """LINE's summary iteration: merge the three best concepts into a more general one."""
+    """LINE's summary iteration: merge the three best concepts into a more general one.
+    Where the LLM gives nothing usable or new, and `loop.simplify` is on, the best concept
+    is generalised by operators (a word dropped) instead."""
     ctx = runtime.context
     top = state.ranked()[:3]
-    if not ctx.loop.summary or ctx.chat is None or len(top) < 2 or any(s.source == "summary" for s in state.steps):
+    if not ctx.loop.summary or len(top) < 2 or any(s.source == "summary" for s in state.steps):
         return {}
-    start = time.perf_counter()
+    start, iteration = time.perf_counter(), state.iteration + 1
+    update: dict = {"events": []}
+    concept, reasoning = None, ""
+    if ctx.chat is not None:
+        reply = _ask_summary(ctx, top)
+        update["usage"] = _usage(reply)
+        if reply.value is None:
+            update["events"].append(Event(iteration=iteration, kind="llm_failure",
+                                          detail="summary: " + " / ".join(reply.failures)[:400]))
+        else:
+            concept, reasoning = reply.value.concept, reply.value.reasoning
+            rejection = _rejection(ctx, state, concept, iteration)
+            if rejection is not None:
+                update["events"].append(rejection)
+                concept = None
+    if concept is None and ctx.loop.simplify:
+        concept, reasoning = _generalisation(ctx, state, top[0].concept)
+    if concept is not None:
+        update["steps"] = [score_step(ctx.engine, state.unit, concept, "summary", iteration, reasoning, "summary")]
+    return update | {"elapsed": time.perf_counter() - start}
+
+
+def _ask_summary(ctx: LineContext, top: list[Step]):
     user = prompts.render("summarize_user", top="\n".join(f"{s.concept}: {s.scores.auc:.3f}" for s in top))
-    reply = ask_structured(ctx.chat, [SystemMessage(prompts.text("propose_system")), HumanMessage(user)],
-                           _answer_schema(ctx), temperature=ctx.temperature, retries=ctx.llm_retries)
-    update: dict = {"usage": Usage(llm_calls=reply.attempts, llm_failures=len(reply.failures),
-                                   input_tokens=reply.input_tokens, output_tokens=reply.output_tokens)}
-    iteration = state.iteration + 1
-    if reply.value is None:
-        return update | {"events": [Event(iteration=iteration, kind="llm_failure", detail="summary: " + " / ".join(reply.failures)[:400])],
-                         "elapsed": time.perf_counter() - start}
-    concept = reply.value.concept
-    verdict = ctx.dedup.check(concept, state.tried()) if ctx.loop.dedup else None
-    if verdict is not None and not verdict.accepted:
-        kind = "undrawable" if verdict.undrawable else "duplicate"
-        return update | {"events": [Event(iteration=iteration, kind=kind, concept=concept,
-                                          detail=f"{verdict.duplicate_of or ''}|{verdict.reason}")],
-                         "elapsed": time.perf_counter() - start}
-    step = score_step(ctx.engine, state.unit, concept, "summary", iteration, reply.value.reasoning, "summary")
-    return update | {"steps": [step], "elapsed": time.perf_counter() - start}
+    return ask_structured(ctx.chat, [SystemMessage(prompts.text("propose_system")), HumanMessage(user)],
+                          _answer_schema(ctx), temperature=ctx.temperature, retries=ctx.llm_retries)
+
+
+def _usage(reply) -> Usage:
+    return Usage(llm_calls=reply.attempts, llm_failures=len(reply.failures),
+                 input_tokens=reply.input_tokens, output_tokens=reply.output_tokens)
+
+
+def _rejection(ctx: LineContext, state: NeuronState, concept: str, iteration: int) -> Event | None:
+    """The event recording why `concept` is not scored, or None when it is new and drawable."""
+    if not ctx.loop.dedup:
+        return None
+    verdict = ctx.dedup.check(concept, state.tried())
+    if verdict.accepted:
+        return None
+    if verdict.undrawable:
+        return Event(iteration=iteration, kind="undrawable", concept=concept, detail=verdict.reason)
+    return Event(iteration=iteration, kind="duplicate", concept=concept, detail=f"{verdict.duplicate_of}|{verdict.reason}")
+
+
+def _generalisation(ctx: LineContext, state: NeuronState, best: str) -> tuple[str | None, str]:
+    """The first shorter form of `best` not tried yet."""
+    for concept, how in operators.generalisations(best):
+        if ctx.dedup.check(concept, state.tried()).accepted:
+            return concept, how
+    return None, ""
 
 
 def review(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
@@ -338,9 +361,15 @@ def review(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
 
 
 def finalize(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
-    """The label (a person's concept where they gave one, else the best-scoring concept),
-    its runners-up, and the distinct meanings in the history."""
-    chosen = state.step(state.verdict) if state.verdict not in (None, "approve") else state.best()
+    """The label (a person's concept where they gave one, else the best-scoring concept, or
+    a shorter one scoring within `loop.label_tolerance` of it), its runners-up, and the
+    distinct meanings in the history."""
+    if state.verdict not in (None, "approve"):
+        chosen = state.step(state.verdict)
+    else:
+        best = state.best().scores.auc
+        close = [s for s in state.steps if s.scores.auc >= best - runtime.context.loop.label_tolerance]
+        chosen = min(close, key=lambda s: (len(s.concept.split()), -s.scores.auc))
     runners = [(s.concept, round(s.scores.auc, 4)) for s in state.ranked() if s.concept != chosen.concept][:3]
     embedder = runtime.context.dedup.embedder or default_embedder()
     return {"label": Label(concept=chosen.concept, scores=chosen.scores, runners_up=runners,

@@ -18,10 +18,7 @@ def candidates(ranked: list[str], vocabulary: dict[str, list[str]], rng: random.
         for other in ranked[1:3]:
             yield merge(best, other), f"combine {best!r} + {other!r}"
         yield from _vary(best, vocabulary, rng)
-        words = best.split()
-        if len(words) > 1:
-            for i in range(len(words)):
-                yield " ".join(words[:i] + words[i + 1:]), f"generalise {best!r}"
+        yield from generalisations(best)
     categories = [c for c in _EXPLORE_CATEGORIES if vocabulary.get(c)]
     for _ in range(20 if categories else 0):
         first, second = rng.sample(categories, 2) if len(categories) > 1 else (categories[0],) * 2
@@ -46,3 +43,12 @@ def _vary(concept: str, vocabulary: dict[str, list[str]], rng: random.Random) ->
         alternatives = [w for w in vocabulary[category] if w != word]
         for alternative in rng.sample(alternatives, min(3, len(alternatives))):
             yield " ".join(words[:i] + [alternative] + words[i + 1:]), f"vary {word!r} in {concept!r}"
+
+
+def generalisations(concept: str) -> Iterator[tuple[str, str]]:
+    """Shorter forms of `concept`: without its background phrase, then without one word."""
+    words = concept.split()
+    if "on" in words[1:]:
+        yield " ".join(words[: words.index("on", 1)]), f"generalise {concept!r} (no background)"
+    for i in range(len(words) if len(words) > 1 else 0):
+        yield " ".join(words[:i] + words[i + 1:]), f"generalise {concept!r}"

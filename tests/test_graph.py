@@ -150,3 +150,28 @@ def test_a_dead_llm_server_is_a_clear_error_and_loses_nothing(settings):
     with pytest.raises(LineError, match="did not answer"):
         run.label(build_context(settings, engine))
     assert len(run.states()[0].steps) == 3  # the initial pool is saved
+
+
+def test_unusable_summary_falls_back_to_a_generalisation_and_shorter_labels_win_ties(settings):
+    settings = with_loop(settings, max_iterations=2, label_tolerance=0.05)
+    replies = [say("large red square on black"), say("red background"), "no idea, sorry"]
+    _, _, states = run_units(settings, replies)
+    state = states[0]
+    summary = next(s for s in state.steps if s.source == "summary")
+    assert summary.reasoning.startswith("generalise") and len(summary.concept.split()) < 5
+    best = state.best().scores.auc
+    close = [s for s in state.steps if s.scores.auc >= best - 0.05]
+    assert len(state.label.concept.split()) == min(len(s.concept.split()) for s in close)
+
+
+def test_the_paper_loop_neither_generalises_nor_prefers_short_labels(settings):
+    from agent.config import LoopConfig
+
+    paper = LoopConfig.paper().model_dump() | {"init_top": 2, "init_random": 1, "max_iterations": 2, "images_per_concept": 3}
+    data = settings.model_dump()
+    data["loop"] = paper
+    _, _, states = run_units(load_settings(**data), [say("red background"), say("red background"), "garbage"])
+    state = states[0]
+    assert [s.concept for s in state.steps].count("red background") == 2  # no dedup in the paper's loop
+    assert not any(s.source == "summary" for s in state.steps)
+    assert state.label.concept == state.best().concept
