@@ -25,6 +25,7 @@ from agent.dedup import Deduplicator
 from agent.llm import ask_structured
 from agent.state import Label, NeuronState, Proposal, Usage
 from tools.engine import Engine
+from tools.generators.base import ImageGenerator
 from tools.history import Event, Step, score_step
 from tools.polysemantic import analyse
 from tools.text import default_embedder
@@ -107,8 +108,9 @@ def _feedback(state: NeuronState) -> str:
     return ""
 
 
-def vocabulary_hint(ctx: LineContext) -> str:
-    vocabulary = ctx.engine.generator.vocabulary()
+def vocabulary_hint(generator: ImageGenerator) -> str:
+    """The generator's words for the LLM's prompt ("" for open-vocabulary generators)."""
+    vocabulary = generator.vocabulary()
     if not vocabulary:
         return ""
     words = "\n".join(f"- {category}: {', '.join(words)}" for category, words in vocabulary.items())
@@ -144,7 +146,7 @@ def propose(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
         return _propose_by_operators(ctx, state, iteration, start)
     user = prompts.render(
         "propose_user", pool=_pool_lines(state, state.pool), tried=", ".join(state.tried()),
-        vocabulary=vocabulary_hint(ctx), strategy=prompts.text(f"strategies/{state.strategy}").strip(),
+        vocabulary=vocabulary_hint(ctx.engine.generator), strategy=prompts.text(f"strategies/{state.strategy}").strip(),
         feedback=_feedback(state),
     )
     temperature = ctx.temperature + (HOT_TEMPERATURE_BOOST if state.strategy == "hot" else 0.0)
@@ -162,7 +164,7 @@ def _propose_by_operators(ctx: LineContext, state: NeuronState, iteration: int, 
     ranked = [s.concept for s in state.ranked()]
     tried = state.tried()
     for concept, how in operators.candidates(ranked, ctx.engine.generator.vocabulary(), _rng(ctx, state)):
-        if ctx.dedup.check(concept, tried).accepted:
+        if _fully_drawn(ctx, concept) and ctx.dedup.check(concept, tried).accepted:
             return {"iteration": iteration, "elapsed": time.perf_counter() - start,
                     "proposal": Proposal(concept=concept, source="operator", reasoning=how, strategy="operators")}
     return {"iteration": iteration, "proposal": None, "stop_reason": "operators found no new concept",
@@ -334,9 +336,15 @@ def _rejection(ctx: LineContext, state: NeuronState, concept: str, iteration: in
 def _generalisation(ctx: LineContext, state: NeuronState, best: str) -> tuple[str | None, str]:
     """The first shorter form of `best` not tried yet."""
     for concept, how in operators.generalisations(best):
-        if ctx.dedup.check(concept, state.tried()).accepted:
+        if _fully_drawn(ctx, concept) and ctx.dedup.check(concept, state.tried()).accepted:
             return concept, how
     return None, ""
+
+
+def _fully_drawn(ctx: LineContext, concept: str) -> bool:
+    """Whether the generator draws every word of `concept` (operators must not make labels
+    with words the images ignore)."""
+    return not ctx.engine.generator.interpret(concept).ignored
 
 
 def review(state: NeuronState, runtime: Runtime[LineContext]) -> dict:

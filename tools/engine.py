@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from tools.activations import check_unit, layer_activations, unit_count
-from tools.cache import DiskCache, atomic_write, content_key
+from tools.cache import DiskCache, content_key
 from tools.control import ControlSet, generated_image_key
 from tools.errors import LineError
 from tools.generators.base import ImageGenerator, Interpretation
@@ -81,7 +81,8 @@ class Engine:
         self._bank_lock = threading.Lock()
         self._control_acts: np.ndarray | None = None
         self._bank_acts: dict[str, np.ndarray] = {}
-        self._bank_path = cache.root / "banks" / f"{content_key(model.name, layer, generator.id)}.json"
+        self._banked: set[str] = set()
+        self._bank_path = cache.root / "banks" / f"{content_key(model.name, layer, generator.id)}.jsonl"
 
     # --- units -------------------------------------------------------------------------
     def check_unit(self, unit: int) -> int:
@@ -190,14 +191,22 @@ class Engine:
 
     # --- concept bank ------------------------------------------------------------------
     def bank(self) -> dict[str, list[ImageRef]]:
-        """Every concept scored so far on this (model, layer, generator), across runs."""
+        """Every concept scored so far on this (model, layer, generator), across runs.
+
+        One JSON line per concept, appended: a line cut by a crash is skipped (that
+        concept is only scored again when next proposed)."""
         try:
-            entries = json.loads(self._bank_path.read_text())
+            lines = self._bank_path.read_text().splitlines()
         except FileNotFoundError:
             return {}
-        except (json.JSONDecodeError, OSError, TypeError):
-            return {}  # a damaged bank only costs re-scoring; it is rewritten on the next add
-        return {e["concept"]: [ImageRef(**r) for r in e["images"]] for e in entries}
+        bank = {}
+        for line in lines:
+            try:
+                entry = json.loads(line)
+                bank[entry["concept"]] = [ImageRef(**r) for r in entry["images"]]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+        return bank
 
     def bank_best(self, unit: int, k: int, exclude: Sequence[str] = ()) -> list[tuple[str, Scores]]:
         """The k banked concepts that score highest for `unit` (no new images)."""
@@ -215,12 +224,13 @@ class Engine:
 
     def _bank_add(self, concept: str, refs: list[ImageRef]) -> None:
         with self._bank_lock:
-            bank = self.bank()
-            if concept in bank:
+            if concept in self._banked or concept in self.bank():
+                self._banked.add(concept)
                 return
-            bank[concept] = refs
-            entries = [{"concept": c, "images": [r.__dict__ for r in rs]} for c, rs in bank.items()]
-            atomic_write(self._bank_path, json.dumps(entries).encode())
+            self._bank_path.parent.mkdir(parents=True, exist_ok=True)
+            with self._bank_path.open("a") as handle:
+                handle.write(json.dumps({"concept": concept, "images": [r.__dict__ for r in refs]}) + "\n")
+            self._banked.add(concept)
 
 
 def parse_units(text: str, units: int) -> list[int]:

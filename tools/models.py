@@ -511,3 +511,13 @@ def _load_factory(spec: str, device: str) -> TargetModel:
 register_model_name(DEFAULT_MODEL, _load_efficientnet_lite0)
 register_model_scheme("timm", _load_timm)
 register_model_scheme("hf", _load_hf)
+
+
+def _load_planted(rest: str, device: str):
+    """planted:<suite file or name>: the evals' planted neurons, imported on first use."""
+    from evals.planted import load_planted
+
+    return load_planted(rest, device)
+
+
+register_model_scheme("planted", _load_planted)

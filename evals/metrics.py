@@ -1,0 +1,122 @@
+"""Metrics of a labelling: ground-truth match, polysemantic recovery, CoSy, novelty, cost.
+
+- Match: a label matches a true concept when its normalised words (`tools.text.normalise`)
+  equal the concept's or an accepted paraphrase's, when the procedural generator draws the
+  same scene for both (same canonical form), or when their text embeddings are at least
+  `MATCH_THRESHOLD` similar AND they name no conflicting attribute of the generator's
+  vocabulary (MiniLM puts "vertical stripes" 0.94 from "horizontal stripes").
+- Recovery (polysemantic units): the share of true concepts matched by some concept the
+  method scored above `RECOVERY_AUC` while labelling.
+- CoSy (Kopf et al. 2024): AUC and MAD of the unit on `COSY_IMAGES` fresh images of the
+  final label (seeds `COSY_SEED`.., never used while labelling) against a whole control set.
+- Novelty: the label is in none of ImageNet's class names, the Broden labels, or the 20k
+  most common English words (as a phrase).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from evals.planted import Concept
+from tools.engine import Engine
+from tools.generators.procedural import ProceduralGenerator
+from tools.text import TextEmbedder, normalise, singular
+
+MATCH_THRESHOLD = 0.8
+RECOVERY_AUC = 0.85
+COSY_IMAGES = 50
+COSY_SEED = 5000
+
+
+def shared_data() -> Path:
+    """The shared data folder: $LINE_SHARED_DATA, else ../shared/data beside the repository."""
+    default = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+    return Path(os.environ.get("LINE_SHARED_DATA", default))
+
+
+# --- ground truth ----------------------------------------------------------------------------
+@dataclass
+class Matcher:
+    """Decides whether a label names a true concept, and says how."""
+
+    embedder: TextEmbedder | None
+    threshold: float = MATCH_THRESHOLD
+    generator: ProceduralGenerator = field(default_factory=ProceduralGenerator)
+
+    def how(self, label: str, concept: Concept) -> str:
+        """'words', 'accepted', 'scene', 'meaning', or '' for no match."""
+        key = normalise(label)
+        if not key:
+            return ""
+        if key == normalise(concept.label):
+            return "words"
+        if key in {normalise(a) for a in concept.accept}:
+            return "accepted"
+        scene = self.generator.interpret(label).canonical
+        if scene and scene in {self.generator.interpret(n).canonical for n in concept.names}:
+            return "scene"
+        if self.embedder is not None:
+            names = [n for n in concept.names if not self._conflict(label, n)]
+            if names and self.embedder.similarity(label, names).max() >= self.threshold:
+                return "meaning"
+        return ""
+
+    def recovered(self, scored: list[tuple[str, float]], concepts: tuple[Concept, ...]) -> float:
+        """Share of `concepts` matched by a scored concept with AUC above RECOVERY_AUC."""
+        strong = [c for c, auc in scored if auc > RECOVERY_AUC]
+        return sum(any(self.how(c, concept) for c in strong) for concept in concepts) / len(concepts)
+
+    def _conflict(self, a: str, b: str) -> bool:
+        """Both texts name a value of one attribute (colour, kind, size...) and no value in common."""
+        words_a, words_b = _words(a), _words(b)
+        for values in self.generator.vocabulary().values():
+            in_a = {v for v in values if _words(v) <= words_a}
+            in_b = {v for v in values if _words(v) <= words_b}
+            if in_a and in_b and not in_a & in_b:
+                return True
+        return False
+
+
+def _words(text: str) -> set[str]:
+    return {singular(w) for w in re.findall(r"[a-z0-9]+", text.lower())}
+
+
+# --- CoSy ----------------------------------------------------------------------------------------
+@dataclass
+class Cosy:
+    """CoSy scores against one control set, through an engine whose cache holds the images
+    and activations; a label's images are rendered and scored once for all units."""
+
+    name: str
+    engine: Engine
+    _memo: dict = field(default_factory=dict, repr=False)
+
+    def scores(self, label: str, unit: int) -> tuple[float, float]:
+        evidence = self._evidence(label)
+        s = evidence.scores(unit)
+        return s.auc, s.mad
+
+    def _evidence(self, label: str):
+        if label not in self._memo:
+            self._memo[label] = self.engine.evaluate(label, self.engine.seeds(COSY_IMAGES, start=COSY_SEED))
+        return self._memo[label]
+
+
+# --- novelty -------------------------------------------------------------------------------------
+def known_vocabulary(folder: Path) -> set[str] | None:
+    """Normalised ImageNet class names (with synonyms), Broden labels (and their parts around
+    '-') and common words; None when the shared data is absent."""
+    files = [folder / n for n in ("imagenet-labels.txt", "broden-labels.txt", "vocab-20k.txt")]
+    if not all(f.is_file() for f in files):
+        return None
+    imagenet, broden, words = (f.read_text().splitlines() for f in files)
+    names = [n for line in imagenet for n in line.split(",")]
+    names += [p for line in broden for p in (line, *line.split("-"))]
+    return {normalise(n) for n in names + words if n.strip()}
+
+
+def novel(label: str, vocabulary: set[str]) -> bool:
+    return normalise(label) not in vocabulary
