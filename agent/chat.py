@@ -134,7 +134,7 @@ def intake(state: ChatState) -> Command:
 
 # --- agent: the LLM chooses tools -----------------------------------------------------------
 def system_prompt(ctx: ChatContext, state: ChatState) -> str:
-    return prompts.render("chat_system", unit=state.unit, layer=ctx.engine.layer, model=ctx.engine.model.name,
+    return prompts.render("chat_system", unit=state.unit, layer=ctx.engine.layer, model=ctx.engine.model_name,
                           vocabulary=vocabulary_hint(ctx.engine.generator))
 
 

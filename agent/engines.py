@@ -10,7 +10,6 @@ from tools.cache import DiskCache
 from tools.control import load_control_set
 from tools.engine import Engine, Progress
 from tools.generators.base import ImageGenerator
-from tools.models import load_target_model
 
 
 def make_generator(config: GeneratorConfig) -> ImageGenerator:
@@ -25,9 +24,17 @@ def make_generator(config: GeneratorConfig) -> ImageGenerator:
 
 
 def build_engine(settings: Settings, progress: Progress | None = None) -> Engine:
+    """The engine of `settings`; its target model loads on first use (torch with it)."""
+
+    def load_model():
+        from tools.models import load_target_model
+
+        return load_target_model(settings.model, settings.device)
+
     cache = DiskCache(settings.cache_dir)
     return Engine(
-        load_target_model(settings.model, settings.device), settings.layer, make_generator(settings.generator),
+        settings.model, load_model, settings.layer,
+        make_generator(settings.generator),
         load_control_set(settings.control, cache), cache,
         images_per_concept=settings.loop.images_per_concept, control_mode=settings.loop.control_mode,
         progress=progress,

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tools.errors import LineError
+from tools.errors import LineError, check_unit_index
 from tools.models import TargetModel, module_lock
 
 
@@ -126,18 +126,6 @@ def unit_count(model: TargetModel, layer: str) -> int:
     return model._units[layer]
 
 
-def check_unit(model: TargetModel, layer: str, unit: int, units: int | None = None) -> int:
-    """`unit` as an int, or a LineError when the layer (of `units` units, found out when
-    not given) has no such unit."""
-    n = units if units is not None else unit_count(model, layer)
-    try:
-        u = int(unit)
-        ok = u == unit and 0 <= u < n
-    except (TypeError, ValueError):
-        u, ok = unit, False
-    if not ok:
-        raise LineError(
-            f"unit {unit} is out of range for layer {layer} ({n} units: 0..{n - 1}).",
-            f"Pick a unit between 0 and {n - 1}.",
-        )
-    return u
+def check_unit(model: TargetModel, layer: str, unit: int) -> int:
+    """`unit` as an int, or a LineError when the layer has no such unit."""
+    return check_unit_index(unit, unit_count(model, layer), layer)

@@ -11,18 +11,19 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Callable, Literal, Sequence
 
 import numpy as np
 from PIL import Image
 
-from tools.activations import check_unit, layer_activations, unit_count
 from tools.cache import DiskCache, content_key
 from tools.control import ControlSet, generated_image_key
-from tools.errors import LineError
+from tools.errors import LineError, check_unit_index
 from tools.generators.base import ImageGenerator, Interpretation
-from tools.models import TargetModel
 from tools.scoring import Scores, score_units, unit_scores
+
+if TYPE_CHECKING:
+    from tools.models import TargetModel
 
 ControlMode = Literal["all", "class"]
 Progress = Callable[[str, int, int], None]
@@ -59,7 +60,8 @@ class Evidence:
 class Engine:
     def __init__(
         self,
-        model: TargetModel,
+        model_name: str,
+        load_model: Callable[[], TargetModel],
         layer: str,
         generator: ImageGenerator,
         control: ControlSet,
@@ -69,8 +71,8 @@ class Engine:
         batch_size: int = 32,
         progress: Progress | None = None,
     ):
-        model.layer(layer)  # validates the name, listing near matches
-        self.model, self.layer, self.generator = model, layer, generator
+        self.model_name, self.layer, self.generator = model_name, layer, generator
+        self._load_model, self._model = load_model, None
         self.control, self.cache = control, cache
         self.images_per_concept = images_per_concept
         self.control_mode = control_mode
@@ -82,18 +84,31 @@ class Engine:
         self._control_acts: np.ndarray | None = None
         self._bank_acts: dict[str, np.ndarray] = {}
         self._banked: set[str] = set()
-        self._bank_path = cache.root / "banks" / f"{content_key(model.name, layer, generator.id)}.jsonl"
+        self._bank_path = cache.root / "banks" / f"{content_key(model_name, layer, generator.id)}.jsonl"
+
+    @property
+    def model(self) -> TargetModel:
+        """The target model, loaded on first use: a query whose activations are all cached
+        never loads it (nor imports torch)."""
+        if self._model is None:
+            model = self._load_model()
+            model.layer(self.layer)  # validates the name, listing near matches
+            self._model = model
+        return self._model
 
     # --- units -------------------------------------------------------------------------
     def check_unit(self, unit: int) -> int:
-        return check_unit(self.model, self.layer, unit, self.units)
+        return check_unit_index(unit, self.units, self.layer)
 
     def _unit_count(self) -> int:
-        """Units of the layer, remembered in the cache (finding out costs a first forward)."""
-        key = content_key("units", self.model.name, self.layer)
+        """Units of the layer, remembered in the cache (finding out costs a first forward).
+        Only a layer that once existed has a remembered count."""
+        key = content_key("units", self.model_name, self.layer)
         known = self.cache.load_array(key)
         if known is not None and len(known) == 1:
             return int(known[0])
+        from tools.activations import unit_count
+
         units = unit_count(self.model, self.layer)
         self.cache.save_array(key, np.array([units]))
         return units
@@ -136,6 +151,8 @@ class Engine:
         ]
         rows = [r if r is not None and r.shape == (self.units,) else None for r in rows]
         missing = [i for i, row in enumerate(rows) if row is None]
+        if missing:
+            from tools.activations import layer_activations
         for start in range(0, len(missing), self.batch_size):
             chunk = missing[start : start + self.batch_size]
             acts = layer_activations(self.model, self.layer, [load(i) for i in chunk], self.batch_size)
@@ -155,7 +172,7 @@ class Engine:
         return self._control_acts
 
     def _act_key(self, image_key: str) -> str:
-        return content_key("activation", self.model.name, self.layer, image_key)
+        return content_key("activation", self.model_name, self.layer, image_key)
 
     # --- scoring -----------------------------------------------------------------------
     def evaluate(self, concept: str, seeds: Sequence[int] | None = None) -> Evidence:
@@ -244,7 +261,4 @@ def parse_units(text: str, units: int) -> list[int]:
             chosen.extend(range(int(lo), int(hi or lo) + 1))
     except ValueError:
         raise LineError(f"bad unit list {text!r}.", "Use a number, a range like 0-9, a list like 1,5,9-12, or all.")
-    for unit in chosen:
-        if not 0 <= unit < units:
-            raise LineError(f"unit {unit} is out of range ({units} units: 0..{units - 1}).", "Pick a unit in range.")
-    return chosen
+    return [check_unit_index(unit, units) for unit in chosen]

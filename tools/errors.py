@@ -8,3 +8,18 @@ class LineError(Exception):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{problem} {fix}".strip())
+
+
+
+def check_unit_index(unit: object, units: int, layer: str = "") -> int:
+    """`unit` as an int, or a LineError when a layer of `units` units has no such unit."""
+    try:
+        index = int(unit)
+        ok = index == unit and 0 <= index < units
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        where = f" for layer {layer}" if layer else ""
+        raise LineError(f"unit {unit} is out of range{where} ({units} units: 0..{units - 1}).",
+                        f"Pick a unit between 0 and {units - 1}.")
+    return index
