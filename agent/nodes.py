@@ -156,8 +156,9 @@ def propose(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     if reply.value is None:
         return update | {"proposal": None, "events": [
             Event(iteration=iteration, kind="llm_failure", detail=" / ".join(reply.failures)[:500])]}
-    return update | {"proposal": Proposal(concept=reply.value.concept, source="llm",
-                                          reasoning=reply.value.reasoning, strategy=state.strategy)}
+    return update | {"proposal": Proposal(concept=reply.value.concept, source="llm", reasoning=reply.value.reasoning,
+                                          strategy=state.strategy, llm_calls=reply.attempts,
+                                          llm_tokens=reply.input_tokens + reply.output_tokens)}
 
 
 def _propose_by_operators(ctx: LineContext, state: NeuronState, iteration: int, start: float) -> dict:
@@ -183,6 +184,7 @@ def evaluate(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     ctx, proposal = runtime.context, state.proposal
     step = score_step(ctx.engine, state.unit, proposal.concept, proposal.source, state.iteration,
                       proposal.reasoning, proposal.strategy)
+    step = step.model_copy(update={"llm_calls": proposal.llm_calls, "llm_tokens": proposal.llm_tokens})
     return {"steps": [step], "proposal": None, "pool": _updated_pool(ctx, state, step),
             "elapsed": step.seconds}
 

@@ -23,6 +23,8 @@ class Proposal(Record):
     source: Source
     reasoning: str = ""
     strategy: str = ""
+    llm_calls: int = 0
+    llm_tokens: int = 0
 
 
 class Usage(Record):

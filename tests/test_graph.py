@@ -51,6 +51,8 @@ def test_red_unit_gets_a_red_label(settings):
     _, _, states = run_units(settings, replies)
     label = states[0].label
     assert "red" in label.concept and label.scores.auc > 0.9
+    llm_steps = [s for s in states[0].steps if s.source == "llm"]
+    assert llm_steps and all(s.llm_calls == 1 and s.llm_tokens > 0 for s in llm_steps)
 
 
 def test_stall_changes_strategy_then_stops(settings):

@@ -49,6 +49,8 @@ class Step(Record):
     activations: ActivationStats
     scores: Scores
     seconds: float
+    llm_calls: int = Field(0, description="LLM requests spent on proposing this concept")
+    llm_tokens: int = Field(0, description="their input + output tokens")
 
 
 class Event(Record):
