@@ -73,9 +73,6 @@ class LocalServer:
         raise LineError(f"the embedded LLM server at {self.url} did not become healthy in {timeout:.0f} s.",
                         "Check the GGUF file (llm.gguf) and free memory.")
 
-    def close(self) -> None:
-        self._server = None  # the server stops when the object is collected
-
 
 _servers: dict[tuple, LocalServer] = {}
 

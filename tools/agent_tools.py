@@ -266,7 +266,6 @@ def ablate_concept(concept: str, unit: int | None = None, scene: str | None = No
 
 
 TOOLS: list[BaseTool] = [generate_images, score_concept, inspect_history, ablate_concept]
-TOOL_NAMES = [t.name for t in TOOLS]
 
 
 # --- the work behind the tools -------------------------------------------------------------

@@ -1,0 +1,26 @@
+"""The embedded LLM for real: SmolLM2-135M served in-process by llama.cpp (xllamacpp)."""
+
+import urllib.request
+
+from langchain_core.messages import HumanMessage, SystemMessage
+
+import prompts
+from agent.config import LLMConfig
+from agent.llm import ask_structured, local_server, make_chat_model
+from agent.nodes import answer_schema
+from tools.generators.procedural import ProceduralGenerator
+
+
+def test_the_embedded_model_answers_in_the_generators_words():
+    config = LLMConfig(max_tokens=96)
+    with urllib.request.urlopen(local_server(config).url + "/health", timeout=5) as response:
+        assert response.status == 200
+    vocabulary = ProceduralGenerator().vocabulary()
+    schema = answer_schema(tuple(w for words in vocabulary.values() for w in words))
+    user = prompts.render("propose_user", pool="red stripes: 0.910\nblue noise: 0.420", tried="red stripes, blue noise",
+                          vocabulary="", strategy=prompts.text("strategies/refine").strip(), feedback="")
+    reply = ask_structured(make_chat_model(config), [SystemMessage(prompts.text("propose_system")), HumanMessage(user)],
+                           schema, temperature=0.2, retries=2)
+    assert reply.value is not None, reply.failures
+    assert ProceduralGenerator().interpret(reply.value.concept).understood  # something the generator draws
+    assert reply.output_tokens > 0
