@@ -140,6 +140,11 @@ class Report:
 
 
 # --- small HTML pieces ------------------------------------------------------------------------
+def document(title: str, body: str) -> str:
+    """A whole self-contained HTML page: the shared head and style around `body`."""
+    return Template(template("document.html")).substitute(title=esc(title), style=template("style.css"), body=body)
+
+
 def template(name: str) -> str:
     return (files("agent") / "report_templates" / name).read_text()
 
@@ -209,10 +214,10 @@ def unit_page(report: Report, view: UnitView) -> str:
     state, step = view.state, view.label_step
     sections = [gallery_section(report, view), polysemantic_section(report, view), plot_section(state),
                 pool_section(state), history_section(state, step), ablation_section(state), cost_section(state)]
-    return Template(template("page.html")).substitute(
-        title=esc(f"unit {state.unit}: {step.concept if step else 'no label yet'}"), style=template("style.css"),
+    body = Template(template("page.html")).substitute(
         run_id=esc(report.run.id), unit=state.unit, label=esc(step.concept if step else "no label yet"),
         summary=summary(view), sections="\n".join(s for s in sections if s), footer=footer(report.run))
+    return document(f"unit {state.unit}: {step.concept if step else 'no label yet'}", body)
 
 
 def summary(view: UnitView) -> str:
@@ -403,9 +408,10 @@ def index_page(report: Report, views: list[UnitView]) -> str:
     pending = [u for u in run.units if u not in {v.state.unit for v in views}]
     meta = (f"{s.model} / {s.layer} · generator {s.generator.kind} · control {s.control} · "
             f"{len(views)} of {len(run.units)} units started" + (f" (not yet: {len(pending)})" if pending else ""))
-    return Template(template("index.html")).substitute(
-        title=esc(f"run {run.id}"), style=template("style.css"), run_id=esc(run.id), meta=esc(meta),
-        rows="\n".join(index_row(report, view) for view in views), footer=footer(run), script=template("index.js"))
+    body = Template(template("index.html")).substitute(
+        run_id=esc(run.id), meta=esc(meta), rows="\n".join(index_row(report, view) for view in views),
+        footer=footer(run), script=template("index.js"))
+    return document(f"run {run.id}", body)
 
 
 def index_row(report: Report, view: UnitView) -> str:

@@ -121,10 +121,15 @@ class Run:
                 if reviewer is None:
                     return neuron_state(snapshot.values)  # waits for a person; resumable later
                 inputs = Command(resume=reviewer(snapshot.interrupts[0].value))
-            for update in graph.stream(inputs, config, context=context, stream_mode="updates", durability="sync"):
-                for node, values in update.items():
-                    if on_update and node != "__interrupt__":
-                        on_update(unit, node, neuron_state(graph.get_state(config).values))
+            # "updates" names the node that ran; "values" then brings the whole state, so
+            # progress needs no extra read of the checkpoint.
+            node = ""
+            for mode, chunk in graph.stream(inputs, config, context=context, stream_mode=["updates", "values"],
+                                            durability="sync"):
+                if mode == "updates":
+                    node = next((name for name in chunk if name != "__interrupt__"), node)
+                elif on_update and node:
+                    on_update(unit, node, neuron_state(chunk))
             snapshot = graph.get_state(config)
             inputs = None
 

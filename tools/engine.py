@@ -83,7 +83,7 @@ class Engine:
         self._bank_lock = threading.Lock()
         self._control_acts: np.ndarray | None = None
         self._bank_acts: dict[str, np.ndarray] = {}
-        self._banked: set[str] = set()
+        self._banked: set[str] | None = None
         self._bank_path = cache.root / "banks" / f"{content_key(model_name, layer, generator.id)}.jsonl"
 
     @property
@@ -241,8 +241,9 @@ class Engine:
 
     def _bank_add(self, concept: str, refs: list[ImageRef]) -> None:
         with self._bank_lock:
-            if concept in self._banked or concept in self.bank():
-                self._banked.add(concept)
+            if self._banked is None:  # read the file once; afterwards only append
+                self._banked = set(self.bank())
+            if concept in self._banked:
                 return
             self._bank_path.parent.mkdir(parents=True, exist_ok=True)
             with self._bank_path.open("a") as handle:
