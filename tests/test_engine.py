@@ -83,3 +83,13 @@ def test_bank_ranks_scored_concepts_for_any_unit(engine):
         engine.evaluate(concept)
     assert [c for c, _ in engine.bank_best(2, 1)] == ["blue background"]
     assert [c for c, _ in engine.bank_best(0, 1, exclude=["red background"])] != ["red background"]
+
+
+def test_scoring_some_units_equals_the_full_table(engine, settings):
+    data = settings.model_dump()
+    data["loop"]["control_mode"] = "class"
+    for eng in (engine, build_engine(load_settings(**data))):
+        acts = eng.evaluate("red background").activations
+        full, part = eng.score_table(acts), eng.score_table(acts, [3, 0])
+        for name in full:
+            np.testing.assert_allclose(part[name], full[name][[3, 0]])

@@ -284,8 +284,8 @@ def ablate(engine, concept: str, scene: str, unit: int) -> AblationResult:
     refs_without, _ = engine.render(prompts_without, seeds)
     acts_with, acts_without = engine.image_activations(refs_with), engine.image_activations(refs_without)
     drops = acts_with[:, unit] - acts_without[:, unit]
-    auc_with = float(engine.score_table(acts_with)["auc"][unit])
-    auc_without = float(engine.score_table(acts_without)["auc"][unit])
+    auc_with = float(engine.score_table(acts_with, [unit])["auc"][0])
+    auc_without = float(engine.score_table(acts_without, [unit])["auc"][0])
     excess = float(acts_with[:, unit].mean() - engine.control_activations()[:, unit].mean())
     removed, verdict = _ablation_verdict(concept, scene, prompts_with == prompts_without, excess,
                                          float(drops.mean()), auc_with, auc_without)

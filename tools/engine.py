@@ -183,20 +183,22 @@ class Engine:
         self._bank_add(concept, refs)
         return Evidence(concept, interpretation, refs, acts, self.score_table(acts), rendered)
 
-    def score_table(self, acts: np.ndarray) -> dict[str, np.ndarray]:
-        control = self.control_activations()
+    def score_table(self, acts: np.ndarray, units: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+        """Scores of `units` (all by default), in that order, for images x units activations."""
+        chosen = np.arange(self.units) if units is None else np.asarray(units)
+        acts, control = acts[:, chosen], self.control_activations()[:, chosen]
         if self.control_mode == "all":
             return score_units(acts, control)
         # LINE's mode: each unit against the control class it responds to least.
         classes, means = self.class_means()
-        lowest = means.argmin(axis=0)
+        lowest = means[:, chosen].argmin(axis=0)
         labels = np.array(self.control.labels)
-        table = {name: np.zeros(self.units) for name in ("auc", "mad", "mean", "u", "p")}
+        table = {name: np.zeros(len(chosen)) for name in ("auc", "mad", "mean", "u", "p")}
         for c in np.unique(lowest):
-            units = np.flatnonzero(lowest == c)
-            part = score_units(acts[:, units], control[labels == classes[c]][:, units])
+            columns = np.flatnonzero(lowest == c)
+            part = score_units(acts[:, columns], control[labels == classes[c]][:, columns])
             for name, values in part.items():
-                table[name][units] = values
+                table[name][columns] = values
         return table
 
     def class_means(self) -> tuple[list[str], np.ndarray]:
@@ -234,8 +236,8 @@ class Engine:
                 continue
             if concept not in self._bank_acts:
                 self._bank_acts[concept] = self.image_activations(refs)
-            table = self.score_table(self._bank_acts[concept])
-            ranked.append((concept, unit_scores(table, unit)))
+            table = self.score_table(self._bank_acts[concept], [unit])
+            ranked.append((concept, unit_scores(table, 0)))
         ranked.sort(key=lambda item: -item[1].auc)
         return ranked[:k]
 
