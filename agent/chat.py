@@ -14,8 +14,8 @@ neuron's generation history (NeuronState) plus the conversation, checkpointed in
 a thread lives in `runs/chat-.../` like a run, and resumes on another day.
 """
 
+import itertools
 import json
-import random
 import re
 import uuid
 from dataclasses import dataclass
@@ -40,14 +40,13 @@ from pydantic import BaseModel, Field, ValidationError, create_model
 from rich.markup import escape
 
 import prompts
-from agent import operators
 from agent.config import Settings
 from agent.graph import sqlite_checkpointer
 from agent.llm import LLMUnavailable, ask_structured, is_connection_error
 from agent.nodes import (
-    STRATEGIES,
     LineContext,
     next_strategy,
+    operator_candidates,
     stall_trigger,
     vocabulary_hint,
 )
@@ -172,7 +171,7 @@ def ask_for_action(ctx: ChatContext, system: SystemMessage, state: ChatState) ->
     if reply.value is None:
         detail = " / ".join(reply.failures)[:500]
         return update | {"messages": [AIMessage(f"(The LLM gave no usable action: {detail})")],
-                         "events": [Event(iteration=state.iteration, kind="llm_failure", detail=detail)]}
+                         "events": [Event(iteration=state.iteration, kind="llm_failure", source="llm", reason=detail)]}
     action = reply.value.action
     if isinstance(action, Reply):
         return update | {"messages": [AIMessage(action.reply)]}
@@ -238,17 +237,22 @@ def dedup(state: ChatState, runtime: Runtime[ChatContext]) -> Command:
             sends.append(_send(call, state, iteration))
             seen = seen + [concept]
         elif verdict.undrawable:
-            events.append(Event(iteration=iteration, kind="undrawable", concept=concept, detail=verdict.reason))
+            events.append(Event(iteration=iteration, kind="undrawable", concept=concept, source=source_of_call(call),
+                                reason=verdict.reason))
             messages.append(ToolMessage(f"Not scored: {concept!r} cannot be drawn ({verdict.reason}). "
                                         "inspect_history lists the words the generator draws.",
                                         tool_call_id=call["id"], name=call["name"], status="error"))
         else:
-            events.append(Event(iteration=iteration, kind="duplicate", concept=concept,
-                                detail=f"{verdict.duplicate_of}|{verdict.reason}"))
+            events.append(Event(iteration=iteration, kind="duplicate", concept=concept, source=source_of_call(call),
+                                duplicate_of=verdict.duplicate_of, reason=verdict.reason))
             messages.append(ToolMessage(duplicate_answer(state, concept, verdict.duplicate_of, verdict.reason),
                                         tool_call_id=call["id"], name=call["name"]))
     update = {"iteration": iteration, "messages": messages, "events": events}
     return Command(update=update, goto=sends or "stall")
+
+
+def source_of_call(call: dict) -> str:
+    return "user" if str(call["id"]).startswith(USER_CALL_PREFIX) else "llm"
 
 
 def last_tool_calls(state: ChatState) -> list[dict]:
@@ -293,12 +297,11 @@ def stall(state: ChatState, runtime: Runtime[ChatContext]) -> Command:
     out of tool rounds; else back to the agent."""
     ctx = runtime.context
     update: dict = {"messages": []}
-    trigger, failing = stall_trigger(state, ctx.loop) if ctx.loop.stall else (None, False)
+    trigger, failing = stall_trigger(state, ctx.loop, ctx.criterion) if ctx.loop.stall else (None, False)
     if trigger:
-        following = "operators" if failing else (next_strategy(state.strategy) or STRATEGIES[0])
+        following = "operators" if failing else next_strategy(state.strategy)
         update["strategy"] = following
-        update["events"] = [Event(iteration=state.iteration, kind="strategy",
-                                  detail=f"{trigger}: {state.strategy} -> {following}")]
+        update["events"] = [Event(iteration=state.iteration, kind="strategy", reason=trigger, strategy=following)]
         advice = prompts.render("chat_stall", trigger=trigger, advice=strategy_advice(ctx, state, following))
         update["messages"].append(HumanMessage(advice, name=STALL_NOTE))
     if any(str(c["id"]).startswith(USER_CALL_PREFIX) for c in last_tool_calls(state)):
@@ -314,14 +317,7 @@ def strategy_advice(ctx: ChatContext, state: ChatState, strategy: str) -> str:
     """The strategy's instruction, or untried candidate concepts from the operators."""
     if strategy != "operators":
         return prompts.text(f"strategies/{strategy}").strip()
-    tried = state.tried()
-    ranked = [s.concept for s in state.ranked()]
-    fresh = []
-    for concept, _ in operators.candidates(ranked, ctx.engine.generator.vocabulary(), random.Random(state.iteration)):
-        if len(fresh) == SUGGESTED_CANDIDATES:
-            break
-        if concept not in fresh and ctx.dedup.check(concept, tried).accepted:
-            fresh.append(concept)
+    fresh = [concept for concept, _ in itertools.islice(operator_candidates(ctx, state), SUGGESTED_CANDIDATES)]
     return f"Untried candidates: {', '.join(fresh)}." if fresh else "Try a clearly different kind of concept."
 
 

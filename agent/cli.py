@@ -207,6 +207,7 @@ def _print_summary(states) -> None:
 
 def cmd_history(args: argparse.Namespace) -> None:
     from agent.runner import Run
+    from tools.history import event_text
 
     run = Run.open(args.run_id, args.runs_dir or "runs")
     states = run.states()
@@ -227,7 +228,7 @@ def cmd_history(args: argparse.Namespace) -> None:
             table.add_row(str(iteration), item.source, item.concept, f"{item.scores.auc:.3f}", f"{item.scores.mad:.2f}",
                           str(item.images_rendered), (item.strategy + ": " if item.strategy else "") + item.reasoning[:80])
         else:
-            table.add_row(str(iteration), item.kind, item.concept, "", "", "", item.detail.replace("|", " ")[:100])
+            table.add_row(str(iteration), item.kind, item.concept, "", "", "", event_text(item)[:100])
     console.print(table)
     if state.label:
         console.print(f"label: [bold]{state.label.concept}[/] (AUC {state.label.scores.auc:.3f}); stop: {state.stop_reason}")

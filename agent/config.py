@@ -19,6 +19,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from tools.criterion import CriterionName
 from tools.errors import LineError
 
 
@@ -54,22 +55,28 @@ class LoopConfig(Section):
     images_per_concept: int = Field(4, ge=2)
     init_top: int = Field(3, ge=0, description="top-activating control classes in the initial pool")
     init_random: int = Field(1, ge=0, description="random control classes in the initial pool")
-    bank_top: int = Field(2, ge=0, description="best concepts from the layer's concept bank (no new images)")
+    sweep: bool = Field(True, description="score the generator's atoms once for the whole layer first")
+    sweep_concepts: str = Field("", description="a file of concepts (one a line) to sweep instead of the generator's atoms")
+    sweep_top: int = Field(4, ge=0, description="the unit's best atoms of the sweep in the initial pool (no new images)")
+    bank_top: int = Field(2, ge=0, description="best other concepts from the layer's concept bank (no new images)")
     pool_size: int = Field(10, ge=2)
     max_iterations: int = Field(10, ge=0, description="proposals (LLM or operator) per neuron")
-    max_images: int = Field(48, ge=1, description="images for proposals and the initial pool; the summary comes on top")
+    max_images: int = Field(80, ge=1, description="images scored for the unit: proposals, initial pool, confirmation")
     max_llm_calls: int = Field(30, ge=0)
     max_seconds: float = Field(900.0, gt=0)
     dedup: bool = True
     dedup_threshold: float = Field(0.88, gt=0, le=1, description="text-embedding cosine similarity of a paraphrase")
     stall: bool = True
     patience: int = Field(4, ge=1, description="iterations without a new best before a strategy change")
-    duplicate_streak: int = Field(3, ge=1)
+    duplicate_streak: int = Field(3, ge=1, description="iterations whose LLM proposal was rejected before operators take over")
     failure_streak: int = Field(3, ge=1, description="unusable or undrawable LLM answers before operators take over")
     summary: bool = True
-    simplify: bool = Field(True, description="generalise the best concept when the LLM's summary is unusable; "
-                                             "prefer a shorter label within label_tolerance")
-    label_tolerance: float = Field(0.02, ge=0, description="AUC a shorter label may give up against the best")
+    simplify: bool = Field(True, description="generalise the best concept when the LLM's summary is unusable")
+    criterion: CriterionName = Field("gated-mad", description="how concepts are compared: auc, mad, gated-mad, top-share")
+    auc_gate: float = Field(0.05, ge=0, le=1, description="gated-mad: concepts this far below the best AUC are out")
+    confirm: bool = Field(True, description="score the finalists on fresh images before choosing the label")
+    confirm_top: int = Field(3, ge=1, description="finalists: the best concepts by the criterion")
+    confirm_images: int = Field(4, ge=1, description="fresh images per finalist")
     control_mode: Literal["all", "class"] = "all"
     review: bool = Field(False, description="pause for a person's approval before finalising")
     seed: int = 0
@@ -77,10 +84,12 @@ class LoopConfig(Section):
     @classmethod
     def paper(cls) -> "LoopConfig":
         """The LINE paper's loop: 5 + 5 initial classes, 10 iterations, summary, 5 images
-        each, no dedup, no stall handling, no concept bank."""
+        each, labels by AUC; no dedup, no stall handling, no sweep, no concept bank, no
+        confirmation."""
         return cls(
-            images_per_concept=5, init_top=5, init_random=5, bank_top=0, max_iterations=10, max_images=10_000,
-            max_llm_calls=1_000, dedup=False, stall=False, summary=True, simplify=False, label_tolerance=0.0,
+            images_per_concept=5, init_top=5, init_random=5, sweep=False, sweep_top=0, bank_top=0,
+            max_iterations=10, max_images=10_000, max_llm_calls=1_000, dedup=False, stall=False, summary=True,
+            simplify=False, criterion="auc", confirm=False,
         )
 
 

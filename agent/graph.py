@@ -1,11 +1,16 @@
 """The labelling graph: one thread per neuron, its state the generation history.
 
-    init -> stall -> propose -> dedup -> evaluate -> stall -> ... -> summarize -> review -> finalize
-                        |          \\______________________________/^
-                        \\____ (no usable proposal) _______________/
+    init -> stall -> propose ---> check -> score -> stall -> ... -> summarize -> check -> score
+              |         ^  \        |                                   |                  |
+              |         |   \-> operate <- (rejected twice, or the LLM failed)               v
+              \-> operate (operators' strategy)              confirm -> review -> finalize
 
-`stall` stops on a spent budget, changes strategy on a stall, and stops for good when every
-strategy has been tried. Routing lives in the edges below; the nodes in `agent.nodes`.
+Every proposal (LLM, operator, summary, a person's) goes through `check` and `score`.
+`stall` starts each iteration: it stops on a spent budget and changes strategy on a stall.
+A rejected LLM proposal is asked for again once, with the reason; after that an operator
+proposal takes its place, so no iteration ends without a new scored concept. The search
+ends early only when the operators find nothing new. Routing lives in the edges below;
+the nodes in `agent.nodes`.
 """
 
 from __future__ import annotations
@@ -24,35 +29,68 @@ from tools import history, polysemantic
 from tools.scoring import Scores
 
 CHECKPOINT_TYPES = [
-    state.NeuronState, state.Proposal, state.Usage, state.Label, history.Step, history.Event,
-    history.ActivationStats, Scores, polysemantic.Polysemanticity, polysemantic.Group,
+    state.NeuronState, state.Proposal, state.Usage, state.Label, state.AtomScore, history.Step, history.Event,
+    history.Finalist, history.ActivationStats, Scores, polysemantic.Polysemanticity, polysemantic.Group,
 ]
-
-
-def after_propose(s: NeuronState) -> str:
-    return "dedup" if s.proposal is not None else "stall"
-
-
-def after_dedup(s: NeuronState) -> str:
-    return "evaluate" if s.proposal is not None else "stall"
+NODES = ("init", "stall", "propose", "operate", "check", "score", "summarize", "confirm", "review", "finalize")
 
 
 def after_stall(s: NeuronState) -> str:
-    return "summarize" if s.stop_reason else "propose"
+    if s.stop_reason:
+        return "summarize"
+    return "operate" if s.strategy == "operators" else "propose"
+
+
+def after_propose(s: NeuronState) -> str:
+    return "check" if s.proposal is not None else "operate"
+
+
+def after_operate(s: NeuronState) -> str:
+    return "check" if s.proposal is not None else "summarize"
+
+
+def after_check(s: NeuronState) -> str:
+    """Score an accepted proposal. A rejected one: the summary tries its fallback, a
+    person's concept is dropped, the LLM is asked once more, then an operator steps in."""
+    if s.proposal is not None:
+        return "score"
+    rejected = s.events[-1]
+    if rejected.source == "summary":
+        return "summarize"
+    if rejected.source == "user":
+        return "finalize"
+    llm_rejections = sum(e.iteration == s.iteration and e.source == "llm" and e.kind in nodes.LLM_REJECTIONS
+                         for e in s.events)
+    return "propose" if rejected.source == "llm" and llm_rejections < 2 else "operate"
+
+
+def after_score(s: NeuronState) -> str:
+    source = s.steps[-1].source
+    return {"summary": "confirm", "user": "finalize"}.get(source, "stall")
+
+
+def after_summarize(s: NeuronState) -> str:
+    return "check" if s.proposal is not None else "confirm"
+
+
+def after_review(s: NeuronState) -> str:
+    return "check" if s.proposal is not None else "finalize"
 
 
 def build_label_graph(checkpointer=None):
     graph = StateGraph(NeuronState, context_schema=LineContext)
-    for name in ("init", "propose", "dedup", "evaluate", "stall", "summarize", "review", "finalize"):
+    for name in NODES:
         graph.add_node(name, getattr(nodes, name))
     graph.add_edge(START, "init")
     graph.add_edge("init", "stall")
-    graph.add_conditional_edges("propose", after_propose, ["dedup", "stall"])
-    graph.add_conditional_edges("dedup", after_dedup, ["evaluate", "stall"])
-    graph.add_edge("evaluate", "stall")
-    graph.add_conditional_edges("stall", after_stall, ["propose", "summarize"])
-    graph.add_edge("summarize", "review")
-    graph.add_edge("review", "finalize")
+    graph.add_conditional_edges("stall", after_stall, ["propose", "operate", "summarize"])
+    graph.add_conditional_edges("propose", after_propose, ["check", "operate"])
+    graph.add_conditional_edges("operate", after_operate, ["check", "summarize"])
+    graph.add_conditional_edges("check", after_check, ["score", "summarize", "propose", "operate", "finalize"])
+    graph.add_conditional_edges("score", after_score, ["stall", "confirm", "finalize"])
+    graph.add_conditional_edges("summarize", after_summarize, ["check", "confirm"])
+    graph.add_edge("confirm", "review")
+    graph.add_conditional_edges("review", after_review, ["check", "finalize"])
     graph.add_edge("finalize", END)
     return graph.compile(checkpointer=checkpointer)
 
@@ -69,8 +107,9 @@ def sqlite_checkpointer(path: str | Path) -> SqliteSaver:
 
 
 def recursion_limit(loop) -> int:
-    """Enough supersteps for every iteration (at most 4 nodes each) plus the fixed nodes."""
-    return 4 * (loop.max_iterations + 1) + 16
+    """Enough supersteps for every iteration (at most 8 nodes: stall, propose, check, propose,
+    check, operate, check, score) plus the fixed nodes."""
+    return 8 * (loop.max_iterations + 1) + 24
 
 
 def thread_config(unit: int, loop) -> dict:

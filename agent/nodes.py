@@ -1,5 +1,9 @@
 """The nodes of the labelling graph. Each has one job and returns a state update.
 
+Every concept, whoever proposes it (the LLM, an operator, the summary, a person in
+review), travels one path: a `Proposal` -> `check` (new? drawable?) -> `score` (render,
+activations, scores: a Step in the history, LINE's pool). `confirm` scores the finalists on
+fresh images, and `finalize` chooses the label by the run's criterion (tools.criterion).
 Heavy objects come from the runtime context (`LineContext`); the state holds history only.
 """
 
@@ -8,7 +12,7 @@ from __future__ import annotations
 import random
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -23,15 +27,18 @@ from agent import operators
 from agent.config import LoopConfig
 from agent.dedup import Deduplicator
 from agent.llm import ask_structured
-from agent.state import Label, NeuronState, Proposal, Usage
+from agent.state import AtomScore, Label, NeuronState, Proposal, Usage
+from tools.criterion import Criterion
 from tools.engine import Engine
-from tools.generators.base import ImageGenerator
-from tools.history import Event, Step, score_step
+from tools.generators.base import Atom, ImageGenerator
+from tools.history import Event, Step, confirm_finalists, score_step, score_steps
 from tools.polysemantic import analyse
 from tools.text import default_embedder
 
 STRATEGIES = ["refine", "explore", "combine", "contrast", "hot", "operators"]
 HOT_TEMPERATURE_BOOST = 0.5
+LLM_REJECTIONS = ("duplicate", "undrawable", "llm_failure")
+MAX_NEW_GENERALISATIONS = 1  # finalists: shorter forms of the best not scored yet
 
 
 @dataclass
@@ -44,6 +51,8 @@ class LineContext:
     chat: BaseChatModel | None = None
     temperature: float = 0.7
     llm_retries: int = 2
+    criterion: Criterion = field(default_factory=Criterion)
+    atoms: list[Atom] = field(default_factory=list)  # the layer-wide sweep's concepts
 
 
 class ConceptAnswer(BaseModel):
@@ -80,7 +89,7 @@ def answer_schema(words: tuple[str, ...]) -> type[ConceptAnswer]:
                         concept=(str, Field(pattern=rf"^({alternatives})s?( ({alternatives})s?)*$")))
 
 
-def _answer_schema(ctx: "LineContext") -> type[ConceptAnswer]:
+def _answer_schema(ctx: LineContext) -> type[ConceptAnswer]:
     vocabulary = ctx.engine.generator.vocabulary()
     return answer_schema(tuple(w for words in vocabulary.values() for w in words))
 
@@ -90,21 +99,21 @@ def _rng(ctx: LineContext, state: NeuronState, salt: int = 0) -> random.Random:
     return random.Random(ctx.loop.seed * 1_000_003 + state.unit * 7_919 + state.iteration * 31 + salt)
 
 
-def _pool_lines(state: NeuronState, concepts: list[str]) -> str:
-    steps = sorted((state.step(c) for c in concepts), key=lambda s: -s.scores.auc)
-    return "\n".join(f"{s.concept}: {s.scores.auc:.3f}" for s in steps)
+def pool_lines(steps: list[Step], criterion: Criterion) -> str:
+    """`concept: AUC …, MAD …` lines, best first by the criterion."""
+    return "\n".join(f"{s.concept}: AUC {s.scores.auc:.3f}, MAD {s.scores.mad:.2f}"
+                     for s in criterion.order(steps, lambda s: s.scores))
 
 
 def _feedback(state: NeuronState) -> str:
-    """What the LLM should know about its last rejected proposal."""
+    """What the LLM should know about its proposal rejected in this iteration."""
     last = state.events[-1] if state.events else None
-    if last is None or last.iteration != state.iteration:
+    if last is None or last.iteration != state.iteration or last.source != "llm":
         return ""
     if last.kind == "duplicate":
-        earlier, _, reason = last.detail.partition("|")
-        return prompts.render("feedback_duplicate", concept=last.concept, earlier=earlier, reason=reason)
+        return prompts.render("feedback_duplicate", concept=last.concept, earlier=last.duplicate_of, reason=last.reason)
     if last.kind == "undrawable":
-        return prompts.render("feedback_undrawable", concept=last.concept, reason=last.detail)
+        return prompts.render("feedback_undrawable", concept=last.concept, reason=last.reason)
     return ""
 
 
@@ -117,9 +126,36 @@ def vocabulary_hint(generator: ImageGenerator) -> str:
     return prompts.render("vocabulary", words=words)
 
 
-# --- nodes --------------------------------------------------------------------------------
+def _usage(reply) -> Usage:
+    return Usage(llm_calls=reply.attempts, llm_failures=len(reply.failures),
+                 input_tokens=reply.input_tokens, output_tokens=reply.output_tokens)
+
+
+def _failure(iteration: int, source: str, reply) -> Event:
+    return Event(iteration=iteration, kind="llm_failure", source=source, reason=" / ".join(reply.failures)[:500])
+
+
+def _canonical(ctx: LineContext, concept: str) -> str:
+    """The generator's normal form of `concept` where it has one (same scene, same words)."""
+    return ctx.engine.generator.interpret(concept).canonical or concept
+
+
+def _fully_drawn(ctx: LineContext, concept: str) -> bool:
+    """Whether the generator draws every word of `concept` (operators must not make labels
+    with words the images ignore)."""
+    interpretation = ctx.engine.generator.interpret(concept)
+    return interpretation.drawable and not interpretation.ignored
+
+
+def _new(ctx: LineContext, state: NeuronState, concept: str) -> bool:
+    return _fully_drawn(ctx, concept) and ctx.dedup.check(concept, state.tried()).accepted
+
+
+# --- the start: the initial pool -----------------------------------------------------------
 def init(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
-    """LINE's initial pool: top control classes for the unit, random ones, and the bank's best."""
+    """LINE's initial pool: the top control classes for the unit and random ones, then, for
+    free from the layer's concept bank, the unit's best atoms of the sweep and the bank's
+    best other concepts."""
     if state.steps:
         return {}
     ctx, start = runtime.context, time.perf_counter()
@@ -129,224 +165,106 @@ def init(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     top = drawable[: ctx.loop.init_top]
     rest = [c for c in drawable if c not in top]
     chosen = top + _rng(ctx, state).sample(rest, min(ctx.loop.init_random, len(rest)))
-    steps = [score_step(ctx.engine, state.unit, c, "init", 0) for c in chosen]
-    for concept, _ in ctx.engine.bank_best(state.unit, ctx.loop.bank_top, exclude=chosen):
-        steps.append(score_step(ctx.engine, state.unit, concept, "bank", 0))
-    ranked = sorted(steps, key=lambda s: -s.scores.auc)
-    return {"steps": steps, "pool": [s.concept for s in ranked[: ctx.loop.pool_size]],
-            "strategy": "refine" if ctx.chat is not None else "operators",
-            "elapsed": time.perf_counter() - start}
+    steps = score_steps(ctx.engine, state.unit, chosen, "init", 0)
+    sweep = sweep_scores(ctx, state.unit)
+    atoms = [a.concept for a in ctx.criterion.order(sweep, lambda a: a.scores) if a.concept not in chosen]
+    steps += score_steps(ctx.engine, state.unit, atoms[: ctx.loop.sweep_top], "sweep", 0)
+    taken = [s.concept for s in steps] + [a.concept for a in sweep]
+    bank = [c for c, _ in ctx.engine.bank_best(state.unit, ctx.loop.bank_top, exclude=taken, criterion=ctx.criterion)]
+    steps += score_steps(ctx.engine, state.unit, bank, "bank", 0)
+    pool = ctx.criterion.order(steps, lambda s: s.scores)[: ctx.loop.pool_size]
+    return {"steps": steps, "pool": [s.concept for s in pool], "sweep": sweep,
+            "strategy": "refine" if ctx.chat is not None else "operators", "elapsed": time.perf_counter() - start}
 
 
+def sweep_scores(ctx: LineContext, unit: int) -> list[AtomScore]:
+    """The unit's scores of the layer's attribute sweep (rendered once for the layer)."""
+    if not (ctx.loop.sweep and ctx.atoms):
+        return []
+    ctx.engine.sweep([a.concept for a in ctx.atoms])
+    scores = dict(ctx.engine.bank_scores(unit, [a.concept for a in ctx.atoms]))
+    return [AtomScore(category=a.category, value=a.value, concept=a.concept, scores=scores[a.concept])
+            for a in ctx.atoms if a.concept in scores]
+
+
+# --- who proposes ----------------------------------------------------------------------------
 def propose(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
-    """One new concept: from the LLM under the current strategy, or from operators."""
+    """The LLM's concept under the current strategy (told about a rejected one)."""
     ctx, start = runtime.context, time.perf_counter()
-    iteration = state.iteration + 1
-    if state.strategy == "operators":
-        return _propose_by_operators(ctx, state, iteration, start)
     user = prompts.render(
-        "propose_user", pool=_pool_lines(state, state.pool), tried=", ".join(state.tried()),
-        vocabulary=vocabulary_hint(ctx.engine.generator), strategy=prompts.text(f"strategies/{state.strategy}").strip(),
-        feedback=_feedback(state),
+        "propose_user", pool=pool_lines([state.step(c) for c in state.pool], ctx.criterion),
+        tried=", ".join(state.tried()), vocabulary=vocabulary_hint(ctx.engine.generator),
+        strategy=prompts.text(f"strategies/{state.strategy}").strip(), feedback=_feedback(state),
     )
     temperature = ctx.temperature + (HOT_TEMPERATURE_BOOST if state.strategy == "hot" else 0.0)
     reply = ask_structured(ctx.chat, [SystemMessage(prompts.text("propose_system")), HumanMessage(user)],
                            _answer_schema(ctx), temperature=temperature, retries=ctx.llm_retries)
-    update = {"iteration": iteration, "elapsed": time.perf_counter() - start, "usage": _usage(reply)}
+    update = {"elapsed": time.perf_counter() - start, "usage": _usage(reply)}
     if reply.value is None:
-        return update | {"proposal": None, "events": [
-            Event(iteration=iteration, kind="llm_failure", detail=" / ".join(reply.failures)[:500])]}
-    return update | {"proposal": Proposal(concept=reply.value.concept, source="llm", reasoning=reply.value.reasoning,
-                                          strategy=state.strategy, llm_calls=reply.attempts,
-                                          llm_tokens=reply.input_tokens + reply.output_tokens)}
+        return update | {"proposal": None, "events": [_failure(state.iteration, "llm", reply)]}
+    return update | {"proposal": Proposal(concept=reply.value.concept, source="llm", iteration=state.iteration,
+                                          reasoning=reply.value.reasoning, strategy=state.strategy,
+                                          llm_calls=reply.attempts, llm_tokens=reply.input_tokens + reply.output_tokens)}
 
 
-def _propose_by_operators(ctx: LineContext, state: NeuronState, iteration: int, start: float) -> dict:
-    ranked = [s.concept for s in state.ranked()]
-    tried = state.tried()
-    for concept, how in operators.candidates(ranked, ctx.engine.generator.vocabulary(), _rng(ctx, state)):
-        if _fully_drawn(ctx, concept) and ctx.dedup.check(concept, tried).accepted:
-            return {"iteration": iteration, "elapsed": time.perf_counter() - start,
-                    "proposal": Proposal(concept=concept, source="operator", reasoning=how, strategy="operators")}
-    return {"iteration": iteration, "proposal": None, "stop_reason": "operators found no new concept",
-            "events": [Event(iteration=iteration, kind="stop", detail="operators found no new concept")]}
+def operate(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
+    """An operator's concept: the best one changed attribute by attribute (agent.operators).
+    When none is new, the vocabulary is exhausted and the search stops."""
+    found = next(operator_candidates(runtime.context, state), None)
+    if found is not None:
+        return {"proposal": Proposal(concept=found[0], source="operator", iteration=state.iteration,
+                                     reasoning=found[1], strategy="operators")}
+    reason = "vocabulary exhausted: operators found no new concept"
+    return {"proposal": None, "stop_reason": reason,
+            "events": [Event(iteration=state.iteration, kind="stop", reason=reason)]}
 
 
-def dedup(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
-    """Drop a proposal already tried (words, scene or meaning) or one that cannot be drawn."""
-    proposal = state.proposal
-    rejection = _rejection(runtime.context, state, proposal.concept, state.iteration) if proposal else None
-    return {} if rejection is None else {"proposal": None, "events": [rejection]}
-
-
-def evaluate(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
-    """Score the proposal, add it to the history, and update the pool by LINE's rule."""
-    ctx, proposal = runtime.context, state.proposal
-    step = score_step(ctx.engine, state.unit, proposal.concept, proposal.source, state.iteration,
-                      proposal.reasoning, proposal.strategy)
-    step = step.model_copy(update={"llm_calls": proposal.llm_calls, "llm_tokens": proposal.llm_tokens})
-    return {"steps": [step], "proposal": None, "pool": _updated_pool(ctx, state, step),
-            "elapsed": step.seconds}
-
-
-def _updated_pool(ctx: LineContext, state: NeuronState, step: Step) -> list[str]:
-    """A better concept evicts the worst; a worse one evicts a random entry but the best."""
-    pool = list(state.pool)
-    if len(pool) < ctx.loop.pool_size:
-        return pool + [step.concept]
-    scored = sorted(pool, key=lambda c: state.step(c).scores.auc)
-    if step.scores.auc > state.step(scored[0]).scores.auc:
-        victim = scored[0]
-    else:
-        victim = _rng(ctx, state, salt=1).choice(scored[:-1])
-    return [step.concept if c == victim else c for c in pool]
-
-
-def stall(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
-    """Stop on a spent budget; on a stall change strategy, and stop only when none is left."""
-    ctx = runtime.context
-    if state.stop_reason:
-        return {}
-    reason = budget_spent(state, ctx.loop)
-    if reason:
-        return {"stop_reason": reason, "events": [Event(iteration=state.iteration, kind="stop", detail=reason)]}
-    if not ctx.loop.stall:
-        return {}
-    trigger, failing = stall_trigger(state, ctx.loop)
-    if trigger is None:
-        return {}
-    following = "operators" if failing else next_strategy(state.strategy)
-    if following is None or following == state.strategy:
-        reason = f"stalled: {trigger}, and every strategy was tried"
-        return {"stop_reason": reason, "events": [Event(iteration=state.iteration, kind="stop", detail=reason)]}
-    return {"strategy": following, "events": [Event(
-        iteration=state.iteration, kind="strategy", detail=f"{trigger}: {state.strategy} -> {following}")]}
-
-
-def budget_spent(state: NeuronState, loop: LoopConfig) -> str | None:
-    if state.iteration >= loop.max_iterations:
-        return f"budget: {loop.max_iterations} iterations"
-    if state.images_used() + loop.images_per_concept > loop.max_images:
-        return f"budget: {loop.max_images} images"
-    if state.usage.llm_calls >= loop.max_llm_calls and state.strategy != "operators":
-        return f"budget: {loop.max_llm_calls} LLM calls"
-    if state.elapsed >= loop.max_seconds:
-        return f"budget: {loop.max_seconds:.0f} seconds"
-    return None
-
-
-def outcomes(state: NeuronState) -> list[str]:
-    """What each iteration since the last strategy change gave, oldest first: 'new best',
-    'scored', or the kind of rejection."""
-    since = max((e.iteration for e in state.events if e.kind == "strategy"), default=0)
-    best_so_far = max((s.scores.auc for s in state.steps if s.iteration <= since), default=-1.0)
-    result = []
-    for iteration in range(since + 1, state.iteration + 1):
-        step = next((s for s in state.steps if s.iteration == iteration and s.source != "summary"), None)
-        if step is not None:
-            result.append("new best" if step.scores.auc > best_so_far else "scored")
-            best_so_far = max(best_so_far, step.scores.auc)
-            continue
-        rejection = next((e.kind for e in state.events if e.iteration == iteration
-                          and e.kind in ("duplicate", "undrawable", "llm_failure")), "none")
-        result.append(rejection)
-    return result
-
-
-def stall_trigger(state: NeuronState, loop: LoopConfig) -> tuple[str | None, bool]:
-    """(why the search is stalled or None, whether the LLM itself keeps failing)."""
-    history = outcomes(state)
-
-    def streak(kinds: set[str]) -> int:
-        n = 0
-        for outcome in reversed(history):
-            if outcome not in kinds:
-                break
-            n += 1
-        return n
-
-    failures = streak({"llm_failure", "undrawable"})
-    if failures >= loop.failure_streak:
-        return f"{failures} unusable or undrawable LLM answers in a row", True
-    duplicates = streak({"duplicate", "undrawable"})
-    if duplicates >= loop.duplicate_streak:
-        return f"{duplicates} rejected proposals in a row", False
-    without_gain = streak({"scored", "duplicate", "undrawable", "llm_failure", "none"})
-    if without_gain >= loop.patience:
-        return f"no new best in {without_gain} iterations", False
-    return None, False
-
-
-def next_strategy(current: str) -> str | None:
-    index = STRATEGIES.index(current) if current in STRATEGIES else -1
-    return STRATEGIES[index + 1] if index + 1 < len(STRATEGIES) else None
+def operator_candidates(ctx: LineContext, state: NeuronState):
+    """New, fully drawn operator concepts (in the generator's normal form), best first."""
+    vocabulary = ctx.engine.generator.vocabulary()
+    ranked = [_canonical(ctx, s.concept) for s in state.ranked(ctx.criterion)]
+    evidence = [(_canonical(ctx, s.concept), ctx.criterion.key(s.scores)) for s in state.steps]
+    evidence += [(a.concept, ctx.criterion.key(a.scores)) for a in state.sweep]
+    ranking = operators.attribute_ranking(evidence, vocabulary)
+    atoms = [a.concept for a in ctx.criterion.order(state.sweep, lambda a: a.scores)]
+    seen = set()
+    for concept, how in operators.candidates(ranked, ranking, vocabulary, _rng(ctx, state), atoms):
+        concept = _canonical(ctx, concept)
+        if concept not in seen and _new(ctx, state, concept):
+            seen.add(concept)
+            yield concept, how
 
 
 def summarize(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
-    """LINE's summary iteration: merge the three best concepts into a more general one.
-    Where the LLM gives nothing usable or new, and `loop.simplify` is on, the best concept
-    is generalised by operators (a word dropped) instead."""
+    """LINE's summary iteration: the LLM merges the three best concepts into a more general
+    one. Where it gives nothing usable or new (or there is no LLM), and `loop.simplify` is
+    on, a shorter form of the best concept is proposed instead."""
     ctx = runtime.context
-    top = state.ranked()[:3]
+    top = state.ranked(ctx.criterion)[:3]
     if not ctx.loop.summary or len(top) < 2 or any(s.source == "summary" for s in state.steps):
         return {}
-    start, iteration = time.perf_counter(), state.iteration + 1
-    update: dict = {"events": []}
-    concept, reasoning = None, ""
-    if ctx.chat is not None:
-        reply = _ask_summary(ctx, top)
-        update["usage"] = _usage(reply)
-        if reply.value is None:
-            update["events"].append(Event(iteration=iteration, kind="llm_failure",
-                                          detail="summary: " + " / ".join(reply.failures)[:400]))
-        else:
-            concept, reasoning = reply.value.concept, reply.value.reasoning
-            rejection = _rejection(ctx, state, concept, iteration)
-            if rejection is not None:
-                update["events"].append(rejection)
-                concept = None
-    if concept is None and ctx.loop.simplify:
-        concept, reasoning = _generalisation(ctx, state, top[0].concept)
-    if concept is not None:
-        update["steps"] = [score_step(ctx.engine, state.unit, concept, "summary", iteration, reasoning, "summary")]
-    return update | {"elapsed": time.perf_counter() - start}
-
-
-def _ask_summary(ctx: LineContext, top: list[Step]):
-    user = prompts.render("summarize_user", top="\n".join(f"{s.concept}: {s.scores.auc:.3f}" for s in top))
-    return ask_structured(ctx.chat, [SystemMessage(prompts.text("propose_system")), HumanMessage(user)],
-                          _answer_schema(ctx), temperature=ctx.temperature, retries=ctx.llm_retries)
-
-
-def _usage(reply) -> Usage:
-    return Usage(llm_calls=reply.attempts, llm_failures=len(reply.failures),
-                 input_tokens=reply.input_tokens, output_tokens=reply.output_tokens)
-
-
-def _rejection(ctx: LineContext, state: NeuronState, concept: str, iteration: int) -> Event | None:
-    """The event recording why `concept` is not scored, or None when it is new and drawable."""
-    if not ctx.loop.dedup:
-        return None
-    verdict = ctx.dedup.check(concept, state.tried())
-    if verdict.accepted:
-        return None
-    if verdict.undrawable:
-        return Event(iteration=iteration, kind="undrawable", concept=concept, detail=verdict.reason)
-    return Event(iteration=iteration, kind="duplicate", concept=concept, detail=f"{verdict.duplicate_of}|{verdict.reason}")
-
-
-def _generalisation(ctx: LineContext, state: NeuronState, best: str) -> tuple[str | None, str]:
-    """The first shorter form of `best` not tried yet."""
-    for concept, how in operators.generalisations(best):
-        if _fully_drawn(ctx, concept) and ctx.dedup.check(concept, state.tried()).accepted:
-            return concept, how
-    return None, ""
-
-
-def _fully_drawn(ctx: LineContext, concept: str) -> bool:
-    """Whether the generator draws every word of `concept` (operators must not make labels
-    with words the images ignore)."""
-    return not ctx.engine.generator.interpret(concept).ignored
+    iteration = state.iteration + 1
+    asked = any(e.source == "summary" for e in state.events)
+    update: dict = {}
+    if ctx.chat is not None and not asked:
+        start = time.perf_counter()
+        user = prompts.render("summarize_user", top=pool_lines(top, ctx.criterion))
+        reply = ask_structured(ctx.chat, [SystemMessage(prompts.text("propose_system")), HumanMessage(user)],
+                               _answer_schema(ctx), temperature=ctx.temperature, retries=ctx.llm_retries)
+        update = {"usage": _usage(reply), "elapsed": time.perf_counter() - start}
+        if reply.value is not None:
+            return update | {"proposal": Proposal(concept=reply.value.concept, source="summary", iteration=iteration,
+                                                  reasoning=reply.value.reasoning, strategy="summary",
+                                                  llm_calls=reply.attempts,
+                                                  llm_tokens=reply.input_tokens + reply.output_tokens)}
+        update["events"] = [_failure(iteration, "summary", reply)]
+    if ctx.loop.simplify:
+        best = _canonical(ctx, top[0].concept)
+        for concept, how in operators.generalisations(best, ctx.engine.generator.vocabulary()):
+            if _new(ctx, state, concept):
+                return update | {"proposal": Proposal(concept=_canonical(ctx, concept), source="summary",
+                                                      iteration=iteration, reasoning=how, strategy="generalise")}
+    return update
 
 
 def review(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
@@ -354,33 +272,204 @@ def review(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     ctx = runtime.context
     if not ctx.loop.review or state.verdict is not None:
         return {}
-    best = state.best()
+    label, scores, _ = choose_label(state, ctx.criterion, ctx.loop.simplify)
+    runners_up = [s.concept for s in state.ranked(ctx.criterion) if s.concept != label][:3]
     answer = str(interrupt({
-        "unit": state.unit, "label": best.concept, "auc": round(best.scores.auc, 3),
-        "runners_up": [s.concept for s in state.ranked()[1:4]],
-        "question": prompts.render("review", unit=state.unit, label=best.concept, auc=f"{best.scores.auc:.3f}",
-                                   runners_up=", ".join(s.concept for s in state.ranked()[1:4])),
+        "unit": state.unit, "label": label, "auc": round(scores.auc, 3), "runners_up": runners_up,
+        "question": prompts.render("review", unit=state.unit, label=label, auc=f"{scores.auc:.3f}",
+                                   runners_up=", ".join(runners_up)),
     })).strip()
     if answer.lower() in {"", "approve", "approved", "yes", "y", "ok"}:
-        return {"verdict": "approve", "events": [Event(iteration=state.iteration, kind="review", detail="approved")]}
+        return {"verdict": "approve", "events": [Event(iteration=state.iteration, kind="review", reason="approved")]}
     update = {"verdict": answer, "events": [Event(iteration=state.iteration, kind="review", concept=answer,
-                                                  detail="a person proposed their own label")]}
+                                                  source="user", reason="a person proposed their own label")]}
     if state.step(answer) is None:
-        update["steps"] = [score_step(ctx.engine, state.unit, answer, "user", state.iteration)]
+        update["proposal"] = Proposal(concept=answer, source="user", iteration=state.iteration)
     return update
 
 
-def finalize(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
-    """The label (a person's concept where they gave one, else the best-scoring concept, or
-    a shorter one scoring within `loop.label_tolerance` of it), its runners-up, and the
-    distinct meanings in the history."""
-    if state.verdict not in (None, "approve"):
-        chosen = state.step(state.verdict)
+# --- the one path: check and score -----------------------------------------------------------
+def check(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
+    """Drop a proposal already tried (words, scene or meaning) or one that cannot be drawn;
+    the event says which earlier concept it repeats. A person's concept is only checked
+    for drawability: they decide what is new."""
+    ctx, proposal = runtime.context, state.proposal
+    if not ctx.loop.dedup:
+        return {}
+    verdict = ctx.dedup.check(proposal.concept, [] if proposal.source == "user" else state.tried())
+    if verdict.accepted:
+        return {}
+    event = Event(iteration=proposal.iteration, kind="undrawable" if verdict.undrawable else "duplicate",
+                  concept=proposal.concept, source=proposal.source, duplicate_of=verdict.duplicate_of,
+                  reason=verdict.reason)
+    return {"proposal": None, "events": [event]}
+
+
+def score(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
+    """Score the proposal, add it to the history and, for a search step, update the pool
+    by LINE's rule."""
+    ctx, proposal = runtime.context, state.proposal
+    step = score_step(ctx.engine, state.unit, proposal.concept, proposal.source, proposal.iteration,
+                      proposal.reasoning, proposal.strategy)
+    step = step.model_copy(update={"llm_calls": proposal.llm_calls, "llm_tokens": proposal.llm_tokens})
+    update = {"steps": [step], "proposal": None, "elapsed": step.seconds}
+    if proposal.source in ("llm", "operator"):
+        update["pool"] = _updated_pool(ctx, state, step)
+    return update
+
+
+def _updated_pool(ctx: LineContext, state: NeuronState, step: Step) -> list[str]:
+    """A better concept evicts the worst; a worse one evicts a random entry but the best."""
+    pool = list(state.pool)
+    if len(pool) < ctx.loop.pool_size:
+        return pool + [step.concept]
+    ranked = ctx.criterion.order(pool, lambda c: state.step(c).scores)
+    if ctx.criterion.better(step.scores, state.step(ranked[-1]).scores):
+        victim = ranked[-1]
     else:
-        best = state.best().scores.auc
-        close = [s for s in state.steps if s.scores.auc >= best - runtime.context.loop.label_tolerance]
-        chosen = min(close, key=lambda s: (len(s.concept.split()), -s.scores.auc))
-    runners = [(s.concept, round(s.scores.auc, 4)) for s in state.ranked() if s.concept != chosen.concept][:3]
-    embedder = runtime.context.dedup.embedder or default_embedder()
-    return {"label": Label(concept=chosen.concept, scores=chosen.scores, runners_up=runners,
-                           polysemanticity=analyse(state.steps, embedder))}
+        victim = _rng(ctx, state, salt=1).choice(ranked[1:])
+    return [step.concept if c == victim else c for c in pool]
+
+
+# --- when to stop, and how to go on ----------------------------------------------------------
+def stall(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
+    """Between iterations: stop on a spent budget; on a stall, change strategy (operators
+    last, and for good); then start the next iteration."""
+    ctx = runtime.context
+    if state.stop_reason:
+        return {}
+    reason = budget_spent(state, ctx.loop)
+    if reason:
+        return {"stop_reason": reason, "events": [Event(iteration=state.iteration, kind="stop", reason=reason)]}
+    update: dict = {"iteration": state.iteration + 1}
+    if state.strategy == "operators" or ctx.chat is None:
+        return update
+    trigger, failing = stall_trigger(state, ctx.loop, ctx.criterion)
+    if trigger is None:
+        return update
+    following = "operators" if failing else next_strategy(state.strategy)
+    return update | {"strategy": following, "events": [Event(
+        iteration=state.iteration, kind="strategy", reason=trigger, strategy=following)]}
+
+
+def confirm_reserve(loop: LoopConfig) -> int:
+    """Images the confirm step may need: the finalists' fresh ones, and a new shorter form's."""
+    if not loop.confirm:
+        return 0
+    return (loop.confirm_top + 1 + MAX_NEW_GENERALISATIONS) * loop.confirm_images + loop.images_per_concept
+
+
+def budget_spent(state: NeuronState, loop: LoopConfig) -> str | None:
+    if state.iteration >= loop.max_iterations:
+        return f"budget: {loop.max_iterations} iterations"
+    if state.images_used() + loop.images_per_concept + confirm_reserve(loop) > loop.max_images:
+        return f"budget: {loop.max_images} images"
+    if state.elapsed >= loop.max_seconds:
+        return f"budget: {loop.max_seconds:.0f} seconds"
+    return None
+
+
+def outcomes(state: NeuronState, criterion: Criterion) -> list[tuple[str, bool]]:
+    """Each iteration since the last strategy change, oldest first: what became of its
+    proposal ('ok' when the LLM's was scored, else the kind of the last rejection, or 'none'
+    when nobody proposed) and whether the iteration found a new best."""
+    since = max((e.iteration for e in state.events if e.kind == "strategy"), default=0)
+    searched = [s for s in state.steps if s.source not in ("summary", "user")]
+    best = criterion.order([s for s in searched if s.iteration <= since], lambda s: s.scores)[:1]
+    result = []
+    for iteration in range(since + 1, state.iteration + 1):
+        step = next((s for s in searched if s.iteration == iteration), None)
+        rejections = [e.kind for e in state.events if e.iteration == iteration and e.kind in LLM_REJECTIONS]
+        llm = "ok" if step is not None and step.source == "llm" else (rejections[-1] if rejections else "none")
+        gain = step is not None and (not best or criterion.better(step.scores, best[0].scores))
+        if gain:
+            best = [step]
+        result.append((llm, gain))
+    return result
+
+
+def stall_trigger(state: NeuronState, loop: LoopConfig, criterion: Criterion) -> tuple[str | None, bool]:
+    """(why the search is stalled or None, whether the LLM should hand over to operators)."""
+    history = outcomes(state, criterion)
+
+    def streak(test) -> int:
+        n = 0
+        for outcome in reversed(history):
+            if not test(outcome):
+                break
+            n += 1
+        return n
+
+    if state.usage.llm_calls >= loop.max_llm_calls:
+        return f"the LLM call budget ({loop.max_llm_calls}) is spent", True
+    failures = streak(lambda o: o[0] in ("llm_failure", "undrawable"))
+    if failures >= loop.failure_streak:
+        return f"{failures} unusable or undrawable LLM answers in a row", True
+    rejected = streak(lambda o: o[0] in LLM_REJECTIONS)
+    if rejected >= loop.duplicate_streak:
+        return f"{rejected} rejected proposals in a row", True
+    without_gain = streak(lambda o: not o[1])
+    if without_gain >= loop.patience:
+        return f"no new best in {without_gain} iterations", False
+    return None, False
+
+
+def next_strategy(current: str) -> str:
+    index = STRATEGIES.index(current) if current in STRATEGIES else -1
+    return STRATEGIES[min(index + 1, len(STRATEGIES) - 1)]
+
+
+# --- the label ----------------------------------------------------------------------------------
+def confirm(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
+    """Score the finalists on a fresh block of seeds, each on all its images."""
+    ctx = runtime.context
+    if not ctx.loop.confirm or state.finalists or not state.steps:
+        return {}
+    start = time.perf_counter()
+    finalists = confirm_finalists(ctx.engine, state.unit, pick_finalists(ctx, state), ctx.loop.confirm_images)
+    return {"finalists": finalists, "elapsed": time.perf_counter() - start}
+
+
+def pick_finalists(ctx: LineContext, state: NeuronState) -> list[tuple[str, str]]:
+    """(concept, why): the best few by the criterion, the summary concept, and shorter forms
+    of the best (those scored already, and the first one not scored yet); one per scene."""
+    ranked = state.ranked(ctx.criterion)
+    chosen = [(s.concept, f"top {i + 1} by {ctx.criterion.name}") for i, s in enumerate(ranked[: ctx.loop.confirm_top])]
+    chosen += [(s.concept, "the summary") for s in state.steps if s.source == "summary"]
+    best = ranked[0].concept
+    scored = {_canonical(ctx, s.concept): s.concept for s in state.steps}
+    shorter = [_canonical(ctx, c) for c, _ in operators.generalisations(_canonical(ctx, best),
+                                                                          ctx.engine.generator.vocabulary())]
+    new = [c for c in shorter if c not in scored and _fully_drawn(ctx, c)][:MAX_NEW_GENERALISATIONS]
+    chosen += [(scored.get(c, c), f"a shorter form of {best!r}") for c in shorter if c in scored or c in new]
+    unique: dict[str, tuple[str, str]] = {}
+    for concept, why in chosen:
+        unique.setdefault(_canonical(ctx, concept), (concept, why))
+    return list(unique.values())
+
+
+def choose_label(state: NeuronState, criterion: Criterion, parsimony: bool = True):
+    """(concept, scores, why): the criterion's choice among the confirmed finalists, or,
+    without a confirm step, among every scored step."""
+    if state.finalists:
+        choice = criterion.choose(state.finalists, lambda f: f.scores, lambda f: f.concept, parsimony)
+        fresh = state.finalists[0].fresh
+        return (choice.winner.concept, choice.winner.scores,
+                f"Confirmed on {fresh} fresh images each ({len(state.finalists)} finalists): {choice.reason}")
+    choice = criterion.choose(state.steps, lambda s: s.scores, lambda s: s.concept, parsimony)
+    return choice.winner.concept, choice.winner.scores, choice.reason
+
+
+def finalize(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
+    """The label (a person's concept where they gave one, else the criterion's choice), its
+    runners-up, and the distinct meanings in the history."""
+    ctx = runtime.context
+    concept, scores, reason = choose_label(state, ctx.criterion, ctx.loop.simplify)
+    own = state.step(state.verdict) if state.verdict not in (None, "approve") else None
+    if own is not None:
+        concept, scores, reason = own.concept, own.scores, "a person's label, given in review"
+    runners = [(s.concept, round(s.scores.auc, 4)) for s in state.ranked(ctx.criterion) if s.concept != concept][:3]
+    embedder = ctx.dedup.embedder or default_embedder()
+    return {"label": Label(concept=concept, scores=scores, runners_up=runners, criterion=ctx.criterion.name,
+                           reason=reason, polysemanticity=analyse(state.steps, embedder))}
+

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Callable
 
 from langgraph.types import Command
 
-from agent.config import Settings, load_settings
+from agent.config import LoopConfig, Settings, load_settings
 from agent.dedup import Deduplicator
 from agent.graph import (
     build_label_graph,
@@ -29,8 +30,10 @@ from agent.llm import make_chat_model
 from agent.nodes import LineContext
 from agent.state import NeuronState
 from tools.cache import atomic_write
+from tools.criterion import Criterion
 from tools.engine import Engine
 from tools.errors import LineError
+from tools.generators.base import Atom, ImageGenerator
 from tools.text import default_embedder
 
 Update = Callable[[int, str, NeuronState | dict], None]
@@ -42,9 +45,26 @@ def build_context(settings: Settings, engine: Engine, chat=None) -> LineContext:
     embedder = default_embedder() if settings.loop.dedup else None
     if chat is None and settings.loop.max_llm_calls > 0:
         chat = make_chat_model(settings.llm)
-    return LineContext(engine=engine, dedup=Deduplicator(engine.generator, embedder, settings.loop.dedup_threshold),
-                       loop=settings.loop, chat=chat, temperature=settings.llm.temperature,
-                       llm_retries=settings.llm.retries)
+    loop = settings.loop
+    return LineContext(engine=engine, dedup=Deduplicator(engine.generator, embedder, loop.dedup_threshold),
+                       loop=loop, chat=chat, temperature=settings.llm.temperature, llm_retries=settings.llm.retries,
+                       criterion=Criterion(loop.criterion, loop.auc_gate),
+                       atoms=sweep_atoms(loop, engine.generator) if loop.sweep else [])
+
+
+def sweep_atoms(loop: LoopConfig, generator: ImageGenerator) -> list[Atom]:
+    """The layer-wide sweep's concepts: `loop.sweep_concepts` (a file, one a line), else the
+    generator's atoms."""
+    if not loop.sweep_concepts:
+        return generator.atoms()
+    path = Path(loop.sweep_concepts).expanduser()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise LineError(f"cannot read loop.sweep_concepts {str(path)!r} ({error.__class__.__name__}).",
+                        "Point it at a UTF-8 text file with one concept a line.") from error
+    concepts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return [Atom("concepts", c, c) for c in dict.fromkeys(concepts) if generator.interpret(c).drawable]
 
 
 def new_run_id(settings: Settings) -> str:
@@ -93,6 +113,7 @@ class Run:
               reviewer: Reviewer | None = None) -> dict[int, NeuronState]:
         """Label every unit (skipping finished ones); resumes where checkpoints stop."""
         context.engine.control_activations()
+        self.sweep(context)
         checkpointer = sqlite_checkpointer(self.folder / "checkpoints.sqlite")
         graph = build_label_graph(checkpointer)
 
@@ -106,6 +127,21 @@ class Run:
                 return dict(zip(self.units, pool.map(one, self.units)))
         finally:
             checkpointer.conn.close()
+
+    def sweep(self, context: LineContext) -> dict:
+        """Score the attribute sweep once for the layer (free when it is in the bank) and
+        record its one-off cost in `sweep.json`."""
+        path = self.folder / "sweep.json"
+        if not context.atoms:
+            return {}
+        start = time.perf_counter()
+        rendered = context.engine.sweep([a.concept for a in context.atoms])
+        if path.exists() and not rendered:
+            return json.loads(path.read_text())
+        cost = {"concepts": len(context.atoms), "images_rendered": rendered,
+                "seconds": round(time.perf_counter() - start, 2), "layer_units": context.engine.units}
+        atomic_write(path, json.dumps(cost, indent=1).encode())
+        return cost
 
     def _label_unit(self, graph, context: LineContext, unit: int, on_update: Update | None,
                     reviewer: Reviewer | None) -> NeuronState:

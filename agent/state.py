@@ -21,10 +21,20 @@ class Proposal(Record):
 
     concept: str
     source: Source
+    iteration: int
     reasoning: str = ""
     strategy: str = ""
     llm_calls: int = 0
     llm_tokens: int = 0
+
+
+class AtomScore(Record):
+    """One atom of the layer-wide sweep (tools.generators.base.Atom) scored for this unit."""
+
+    category: str
+    value: str
+    concept: str
+    scores: Scores
 
 
 class Usage(Record):
@@ -39,15 +49,18 @@ class Usage(Record):
 
 class Label(Record):
     concept: str
-    scores: Scores
+    scores: Scores = Field(description="on every image it was scored on (the confirm step's fresh ones too)")
     runners_up: list[tuple[str, float]] = Field(default_factory=list, description="(concept, AUC)")
     polysemanticity: Polysemanticity | None = Field(None, description="meanings in the history (tools.polysemantic)")
+    criterion: str = Field("", description="how concepts were compared (tools.criterion)")
+    reason: str = Field("", description="why this concept is the label, in words")
 
 
 class NeuronState(History):
     """One neuron's investigation: the history plus the loop's own state."""
 
     pool: list[str] = Field(default_factory=list, description="concepts shown to the LLM, LINE's pool")
+    sweep: list[AtomScore] = Field(default_factory=list, description="the unit's scores of the layer's attribute sweep")
     proposal: Proposal | None = None
     strategy: str = "refine"
     usage: Annotated[Usage, operator.add] = Field(default_factory=Usage)

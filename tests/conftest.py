@@ -20,7 +20,8 @@ def settings(tmp_path):
     return load_settings(
         model=COLOUR_NET, layer="relu", control="procedural:40", cache_dir=str(tmp_path / "cache"),
         runs_dir=str(tmp_path / "runs"),
-        loop={"images_per_concept": 3, "init_top": 2, "init_random": 1, "bank_top": 0, "max_iterations": 6},
+        loop={"images_per_concept": 3, "init_top": 2, "init_random": 1, "sweep": False, "bank_top": 0,
+              "max_iterations": 6},
     )
 
 

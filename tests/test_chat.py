@@ -160,8 +160,8 @@ def test_stall_brings_a_strategy_suggestion(scripted, engine):
     for text in ("/score red background", "/score red backgrounds", "/score the red background"):
         added = session.send(text)
     note = next(m for m in added if isinstance(m, HumanMessage) and m.name == STALL_NOTE)
-    assert "2 rejected proposals in a row" in note.content and "clearly different" in note.content
-    assert any(e.kind == "strategy" and e.detail.endswith("refine -> explore") for e in session.state().events)
+    assert "2 rejected proposals in a row" in note.content and "Untried candidates:" in note.content
+    assert any(e.kind == "strategy" and e.strategy == "operators" for e in session.state().events)
 
 
 def test_ablation_removes_only_what_drives_the_unit(engine):

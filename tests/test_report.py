@@ -29,8 +29,8 @@ def run(tmp_path_factory) -> Run:
     settings = load_settings(
         model=COLOUR_NET, layer="relu", control="procedural:40", cache_dir=str(root / "cache"),
         runs_dir=str(root / "runs"),
-        loop={"images_per_concept": 3, "init_top": 2, "init_random": 1, "bank_top": 0, "max_iterations": 5,
-              "patience": 2})
+        loop={"images_per_concept": 3, "init_top": 2, "init_random": 1, "sweep": False, "bank_top": 0,
+              "max_iterations": 5, "patience": 2})
     run = Run.create(settings, UNITS, "demo")
     run.label(build_context(settings, build_engine(settings), chat=ScriptedChatModel(replies=REPLIES)))
     return run

@@ -58,3 +58,24 @@ def tiny_vit() -> nn.Module:
 
 def not_a_model():
     return 42
+
+
+class RedDetector(nn.Module):
+    """Layer `units` (N x 2): unit 0 = the share of red pixels (plain red ~1, red dots far
+    less); unit 1 = whether any red is there at all (saturates: every red scene ~1)."""
+
+    input_size = 64
+    mean = (0.0, 0.0, 0.0)
+    std = (1.0, 1.0, 1.0)
+
+    def __init__(self):
+        super().__init__()
+        self.units = nn.Identity()
+
+    def forward(self, x):
+        red = torch.sigmoid(40 * (x[:, 0] - x[:, 1:].max(dim=1).values - 0.4)).mean(dim=(1, 2))
+        return self.units(torch.stack([red, torch.sigmoid(200 * (red - 0.02))], dim=1))
+
+
+def red_detector() -> nn.Module:
+    return RedDetector().eval()

@@ -20,7 +20,7 @@ from langgraph.types import Command
 from pydantic import AfterValidator, BaseModel, Field
 
 from tools.errors import LineError
-from tools.history import Event, History, Step, score_step
+from tools.history import Event, History, Step, event_text, score_step
 from tools.polysemantic import analyse
 from tools.text import default_embedder, normalise
 
@@ -327,7 +327,7 @@ def history_table(history: History, vocabulary: dict[str, list[str]], top: int =
     ranked = sorted(steps, key=lambda s: (-s.scores.auc, -s.scores.mad))
     lines += _section("best concepts", [_step_row(s) for s in ranked[:top]], "it  concept | AUC | MAD | source")
     lines += _section("recent steps", [_step_row(s) for s in steps[-top:]], "it  concept | AUC | MAD | source")
-    lines += _section("events", [f"{e.iteration:>2}  {e.kind}: {e.concept} {e.detail.replace('|', ' ')}".rstrip()
+    lines += _section("events", [f"{e.iteration:>2}  {e.kind}: {e.concept} {event_text(e)}".rstrip()
                                  for e in events[-2 * top:]], "it  kind: concept detail")
     untried = untried_words(history.tried(), vocabulary)
     lines += _section("not tried yet", [f"{category}: {', '.join(words)}" for category, words in untried.items()])

@@ -18,6 +18,7 @@ from PIL import Image
 
 from tools.cache import DiskCache, content_key
 from tools.control import ControlSet, generated_image_key
+from tools.criterion import Criterion
 from tools.errors import LineError, check_unit_index
 from tools.generators.base import ImageGenerator, Interpretation
 from tools.scoring import Scores, score_units, unit_scores
@@ -125,6 +126,12 @@ class Engine:
     def render(self, prompts: Sequence[str], seeds: Sequence[int]) -> tuple[list[ImageRef], int]:
         """Images for (prompt, seed) pairs, rendering only those not cached yet; returns
         the images and how many were rendered."""
+        refs, missing = self._render(prompts, seeds)
+        return refs, len(missing)
+
+    def _render(self, prompts: Sequence[str], seeds: Sequence[int]) -> tuple[list[ImageRef], list[int]]:
+        """The images, and the positions of those that had to be rendered (in one call of
+        the generator, which batches them)."""
         keys = [generated_image_key(self.generator.id, p, s) for p, s in zip(prompts, seeds)]
         missing = [i for i, key in enumerate(keys) if not self.cache.image_path(key).exists()]
         if missing:
@@ -134,7 +141,7 @@ class Engine:
                 self.cache.save_image(keys[i], image)
             self.cache.count("images_generated", len(missing))
         refs = [ImageRef(k, p, s, str(self.cache.image_path(k))) for k, p, s in zip(keys, prompts, seeds)]
-        return refs, len(missing)
+        return refs, missing
 
     def load_image(self, ref: ImageRef) -> Image.Image:
         image = self.cache.load_image(ref.key)
@@ -177,11 +184,25 @@ class Engine:
     # --- scoring -----------------------------------------------------------------------
     def evaluate(self, concept: str, seeds: Sequence[int] | None = None) -> Evidence:
         """Render `concept`, compute the layer's activations and score every unit."""
-        interpretation = self.generator.interpret(concept)
-        refs, rendered = self.concept_images(concept, seeds)
+        return self.evaluate_many([concept], seeds)[0]
+
+    def evaluate_many(self, concepts: Sequence[str], seeds: Sequence[int] | None = None) -> list[Evidence]:
+        """`evaluate` for several concepts at once: their images are rendered together (the
+        generator batches them) and go through the model in shared batches. Concepts
+        scored at the loop's own seeds enter the layer's concept bank."""
+        seeds = list(seeds) if seeds is not None else self.seeds()
+        prompts = [self.generator.prompt(c, s) for c in concepts for s in seeds]
+        refs, missing = self._render(prompts, seeds * len(concepts))
         acts = self.image_activations(refs)
-        self._bank_add(concept, refs)
-        return Evidence(concept, interpretation, refs, acts, self.score_table(acts), rendered)
+        result = []
+        for i, concept in enumerate(concepts):
+            part = slice(i * len(seeds), (i + 1) * len(seeds))
+            rendered = sum(part.start <= m < part.stop for m in missing)
+            if seeds == self.seeds():
+                self._bank_add(concept, refs[part])
+            result.append(Evidence(concept, self.generator.interpret(concept), refs[part], acts[part],
+                                   self.score_table(acts[part]), rendered))
+        return result
 
     def score_table(self, acts: np.ndarray, units: Sequence[int] | None = None) -> dict[str, np.ndarray]:
         """Scores of `units` (all by default), in that order, for images x units activations."""
@@ -193,12 +214,12 @@ class Engine:
         classes, means = self.class_means()
         lowest = means[:, chosen].argmin(axis=0)
         labels = np.array(self.control.labels)
-        table = {name: np.zeros(len(chosen)) for name in ("auc", "mad", "mean", "u", "p")}
+        table: dict[str, np.ndarray] = {}
         for c in np.unique(lowest):
             columns = np.flatnonzero(lowest == c)
             part = score_units(acts[:, columns], control[labels == classes[c]][:, columns])
             for name, values in part.items():
-                table[name][columns] = values
+                table.setdefault(name, np.zeros(len(chosen)))[columns] = values
         return table
 
     def class_means(self) -> tuple[list[str], np.ndarray]:
@@ -227,19 +248,30 @@ class Engine:
                 continue
         return bank
 
-    def bank_best(self, unit: int, k: int, exclude: Sequence[str] = ()) -> list[tuple[str, Scores]]:
-        """The k banked concepts that score highest for `unit` (no new images)."""
+    def bank_best(self, unit: int, k: int, exclude: Sequence[str] = (),
+                  criterion: Criterion = Criterion()) -> list[tuple[str, Scores]]:
+        """The k banked concepts that score best for `unit` by `criterion` (no new images)."""
         excluded = {e.lower() for e in exclude}
-        ranked = []
-        for concept, refs in self.bank().items():
-            if concept.lower() in excluded:
-                continue
+        scored = [(c, s) for c, s in self.bank_scores(unit) if c.lower() not in excluded]
+        return criterion.order(scored, lambda item: item[1])[:k]
+
+    def bank_scores(self, unit: int, concepts: Sequence[str] | None = None) -> list[tuple[str, Scores]]:
+        """`unit`'s scores for banked concepts (all, or those of `concepts` in the bank)."""
+        bank = self.bank()
+        chosen = bank if concepts is None else [c for c in concepts if c in bank]
+        result = []
+        for concept in chosen:
             if concept not in self._bank_acts:
-                self._bank_acts[concept] = self.image_activations(refs)
-            table = self.score_table(self._bank_acts[concept], [unit])
-            ranked.append((concept, unit_scores(table, 0)))
-        ranked.sort(key=lambda item: -item[1].auc)
-        return ranked[:k]
+                self._bank_acts[concept] = self.image_activations(bank[concept])
+            result.append((concept, unit_scores(self.score_table(self._bank_acts[concept], [unit]), 0)))
+        return result
+
+    def sweep(self, concepts: Sequence[str]) -> int:
+        """Score `concepts` once for every unit of the layer (the attribute sweep): they enter
+        the concept bank, where every unit finds them for free. Returns the images rendered."""
+        banked = set(self.bank())
+        fresh = [c for c in concepts if c not in banked]
+        return sum(e.rendered for e in self.evaluate_many(fresh)) if fresh else 0
 
     def _bank_add(self, concept: str, refs: list[ImageRef]) -> None:
         with self._bank_lock:

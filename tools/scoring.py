@@ -2,9 +2,11 @@
 
 Definitions follow CoSy (Kopf et al. 2024): AUC with the concept's images as positives
 (label 1) and control images as negatives (label 0); MAD = (mean_concept - mean_control) /
-std_control. We add the mean activation on the concept's images and a one-sided
-Mann-Whitney U test (concept > control). Every function works on all units at once:
-arrays are images x units.
+std_control. We add the mean activation on the concept's images, a one-sided Mann-Whitney
+U test (concept > control), the standard error of MAD (how far MAD could move with other
+images of the concept) and the top share: the share of the concept's images above the
+control's 99th percentile. Every function works on all units at once: arrays are
+images x units.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel
 
 _EPS = 1e-8
+TOP_PERCENTILE = 99
 
 
 class Scores(BaseModel):
@@ -25,6 +28,9 @@ class Scores(BaseModel):
     mean: float
     u: float
     p: float
+    mad_se: float = 0.0
+    top_share: float = 0.0
+    images: int = 0
 
 
 def ranks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -74,12 +80,16 @@ def score_units(concept: np.ndarray, control: np.ndarray) -> dict[str, np.ndarra
     if concept.ndim == 1:
         concept, control = concept[:, None], control[:, None]
     u, p = mann_whitney(concept, control)
+    spread = control.std(axis=0) + _EPS
     return {
         "auc": u / (len(concept) * len(control)),
         "mad": mad(concept, control),
         "mean": concept.mean(axis=0),
         "u": u,
         "p": p,
+        "mad_se": concept.std(axis=0, ddof=1 if len(concept) > 1 else 0) / np.sqrt(len(concept)) / spread,
+        "top_share": (concept > np.percentile(control, TOP_PERCENTILE, axis=0)).mean(axis=0),
+        "images": np.full(concept.shape[1], len(concept)),
     }
 
 

@@ -27,6 +27,18 @@ class Interpretation:
         return self.canonical != ""
 
 
+@dataclass(frozen=True)
+class Atom:
+    """One attribute value alone, as a concept the generator draws: the layer-wide sweep
+    scores every atom once, and operators recombine the best ones attribute by attribute.
+    `category` is a key of `vocabulary()` ("colours", "patterns", ...), or "concepts" for
+    open-vocabulary generators, whose atoms are whole concepts."""
+
+    category: str
+    value: str
+    concept: str
+
+
 @runtime_checkable
 class ImageGenerator(Protocol):
     """Renders concepts as images, deterministically per (prompt, seed)."""
@@ -52,3 +64,7 @@ class ImageGenerator(Protocol):
 
     def vocabulary(self) -> dict[str, list[str]]:
         """Words this generator draws, by category; empty for open-vocabulary generators."""
+
+    def atoms(self) -> list[Atom]:
+        """The layer-wide sweep's concepts: each attribute value alone (or, for open
+        vocabularies, a list of common concepts)."""

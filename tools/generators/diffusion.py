@@ -26,7 +26,7 @@ from typing import Any
 from PIL import Image
 
 from tools.errors import LineError
-from tools.generators.base import Interpretation
+from tools.generators.base import Atom, Interpretation
 
 DEFAULT_MODEL = "stabilityai/sd-turbo"
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "prompts"
@@ -35,6 +35,7 @@ ANGLES_FILE = "angles.txt"
 LIGHTINGS_FILE = "lightings.txt"
 FIELDS = ("concept", "angle", "lighting")
 EMPTY_SUBJECT = "scene"
+SWEEP_CONCEPTS = Path(__file__).resolve().parent / "sweep_concepts.txt"
 
 _WORD = re.compile(r"[^\W_]+(?:['\u2019-][^\W_]+)*")
 _ARTICLES = {"a", "an", "the"}
@@ -219,6 +220,10 @@ class DiffusersGenerator:
             subject = EMPTY_SUBJECT
         fields["concept"] = subject
         return self.template.format(**fields)
+
+    def atoms(self) -> list[Atom]:
+        """Common concepts (`sweep_concepts.txt`): an open vocabulary has no attributes to sweep."""
+        return [Atom("concepts", concept, concept) for concept in _read_lines(SWEEP_CONCEPTS)]
 
     def vocabulary(self) -> dict[str, list[str]]:
         return {}

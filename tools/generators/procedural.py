@@ -82,7 +82,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-from tools.generators.base import Interpretation
+from tools.generators.base import Atom, Interpretation
 
 VERSION = 1
 
@@ -660,6 +660,19 @@ class ProceduralGenerator:
             "thickness": list(THICKNESS),
             "orientations": list(ORIENTATIONS),
         }
+
+    def atoms(self) -> list[Atom]:
+        """Each colour as a plain fill, each shape, pattern and texture in random colours, and
+        each orientation, thickness and size on the pattern it changes most visibly."""
+        return (
+            [Atom("colours", c, f"plain {c}") for c in COLOURS]
+            + [Atom("patterns", p, p) for p in PATTERNS]
+            + [Atom("shapes", s, _plural(s)) for s in SHAPES] + [Atom("shapes", BLOBS, BLOBS)]
+            + [Atom("textures", t, t) for t in TEXTURES]
+            + [Atom("orientations", o, f"{o} stripes") for o in ORIENTATIONS]
+            + [Atom("thickness", t, f"{t} stripes") for t in THICKNESS]
+            + [Atom("sizes", z, f"{z} polka dots") for z in SIZES]
+        )
 
     # ------------------------------------------------------------------ extras
     def random_concepts(self, count: int, seed: int) -> list[str]:
