@@ -299,7 +299,7 @@ def stall(state: ChatState, runtime: Runtime[ChatContext]) -> Command:
     update: dict = {"messages": []}
     trigger, failing = stall_trigger(state, ctx.loop, ctx.criterion) if ctx.loop.stall else (None, False)
     if trigger:
-        following = "operators" if failing else next_strategy(state.strategy)
+        following = "operators" if failing else next_strategy(state)
         update["strategy"] = following
         update["events"] = [Event(iteration=state.iteration, kind="strategy", reason=trigger, strategy=following)]
         advice = prompts.render("chat_stall", trigger=trigger, advice=strategy_advice(ctx, state, following))

@@ -230,8 +230,19 @@ def cmd_history(args: argparse.Namespace) -> None:
         else:
             table.add_row(str(iteration), item.kind, item.concept, "", "", "", event_text(item)[:100])
     console.print(table)
+    if state.finalists:
+        finalists = Table(title="finalists, confirmed on fresh images")
+        for column in ("concept", "why", "AUC", "MAD", "fresh activations"):
+            finalists.add_column(column)
+        for f in state.finalists:
+            finalists.add_row(f.concept, f.why, f"{f.scores.auc:.3f}", f"{f.scores.mad:.2f} ± {f.scores.mad_se:.2f}",
+                              ", ".join(f"{a:.3g}" for a in f.activations[-f.fresh:]))
+        console.print(finalists)
     if state.label:
-        console.print(f"label: [bold]{state.label.concept}[/] (AUC {state.label.scores.auc:.3f}); stop: {state.stop_reason}")
+        console.print(f"label: [bold]{state.label.concept}[/] (AUC {state.label.scores.auc:.3f}, "
+                      f"MAD {state.label.scores.mad:.2f}); stop: {state.stop_reason}")
+        if state.label.reason:
+            console.print(f"why: {state.label.reason}")
 
 
 # --- entry point ---------------------------------------------------------------------------

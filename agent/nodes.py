@@ -35,7 +35,8 @@ from tools.history import Event, Step, confirm_finalists, score_step, score_step
 from tools.polysemantic import analyse
 from tools.text import default_embedder
 
-STRATEGIES = ["refine", "explore", "combine", "contrast", "hot", "operators"]
+LLM_STRATEGIES = ["refine", "explore", "combine", "contrast", "hot"]
+TOP_SCENES = 3  # operators: scenes of the unit's favourite images to propose first
 HOT_TEMPERATURE_BOOST = 0.5
 LLM_REJECTIONS = ("duplicate", "undrawable", "llm_failure")
 MAX_NEW_GENERALISATIONS = 1  # finalists: shorter forms of the best not scored yet
@@ -181,10 +182,10 @@ def sweep_scores(ctx: LineContext, unit: int) -> list[AtomScore]:
     """The unit's scores of the layer's attribute sweep (rendered once for the layer)."""
     if not (ctx.loop.sweep and ctx.atoms):
         return []
-    ctx.engine.sweep([a.concept for a in ctx.atoms])
-    scores = dict(ctx.engine.bank_scores(unit, [a.concept for a in ctx.atoms]))
-    return [AtomScore(category=a.category, value=a.value, concept=a.concept, scores=scores[a.concept])
-            for a in ctx.atoms if a.concept in scores]
+    evidence = ctx.engine.evaluate_many([a.concept for a in ctx.atoms])
+    return [AtomScore(category=a.category, value=a.value, concept=a.concept, scores=e.scores(unit),
+                      activations=[float(x) for x in e.activations[:, unit]])
+            for a, e in zip(ctx.atoms, evidence)]
 
 
 # --- who proposes ----------------------------------------------------------------------------
@@ -223,16 +224,30 @@ def operator_candidates(ctx: LineContext, state: NeuronState):
     """New, fully drawn operator concepts (in the generator's normal form), best first."""
     vocabulary = ctx.engine.generator.vocabulary()
     ranked = [_canonical(ctx, s.concept) for s in state.ranked(ctx.criterion)]
-    evidence = [(_canonical(ctx, s.concept), ctx.criterion.key(s.scores)) for s in state.steps]
-    evidence += [(a.concept, ctx.criterion.key(a.scores)) for a in state.sweep]
-    ranking = operators.attribute_ranking(evidence, vocabulary)
+    images = sorted(image_evidence(ctx, state), key=lambda item: -item[1])
+    ranking = operators.attribute_ranking(images, vocabulary)
+    scenes = list(dict.fromkeys(scene for scene, _ in images))[:TOP_SCENES]
     atoms = [a.concept for a in ctx.criterion.order(state.sweep, lambda a: a.scores)]
     seen = set()
-    for concept, how in operators.candidates(ranked, ranking, vocabulary, _rng(ctx, state), atoms):
+    for concept, how in operators.candidates(ranked, ranking, vocabulary, _rng(ctx, state), atoms, scenes):
         concept = _canonical(ctx, concept)
         if concept not in seen and _new(ctx, state, concept):
             seen.add(concept)
             yield concept, how
+
+
+def image_evidence(ctx: LineContext, state: NeuronState) -> list[tuple[str, float]]:
+    """(what was drawn, the unit's activation) for every image the unit has seen with a
+    known scene: the generated control set, the sweep's atoms and the unit's own steps."""
+    drawn = ctx.engine.generator.drawn
+    control = ctx.engine.control
+    evidence = [(drawn(concept, seed), float(act)) for (concept, seed), act
+                in zip(control.drawn_from, ctx.engine.control_activations()[:, state.unit])]
+    seeds = ctx.engine.seeds()
+    evidence += [(drawn(a.concept, seed), act) for a in state.sweep for seed, act in zip(seeds, a.activations)]
+    evidence += [(drawn(s.concept, seed), act) for s in state.steps
+                 for seed, act in zip(s.seeds, s.activations.per_image)]
+    return evidence
 
 
 def summarize(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
@@ -333,8 +348,9 @@ def _updated_pool(ctx: LineContext, state: NeuronState, step: Step) -> list[str]
 
 # --- when to stop, and how to go on ----------------------------------------------------------
 def stall(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
-    """Between iterations: stop on a spent budget; on a stall, change strategy (operators
-    last, and for good); then start the next iteration."""
+    """Between iterations: stop on a spent budget; on a stall, change strategy (the LLM and
+    the operators take turns; when the LLM keeps failing, the operators take over for
+    good); then start the next iteration."""
     ctx = runtime.context
     if state.stop_reason:
         return {}
@@ -342,13 +358,13 @@ def stall(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     if reason:
         return {"stop_reason": reason, "events": [Event(iteration=state.iteration, kind="stop", reason=reason)]}
     update: dict = {"iteration": state.iteration + 1}
-    if state.strategy == "operators" or ctx.chat is None:
+    if state.llm_retired or ctx.chat is None:
         return update
     trigger, failing = stall_trigger(state, ctx.loop, ctx.criterion)
     if trigger is None:
         return update
-    following = "operators" if failing else next_strategy(state.strategy)
-    return update | {"strategy": following, "events": [Event(
+    following = "operators" if failing else next_strategy(state)
+    return update | {"strategy": following, "llm_retired": failing, "events": [Event(
         iteration=state.iteration, kind="strategy", reason=trigger, strategy=following)]}
 
 
@@ -414,9 +430,14 @@ def stall_trigger(state: NeuronState, loop: LoopConfig, criterion: Criterion) ->
     return None, False
 
 
-def next_strategy(current: str) -> str:
-    index = STRATEGIES.index(current) if current in STRATEGIES else -1
-    return STRATEGIES[min(index + 1, len(STRATEGIES) - 1)]
+def next_strategy(state: NeuronState) -> str:
+    """After the LLM stalls, the operators; after the operators stall, the LLM again with the
+    strategy after the last one it had (refine, explore, combine, contrast, hot, refine...)."""
+    if state.strategy != "operators":
+        return "operators"
+    used = [e.strategy for e in state.events if e.kind == "strategy" and e.strategy in LLM_STRATEGIES]
+    last = used[-1] if used else LLM_STRATEGIES[0]
+    return LLM_STRATEGIES[(LLM_STRATEGIES.index(last) + 1) % len(LLM_STRATEGIES)]
 
 
 # --- the label ----------------------------------------------------------------------------------

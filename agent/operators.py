@@ -88,9 +88,9 @@ def _plural(kind: str) -> str:
 
 
 # --- evidence -----------------------------------------------------------------------------------
-def attribute_ranking(scored: Sequence[tuple[str, tuple]], vocabulary: dict[str, list[str]]) -> dict[str, list[str]]:
-    """Each group's values, best first by the best key (larger is better) among the scored
-    concepts holding them; groups ordered by their best value's key."""
+def attribute_ranking(scored: Sequence[tuple[str, float]], vocabulary: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Each group's values, best first by the best score (larger is better) among the
+    scored concepts or images holding them; groups ordered by their best value's score."""
     best: dict[str, dict[str, tuple]] = {}
     for concept, key in scored:
         for group, values in slots(concept, vocabulary).items():
@@ -104,10 +104,13 @@ def attribute_ranking(scored: Sequence[tuple[str, tuple]], vocabulary: dict[str,
 
 # --- candidates ---------------------------------------------------------------------------------
 def candidates(ranked: list[str], ranking: dict[str, list[str]], vocabulary: dict[str, list[str]],
-               rng: random.Random, atoms: Sequence[str] = ()) -> Iterator[tuple[str, str]]:
+               rng: random.Random, atoms: Sequence[str] = (), scenes: Sequence[str] = ()) -> Iterator[tuple[str, str]]:
     """(concept, how it was made), most promising first. `ranked`: the unit's concepts,
     best first; `ranking`: `attribute_ranking` of its evidence; `atoms`: the sweep's
-    concepts, best first (used where the vocabulary has no slots)."""
+    concepts, best first (used where the vocabulary has no slots); `scenes`: what was drawn
+    in the images the unit fires on most."""
+    for scene in scenes:
+        yield scene, "the scene of an image the unit fires on strongly"
     if ranked:
         best = ranked[0]
         if vocabulary:

@@ -35,6 +35,7 @@ class AtomScore(Record):
     value: str
     concept: str
     scores: Scores
+    activations: list[float] = Field(default_factory=list, description="the unit's activation on each image (seeds 0..)")
 
 
 class Usage(Record):
@@ -63,6 +64,7 @@ class NeuronState(History):
     sweep: list[AtomScore] = Field(default_factory=list, description="the unit's scores of the layer's attribute sweep")
     proposal: Proposal | None = None
     strategy: str = "refine"
+    llm_retired: bool = Field(False, description="the LLM kept failing: operators propose from now on")
     usage: Annotated[Usage, operator.add] = Field(default_factory=Usage)
     elapsed: Annotated[float, operator.add] = 0.0
     stop_reason: str | None = None

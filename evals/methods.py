@@ -1,13 +1,19 @@
 """Labelling methods compared side by side: same LLM, same generator, same units.
 
 - ``ours``: the line-agent graph with the configured loop (default `LoopConfig`).
-- ``paper``: the same graph with `LoopConfig.paper()`, the LINE paper's loop.
-- ``closed``: every concept of a closed vocabulary scored, the best kept (an upper bound
-  for closed-vocabulary labellers). Images are shared by all units of the layer, so its
-  per-unit image cost is the total divided by the number of units.
-- ``top-class``: the control class with the highest mean activation; no images, no LLM.
+- ``paper``: the same graph with `LoopConfig.paper()`, the LINE paper's loop (labels by AUC).
+- ``closed``: every concept of a closed vocabulary scored, the best kept after the same
+  confirmation as ours (an upper bound for closed-vocabulary labellers). Images are shared
+  by all units of the layer, so its per-unit image cost is the total divided by the number
+  of units.
+- ``top-class``: the best control class by the criterion, on its control images; no
+  images, no LLM.
 - ``one-shot``: the LLM proposes once from the top-activating control classes; no loop.
 - ``oracle``: the planted ground-truth label (planted suites only), the reference row.
+
+A method name may carry a criterion (tools.criterion): ``ours@auc``, ``closed@mad``,
+``paper@gated-mad``; without one, ours, closed and top-class use the configured criterion
+and the paper's loop AUC, as the paper does.
 
 Each method gets its own fresh cache folder, so no method reuses another's images or
 concept bank (line-agent's bank would otherwise start from the closed vocabulary's best).
@@ -32,7 +38,10 @@ from agent.llm import ask_structured
 from agent.nodes import ConceptAnswer, vocabulary_hint
 from agent.runner import Run, build_context
 from evals.planted import PlantedUnit
+from tools.criterion import Criterion
 from tools.engine import Engine
+from tools.history import confirm_finalists
+from tools.scoring import unit_scores
 from tools.generators.procedural import (
     COLOURS,
     PATTERNS,
@@ -66,26 +75,48 @@ class EvalContext:
     work: Path  # fresh cache folders, one per method
     runs: Path  # run folders of the graph methods
     planted: list[PlantedUnit] | None = None  # ground truth, by position in `units`
+    method: str = ""  # the method's name in the table (with its criterion, if any)
+    criterion: str | None = None  # the method name's criterion, overriding the configured one
 
-    def settings_for(self, method: str, **changes) -> Settings:
-        return self.settings.model_copy(update={"cache_dir": str(self.work / method),
-                                                "runs_dir": str(self.runs), **changes})
+    def settings_for(self, loop: LoopConfig | None = None) -> Settings:
+        """The method's settings: its own cache folder, and its criterion where named."""
+        loop = loop or self.settings.loop
+        if self.criterion:
+            loop = loop.model_copy(update={"criterion": self.criterion})
+        return self.settings.model_copy(update={"cache_dir": str(self.work / self.method),
+                                                "runs_dir": str(self.runs), "loop": loop})
+
+    def judge(self) -> Criterion:
+        loop = self.settings_for().loop
+        return Criterion(loop.criterion, loop.auc_gate)
+
+
+def split_name(method: str) -> tuple[str, str | None]:
+    """'ours@auc' -> ('ours', 'auc'); 'ours' -> ('ours', None)."""
+    base, _, criterion = method.partition("@")
+    return base, criterion or None
 
 
 Method = Callable[[EvalContext], dict[int, UnitResult]]
 
 
 # --- the graph: ours and the paper's loop --------------------------------------------------------
-def graph_method(name: str, loop: Callable[[Settings], LoopConfig]) -> Method:
+def graph_method(loop: Callable[[Settings], LoopConfig]) -> Method:
+    """A method labelling with the graph; its image cost per unit includes the confirmation
+    and an equal share of the layer-wide sweep's images."""
     def run(ctx: EvalContext) -> dict[int, UnitResult]:
-        settings = ctx.settings_for(name, loop=loop(ctx.settings))
+        settings = ctx.settings_for(loop(ctx.settings))
         engine = build_engine(settings)
-        graph_run = Run.create(settings, ctx.units, f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-        states = graph_run.label(build_context(settings, engine, chat=ctx.chat))
+        graph_run = Run.create(settings, ctx.units, f"{ctx.method}-{time.strftime('%Y%m%d-%H%M%S')}")
+        context = build_context(settings, engine, chat=ctx.chat)
+        sweep = graph_run.sweep(context)
+        states = graph_run.label(context)
+        share = sweep.get("images_rendered", 0) / len(ctx.units)
         return {u: UnitResult(u, s.label.concept if s.label else "",
                               [(step.concept, step.scores.auc) for step in s.steps],
-                              images=s.images_rendered(), llm_calls=s.usage.llm_calls,
-                              seconds=round(s.elapsed, 2), note=s.stop_reason or "")
+                              images=s.images_rendered() + share, llm_calls=s.usage.llm_calls,
+                              seconds=round(s.elapsed + sweep.get("seconds", 0) / len(ctx.units), 2),
+                              note=s.stop_reason or "")
                 for u, s in states.items()}
 
     return run
@@ -98,15 +129,19 @@ def _paper_loop(settings: Settings) -> LoopConfig:
 # --- closed vocabulary ----------------------------------------------------------------------------
 def closed_vocabulary(generator: ProceduralGenerator, extra: list[str] = ()) -> list[str]:
     """Colours, patterns, shapes and textures alone, colour x pattern, colour x shape,
-    orientation and size x pattern, then `extra` concepts (e.g. Broden labels) the generator
-    can draw; one concept per canonical scene (same scene, same images)."""
+    orientation and size x pattern, colour x orientation x stripes, colour x size x polka
+    dots, then `extra` concepts (e.g. Broden labels) the generator can draw; one concept per
+    canonical scene (same scene, same images)."""
     colours, shapes = list(COLOURS), [s + ("es" if s.endswith(("s", "x")) else "s") for s in SHAPES]
     kinds = list(PATTERNS) + shapes + ["blobs"]
+    orientations, sizes = ("horizontal", "vertical", "diagonal"), ("small", "large")
     candidates = itertools.chain(
         colours, [f"plain {c}" for c in colours], kinds, TEXTURES,
         (f"{c} {k}" for c in colours for k in kinds),
-        (f"{o} {p}" for o in ("horizontal", "vertical", "diagonal") for p in PATTERNS),
-        (f"{s} {p}" for s in ("small", "large") for p in PATTERNS), extra,
+        (f"{o} {p}" for o in orientations for p in PATTERNS),
+        (f"{s} {p}" for s in sizes for p in PATTERNS),
+        (f"{c} {o} stripes" for c in colours for o in orientations),
+        (f"{s} {c} polka dots" for c in colours for s in sizes), extra,
     )
     by_scene: dict[str, str] = {}
     for concept in candidates:
@@ -118,22 +153,27 @@ def closed_vocabulary(generator: ProceduralGenerator, extra: list[str] = ()) -> 
 
 def closed(extra: list[str] = ()) -> Method:
     def run(ctx: EvalContext) -> dict[int, UnitResult]:
-        engine = build_engine(ctx.settings_for("closed"))
+        settings = ctx.settings_for()
+        engine, judge = build_engine(settings), ctx.judge()
         engine.control_activations()
         start = time.perf_counter()
         vocabulary = closed_vocabulary(ProceduralGenerator(), extra)
-        images = [engine.concept_images(concept) for concept in vocabulary]
-        rendered = sum(n for _, n in images)
-        acts = engine.image_activations([ref for refs, _ in images for ref in refs])  # batched forwards
-        bounds = np.cumsum([0] + [len(refs) for refs, _ in images])
-        tables = [engine.score_table(acts[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+        evidence = engine.evaluate_many(vocabulary)  # rendered together, batched forwards
+        rendered = sum(e.rendered for e in evidence)
         per_unit = (time.perf_counter() - start) / len(ctx.units)
         results = {}
         for u in ctx.units:
-            rows = [(concept, float(t["auc"][u]), float(t["mad"][u])) for concept, t in zip(vocabulary, tables)]
-            best = max(rows, key=lambda r: (r[1], r[2]))
-            results[u] = UnitResult(u, best[0], [(c, a) for c, a, _ in rows], images=rendered / len(ctx.units),
-                                    seconds=round(per_unit, 2), note=f"{len(rows)} concepts, images shared by units")
+            start = time.perf_counter()
+            scored = [(e.concept, e.scores(u)) for e in evidence]
+            ranked = judge.order(scored, lambda item: item[1])
+            label, confirmed, note = ranked[0][0], 0, f"{len(scored)} concepts, images shared by units"
+            if settings.loop.confirm:
+                top = [(c, f"top {i + 1} by {judge.name}") for i, (c, _) in enumerate(ranked[: settings.loop.confirm_top])]
+                finalists = confirm_finalists(engine, u, top, settings.loop.confirm_images)
+                label = judge.choose(finalists, lambda f: f.scores, lambda f: f.concept).winner.concept
+                confirmed = sum(f.images_rendered for f in finalists)
+            results[u] = UnitResult(u, label, [(c, s.auc) for c, s in scored], images=rendered / len(ctx.units) + confirmed,
+                                    seconds=round(per_unit + time.perf_counter() - start, 2), note=note)
         return results
 
     return run
@@ -147,12 +187,18 @@ def _ranked_classes(engine: Engine, unit: int) -> list[tuple[str, float]]:
 
 
 def top_class(ctx: EvalContext) -> dict[int, UnitResult]:
-    engine = build_engine(ctx.settings_for("top-class"))
-    return {u: UnitResult(u, _ranked_classes(engine, u)[0][0]) for u in ctx.units}
+    """The best control class by the criterion, its control images against the whole control set."""
+    engine, judge = build_engine(ctx.settings_for()), ctx.judge()
+    control = engine.control_activations()
+    labels = np.array(engine.control.labels)
+    classes = engine.control.classes
+    tables = [engine.score_table(control[labels == c]) for c in classes]
+    return {u: UnitResult(u, judge.order([(c, unit_scores(t, u)) for c, t in zip(classes, tables)],
+                                         lambda item: item[1])[0][0]) for u in ctx.units}
 
 
 def one_shot(ctx: EvalContext) -> dict[int, UnitResult]:
-    engine = build_engine(ctx.settings_for("one-shot"))
+    engine = build_engine(ctx.settings_for())
     results = {}
     for u in ctx.units:
         start = time.perf_counter()
@@ -174,8 +220,8 @@ def methods(extra_vocabulary: list[str] = ()) -> dict[str, Method]:
     """Every method by name, in the order of the results table."""
     return {
         "oracle": oracle,
-        "ours": graph_method("ours", lambda s: s.loop),
-        "paper": graph_method("paper", _paper_loop),
+        "ours": graph_method(lambda s: s.loop),
+        "paper": graph_method(_paper_loop),
         "closed": closed(extra_vocabulary),
         "top-class": top_class,
         "one-shot": one_shot,

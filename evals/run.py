@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -31,8 +32,9 @@ from agent.config import Settings, load_settings
 from agent.engines import build_engine
 from agent.llm import ScriptedChatModel, make_chat_model
 from evals import metrics
-from evals.methods import EvalContext, UnitResult, closed_vocabulary, methods
+from evals.methods import EvalContext, UnitResult, closed_vocabulary, methods, split_name
 from evals.planted import PlantedUnit, load_suite, pinned_spec
+from tools.criterion import CRITERIA
 from tools.engine import parse_units
 from tools.errors import LineError
 from tools.generators.procedural import ProceduralGenerator
@@ -112,9 +114,11 @@ def target_settings(args: argparse.Namespace) -> tuple[Settings, list[PlantedUni
 def choose_methods(text: str, has_truth: bool) -> list[str]:
     known = list(methods())
     chosen = [m for m in known if m != "oracle" or has_truth] if text == "all" else [m.strip() for m in text.split(",")]
-    unknown = [m for m in chosen if m not in known]
+    unknown = [m for m in chosen if split_name(m)[0] not in known or split_name(m)[1] not in (None, *CRITERIA)]
     if unknown:
-        raise LineError(f"unknown method(s) {', '.join(unknown)}.", f"Use all, or some of: {', '.join(known)}.")
+        raise LineError(f"unknown method(s) {', '.join(unknown)}.",
+                        f"Use all, or some of: {', '.join(known)}, each optionally with @CRITERION "
+                        f"({', '.join(CRITERIA)}), e.g. ours@auc.")
     if "oracle" in chosen and not has_truth:
         raise LineError("the oracle method needs a planted suite.", "Use --suite, or drop oracle from --methods.")
     return chosen
@@ -144,7 +148,8 @@ def label(ctx: EvalContext, chosen: list[str]) -> dict[str, dict[int, UnitResult
     for name in chosen:
         console.print(f"[bold]{name}[/]: labelling {len(ctx.units)} unit(s)")
         start = time.perf_counter()
-        results[name] = available[name](ctx)
+        base, criterion = split_name(name)
+        results[name] = available[base](replace(ctx, method=name, criterion=criterion))
         console.print(f"  done in {time.perf_counter() - start:.0f} s")
     return results
 

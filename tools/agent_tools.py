@@ -329,9 +329,17 @@ def history_table(history: History, vocabulary: dict[str, list[str]], top: int =
     lines += _section("recent steps", [_step_row(s) for s in steps[-top:]], "it  concept | AUC | MAD | source")
     lines += _section("events", [f"{e.iteration:>2}  {e.kind}: {e.concept} {event_text(e)}".rstrip()
                                  for e in events[-2 * top:]], "it  kind: concept detail")
+    lines += _section("finalists, confirmed on fresh images", [finalist_row(f) for f in history.finalists],
+                      "concept | AUC | MAD on all its images | fresh activations | why")
     untried = untried_words(history.tried(), vocabulary)
     lines += _section("not tried yet", [f"{category}: {', '.join(words)}" for category, words in untried.items()])
     return "\n".join(lines)
+
+
+def finalist_row(finalist) -> str:
+    fresh = ", ".join(f"{a:.3g}" for a in finalist.activations[-finalist.fresh:])
+    return (f"{finalist.concept} | {finalist.scores.auc:.3f} | {finalist.scores.mad:.2f} ± {finalist.scores.mad_se:.2f} "
+            f"| {fresh} | {finalist.why}")
 
 
 def _section(title: str, rows: list[str], header: str = "") -> list[str]:

@@ -38,6 +38,7 @@ class ControlSet:
     labels: list[str]
     load: Callable[[int], Image.Image]
     skipped: list[str] = field(default_factory=list)
+    drawn_from: list[tuple[str, int]] = field(default_factory=list)  # generated sets: (concept, seed) per image
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -84,7 +85,7 @@ def _procedural(spec: str, arg: str, cache: DiskCache) -> ControlSet:
             cache.save_image(keys[index], image)
         return image
 
-    return ControlSet(spec, keys, [concept for concept, _ in pairs], load)
+    return ControlSet(spec, keys, [concept for concept, _ in pairs], load, drawn_from=pairs)
 
 
 def _directory(spec: str, folder: Path) -> ControlSet:

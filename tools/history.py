@@ -31,6 +31,7 @@ class ActivationStats(Record):
     std: float
     min: float
     max: float
+    per_image: list[float] = Field(default_factory=list, description="the unit's activation on each image, in seed order")
 
 
 class Step(Record):
@@ -151,8 +152,8 @@ def score_steps(engine: Engine, unit: int, concepts: list[str], source: Source, 
             image_keys=[r.key for r in e.images], images_rendered=e.rendered,
             understood=e.interpretation.understood, ignored=e.interpretation.ignored,
             canonical=e.interpretation.canonical,
-            activations=ActivationStats(mean=float(acts.mean()), std=float(acts.std()),
-                                        min=float(acts.min()), max=float(acts.max())),
+            activations=ActivationStats(mean=float(acts.mean()), std=float(acts.std()), min=float(acts.min()),
+                                        max=float(acts.max()), per_image=[float(a) for a in acts]),
             scores=e.scores(unit), seconds=seconds,
         ))
     return steps

@@ -56,6 +56,11 @@ class ImageGenerator(Protocol):
     def render(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
         """One RGB image per (prompt, seed) pair, in order."""
 
+    def drawn(self, concept: str, seed: int) -> str:
+        """What was drawn for `concept` at `seed`, with the choices the generator made
+        itself named (colours, sizes, orientations left open); the concept where it cannot
+        tell. Operators read the units' favourite images through it."""
+
     def ablate(self, prompt: str, concept: str) -> str:
         """The prompt of the same scene with `concept` removed or replaced.
 

@@ -221,6 +221,10 @@ class DiffusersGenerator:
         fields["concept"] = subject
         return self.template.format(**fields)
 
+    def drawn(self, concept: str, seed: int) -> str:
+        """A diffusion model's choices have no names: the concept itself."""
+        return concept
+
     def atoms(self) -> list[Atom]:
         """Common concepts (`sweep_concepts.txt`): an open vocabulary has no attributes to sweep."""
         return [Atom("concepts", concept, concept) for concept in _read_lines(SWEEP_CONCEPTS)]

@@ -469,6 +469,21 @@ _SIZE_Z = {"tiny": 0.05, "small": 0.25, "medium": 0.5, "large": 0.85}
 _ORIENT_ANGLE = {"horizontal": math.pi / 2, "vertical": 0.0, "diagonal": math.pi / 4}
 
 
+def _colours(scene: Scene, st: _Streams) -> tuple[list[str], str]:
+    """The ink colours and the background colour drawn for `scene` (random where unspecified)."""
+    ink = list(scene.ink)
+    if not ink:
+        options = [c for c in COLOURS if not (scene.bg and c in CLASH[scene.bg])]
+        ink = [options[int(st["ink"].integers(len(options)))]]
+    bg = scene.bg
+    if bg is None:
+        order = st["bg"].permutation(len(COLOURS))
+        names = list(COLOURS)
+        bg = next(names[i] for i in order if names[i] != "gray"
+                  and not any(names[i] in CLASH[c] for c in (*ink, *scene.avoid)))
+    return ink, bg
+
+
 def _size_z(scene: Scene, st: _Streams) -> float:
     if scene.size:
         return _SIZE_Z[scene.size] + st["size-jitter"].uniform(-0.04, 0.04)
@@ -591,6 +606,33 @@ class ProceduralGenerator:
 
     def prompt(self, concept: str, seed: int) -> str:
         return concept
+
+    def drawn(self, concept: str, seed: int) -> str:
+        """The scene drawn for `concept` at `seed`, every random choice named: ink and
+        background colours, the count of shapes, and the size and orientation where the
+        seed's draw lies close to a named one ("red stripes" at seed 3 may be "small
+        vertical red stripes on blue background")."""
+        scene = _parse(concept).scene
+        if scene.kind is None:
+            return scene.canonical()
+        st = _Streams(seed)
+        ink, bg = _colours(scene, st)
+        cat = scene.category
+        resolved = replace(scene, ink=tuple(ink), avoid=(), bg=None if scene.kind == "plain" else bg)
+        if cat in ("shape", "blobs") and scene.count is None:
+            resolved = replace(resolved, count=int(st["count"].integers(2, 6)))
+        if scene.size is None and (cat in ("shape", "blobs", "pattern") or scene.kind in SIZED_TEXTURES):
+            z = _size_z(scene, st)
+            name = min(_SIZE_Z, key=lambda n: abs(_SIZE_Z[n] - z))
+            resolved = replace(resolved, size=name if abs(_SIZE_Z[name] - z) < 0.08 else None)
+        if scene.orientation is None and scene.kind in ORIENTED:
+            angle = _angle(scene, st) % math.pi
+            named = {"vertical": 0.0, "diagonal": math.pi / 4, "horizontal": math.pi / 2}
+            distance = {n: min(abs(angle - a), abs(angle - a - math.pi), abs(angle - a + math.pi), abs(angle - math.pi + a))
+                        for n, a in named.items()}
+            name = min(distance, key=distance.get)
+            resolved = replace(resolved, orientation=name if distance[name] < math.radians(12) else None)
+        return resolved.canonical()
 
     def render(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
         if len(prompts) != len(seeds):
@@ -732,16 +774,7 @@ class ProceduralGenerator:
         if scene.kind is None:  # nothing drawable: a mid-gray canvas
             arr = np.full((S, S, 3), 0.5, np.float32)
             return Image.fromarray((arr * 255 + 0.5).astype(np.uint8), "RGB")
-        ink = list(scene.ink)
-        if not ink:
-            options = [c for c in COLOURS if not (scene.bg and c in CLASH[scene.bg])]
-            ink = [options[int(st["ink"].integers(len(options)))]]
-        bg = scene.bg
-        if bg is None:
-            order = st["bg"].permutation(len(COLOURS))
-            names = list(COLOURS)
-            bg = next(names[i] for i in order if names[i] != "gray"
-                      and not any(names[i] in CLASH[c] for c in (*ink, *scene.avoid)))
+        ink, bg = _colours(scene, st)
         inks = np.stack([_colour_rgb(c, st[f"ink-jitter-{i}"]) for i, c in enumerate(ink)])
         back = _colour_rgb(bg, st["bg-jitter"])
         cat = scene.category
