@@ -238,6 +238,18 @@ def test_planted_scheme_comes_from_the_evals_entry_point_and_tools_never_import_
     assert done.stdout.split() == ["planted:tiny", "units", "True"]
 
 
+def test_a_scheme_whose_plugin_cannot_be_imported_is_a_clear_error(monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    import tools.models as models
+
+    broken = EntryPoint(name="broken", value="no_such_package.models:load", group=models.PLUGIN_GROUP)
+    monkeypatch.setattr(models, "entry_points", lambda group, name=None: [broken] if name in (None, "broken") else [])
+    with pytest.raises(LineError, match="model scheme 'broken'.*cannot be imported"):
+        load_target_model("broken:x")
+    assert "broken" not in MODEL_SCHEMES
+
+
 # --- timm (optional, faked here) ----------------------------------------------------------
 def fake_timm(fail: Exception | None = None):
     mod = types.ModuleType("timm")

@@ -224,7 +224,11 @@ def _scheme(prefix: str) -> ModelLoader | None:
     """The loader of a scheme: registered, or from an installed package's entry point."""
     if prefix not in MODEL_SCHEMES:
         for ep in entry_points(group=PLUGIN_GROUP, name=prefix):
-            register_model_scheme(prefix, ep.load())
+            try:
+                register_model_scheme(prefix, ep.load())
+            except ImportError as exc:
+                raise LineError(f"model scheme {prefix!r} ({ep.value}) cannot be imported ({exc}).",
+                                "Reinstall the package that provides it (for planted: `make setup`).") from exc
     return MODEL_SCHEMES.get(prefix)
 
 
