@@ -418,7 +418,7 @@ class ChatSession:
 
 # --- the command line -----------------------------------------------------------------------------
 def cmd_chat(args) -> None:
-    from agent.cli import _progress, _settings, console
+    from agent.console import console, progress, settings_from_args
     from agent.engines import build_engine
 
     runs_dir = args.runs_dir or "runs"
@@ -429,8 +429,8 @@ def cmd_chat(args) -> None:
         source = Run.open(args.run, runs_dir)
         settings, history = source.settings, _unit_history(source, args.unit)
     else:
-        settings, history = _settings(args, runs_dir=args.runs_dir), None
-    engine = build_engine(settings, progress=_progress("control set"))
+        settings, history = settings_from_args(args, runs_dir=args.runs_dir), None
+    engine = build_engine(settings, progress=progress("control set"))
     context = chat_context(settings, engine)
     if args.thread:
         session = ChatSession(run, context)

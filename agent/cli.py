@@ -9,14 +9,10 @@ import logging
 import sys
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
+from agent.console import console, err_console, progress, settings_from_args
 from tools.errors import LineError
-
-# Piped output (logs, CI) gets tables wide enough to read rather than rich's 80 columns.
-console = Console() if sys.stdout.isatty() else Console(width=140)
-err_console = Console(stderr=True)
 
 
 # --- shared options ------------------------------------------------------------------------
@@ -30,44 +26,11 @@ def _common(parser: argparse.ArgumentParser, layer: bool = True) -> None:
     parser.add_argument("--cache-dir", help="where images and activations are cached")
 
 
-def _settings(args: argparse.Namespace, **extra: Any):
-    from agent.config import load_settings
-
-    overrides: dict[str, Any] = {k: v for k, v in extra.items() if v is not None}
-    for key in ("model", "layer", "control", "cache_dir"):
-        if getattr(args, key, None):
-            overrides[key] = getattr(args, key)
-    generator = getattr(args, "generator", None)
-    if generator:
-        kind, _, model = generator.partition(":")
-        overrides["generator"] = {"kind": kind, **({"model": model} if model else {})}
-    return load_settings(args.config, **overrides)
-
-
-def _progress(label: str):
-    """A callback that shows long work (activations of a control set) on stderr."""
-    state = {"task": None}
-    from rich.progress import Progress
-
-    bar = Progress(console=err_console, transient=True)
-
-    def update(what: str, done: int, total: int) -> None:
-        if state["task"] is None:
-            bar.start()
-            state["task"] = bar.add_task(f"{label}: {what}", total=total)
-        bar.update(state["task"], completed=done)
-        if done >= total:
-            bar.stop()
-            state["task"] = None
-
-    return update
-
-
 # --- commands ------------------------------------------------------------------------------
 def cmd_layers(args: argparse.Namespace) -> None:
     from tools.models import load_target_model
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     model = load_target_model(settings.model, settings.device)
     layers = model.layers()
     if args.json:
@@ -85,8 +48,8 @@ def cmd_score(args: argparse.Namespace) -> None:
     from agent.engines import build_engine
     from tools.engine import parse_units
 
-    settings = _settings(args)
-    engine = build_engine(settings, progress=_progress("control set"))
+    settings = settings_from_args(args)
+    engine = build_engine(settings, progress=progress("control set"))
     cache = engine.cache
     units = parse_units(args.units if args.units is not None else str(args.unit), engine.units)
     evidence = engine.evaluate(args.concept, engine.seeds(args.images))
@@ -131,9 +94,9 @@ def cmd_label(args: argparse.Namespace) -> None:
         run = Run.open(args.resume, args.runs_dir or "runs")
         settings = run.settings
     else:
-        settings = _settings(args, runs_dir=args.runs_dir, concurrency=args.concurrency)
+        settings = settings_from_args(args, runs_dir=args.runs_dir, concurrency=args.concurrency)
         run = None
-    engine = build_engine(settings, progress=_progress("control set"))
+    engine = build_engine(settings, progress=progress("control set"))
     if run is None:
         units = parse_units(args.units, engine.units)
         run = Run.create(settings, units, args.run_id)

@@ -23,6 +23,7 @@ from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.utils.json import parse_partial_json
 from pydantic import BaseModel, ValidationError
 
 from agent.config import LLMConfig
@@ -203,22 +204,15 @@ def ask_structured(chat: BaseChatModel, messages: list, schema: type[BaseModel],
 
 
 def parse_json_object(text: str) -> dict:
-    """The first JSON object in `text` (fenced or not, or cut short inside its last string)."""
-    text = text.strip()
-    for candidate in (text, text + '"}'):
+    """The first non-empty JSON object in `text`: fenced or not, after prose, or cut short
+    (langchain_core's partial-JSON parser closes open strings, lists and objects)."""
+    for start in (match.start() for match in re.finditer(r"\{", text)):
         try:
-            value = json.loads(candidate)
-            if isinstance(value, dict):
-                return value
-        except json.JSONDecodeError:
-            pass
-    for match in re.finditer(r"\{", text):
-        try:
-            value, _ = json.JSONDecoder().raw_decode(text[match.start():])
-            if isinstance(value, dict):
-                return value
+            value = parse_partial_json(text[start:])
         except json.JSONDecodeError:
             continue
+        if isinstance(value, dict) and value:
+            return value
     raise ValueError("no JSON object in the answer")
 
 

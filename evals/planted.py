@@ -28,7 +28,8 @@ Each raw score becomes a presence in (0, 1) by a logistic calibrated per primiti
 polysemantic unit), ``not(a)`` = 1 - a. Expressions are parsed with `ast` against this
 whitelist (``and``/``or``/``not`` are read as calls), never evaluated.
 
-The model (`load_planted`, scheme ``planted:<suite file or name>``) has one layer, ``units``,
+The model (`load_planted`, scheme ``planted:<suite file or name>``, offered to tools.models
+through the ``line_agent.models`` entry point in pyproject.toml) has one layer, ``units``,
 whose output is N x U (one presence per unit, already reduced over space), and takes
 images un-normalised (mean 0, std 1), 224 px; features are computed at WORK_SIZE px.
 """
@@ -50,7 +51,7 @@ import torch
 from torch import nn
 
 from tools.errors import LineError
-from tools.models import TargetModel, register_model_scheme
+from tools.models import TargetModel
 
 SUITES = Path(__file__).parent / "suites"
 INPUT_SIZE = 224
@@ -478,5 +479,3 @@ def pinned_spec(ref: str | Path) -> str:
     suite = load_suite(ref)
     return f"planted:{ref}@{suite.digest}"
 
-
-register_model_scheme("planted", load_planted)

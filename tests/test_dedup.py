@@ -1,8 +1,10 @@
+import os
+
 import pytest
 
 from agent.dedup import Deduplicator
 from tools.generators.procedural import ProceduralGenerator
-from tools.text import default_embedder, normalise
+from tools.text import TextEmbedder, default_embedder, normalise
 
 
 @pytest.mark.parametrize("a, b", [
@@ -47,3 +49,14 @@ def test_paraphrase_by_meaning_for_open_vocabulary():
 def test_undrawable_concept_is_rejected(dedup):
     verdict = dedup.check("golden retriever", [])
     assert verdict.undrawable and not verdict.accepted
+
+
+def test_building_the_text_encoder_changes_no_environment_or_global_setting(monkeypatch):
+    """It loads from the package's folder (local files only): no HF_HUB_OFFLINE for the whole process."""
+    from transformers.utils import logging as hf_logging
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    before, bars = dict(os.environ), hf_logging.is_progress_bar_enabled()
+    vectors = TextEmbedder().embed(["red stripes", "blue dots"])
+    assert dict(os.environ) == before and hf_logging.is_progress_bar_enabled() == bars
+    assert vectors.shape == (2, 384) and abs(float(vectors[0] @ vectors[0]) - 1) < 1e-5

@@ -1,6 +1,7 @@
 """Target models and layer activations: fast and offline (tiny random models, local weights)."""
 
 import os
+import subprocess
 import sys
 import threading
 import types
@@ -220,11 +221,33 @@ def test_unknown_spec_lists_forms():
 
 
 def test_register_model_scheme(monkeypatch):
-    monkeypatch.setitem(MODEL_SCHEMES, "planted", MODEL_SCHEMES.get("planted"))
-    register_model_scheme("planted", lambda rest, device: torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1)))
-    m = load_target_model("planted:suite-a")
-    assert m.name == "planted:suite-a" and m.input_size == 224
-    assert "planted:..." in str(pytest.raises(LineError, load_target_model, "zzz").value)
+    monkeypatch.setitem(MODEL_SCHEMES, "toy", None)
+    register_model_scheme("toy", lambda rest, device: torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1)))
+    m = load_target_model("toy:suite-a")
+    assert m.name == "toy:suite-a" and m.input_size == 224
+    assert "toy:..." in str(pytest.raises(LineError, load_target_model, "zzz").value)
+
+
+def test_planted_scheme_comes_from_the_evals_entry_point_and_tools_never_import_evals():
+    """tools.models finds `planted:` through the `line_agent.models` entry point, on first use."""
+    code = ("import sys, tools.models as m; assert not [n for n in sys.modules if n.startswith('evals')]; "
+            "assert 'planted:...' in m.accepted_forms() and 'planted' not in m.MODEL_SCHEMES; "
+            "t = m.load_target_model('planted:tiny'); print(t.name, t.layers()[0].name, 'evals.planted' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["planted:tiny", "units", "True"]
+
+
+def test_a_scheme_whose_plugin_cannot_be_imported_is_a_clear_error(monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    import tools.models as models
+
+    broken = EntryPoint(name="broken", value="no_such_package.models:load", group=models.PLUGIN_GROUP)
+    monkeypatch.setattr(models, "entry_points", lambda group, name=None: [broken] if name in (None, "broken") else [])
+    with pytest.raises(LineError, match="model scheme 'broken'.*cannot be imported"):
+        load_target_model("broken:x")
+    assert "broken" not in MODEL_SCHEMES
 
 
 # --- timm (optional, faked here) ----------------------------------------------------------

@@ -2,10 +2,11 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from tools.history import ActivationStats, Step
-from tools.polysemantic import Polysemanticity, analyse
+from tools.polysemantic import Polysemanticity, analyse, cluster
 from tools.scoring import Scores
 from tools.text import default_embedder
 
@@ -60,3 +61,13 @@ def test_empty_history_and_json_round_trip(embedder):
     assert empty.groups == [] and not empty.polysemantic and "no concept" in empty.describe()
     full = analyse(history(("red stripes", 0.95), ("green circles", 0.93)), embedder)
     assert Polysemanticity.model_validate(json.loads(full.model_dump_json())) == full
+
+
+def test_clustering_merges_by_average_similarity():
+    """Unit vectors at 0, 15, 40 and 150 degrees: {0, 15} to 40 averages 0.836 (single
+    linkage would say 0.906, complete 0.766)."""
+    angles = np.radians([0, 15, 40, 150])
+    vectors = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    assert cluster(vectors, 0.85) == [[0, 1], [2], [3]]
+    assert cluster(vectors, 0.8) == [[0, 1, 2], [3]]
+    assert cluster(vectors, -1.0) == [[0, 1, 2, 3]] and cluster(vectors[:1], 0.5) == [[0]]

@@ -92,6 +92,29 @@ def test_ablation_records_show_when_present(run):
     assert "Ablation" in text and "AUC 1.000 -&gt; 0.310; removed" in text
 
 
+def test_text_from_the_llm_and_the_history_is_escaped(run):
+    state = run.states()[0]
+    step = state.steps[-1].model_copy(update={"reasoning": "<script>alert(1)</script> & more"})
+    odd = Event(iteration=9, kind="review", concept='"><img src=x onerror=alert(1)>', detail="a <b>bold</b> claim")
+    state = state.model_copy(update={"steps": [*state.steps[:-1], step], "events": [*state.events, odd]})
+    rep = report.Report.of(run)
+    page = report.unit_page(rep, report.UnitView(state, rep.polysemanticity(state)))
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; more" in page
+    assert "<img src=x" not in page and "a &lt;b&gt;bold&lt;/b&gt; claim" in page
+    assert len(Tags(page).tags.get("script", [])) == 0
+
+
+def test_a_unit_with_nothing_scored_yet_has_a_page_and_a_row(run):
+    from agent.state import NeuronState
+
+    rep = report.Report.of(run)
+    state = NeuronState(unit=5)
+    view = report.UnitView(state, rep.polysemanticity(state))
+    assert "No concept scored yet" in report.unit_page(rep, view)
+    row = report.index_row(rep, view)
+    assert 'data-unit="5" data-auc="0.0"' in row and "<img" not in row
+
+
 def test_a_polysemantic_unit_is_flagged_with_its_groups(run):
     rep = report.Report.of(run)
     state = run.states()[0]

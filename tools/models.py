@@ -10,8 +10,10 @@ Accepted specs (see `SPEC_FORMS`):
   ``nn.Module`` (or a ready `TargetModel`); the module may define ``input_size``, ``mean``
   and ``std``.
 
-Other code adds names or schemes with `register_model_name` / `register_model_scheme`
-(for example ``planted:<suite>``). A loader is called as ``loader(rest, device)`` where
+Other code adds names or schemes with `register_model_name` / `register_model_scheme`.
+Installed packages add schemes through the ``line_agent.models`` entry-point group, loaded
+the first time their scheme is asked for: evals provides ``planted:<suite>`` this way, so
+tools never import evals. A loader is called as ``loader(rest, device)`` where
 ``rest`` is the text after ``<prefix>:`` ("" for a plain name) and returns a `TargetModel`
 or an ``nn.Module`` (wrapped with 224 px and ImageNet statistics); `load_target_model`
 then sets ``name`` to the full spec, moves the module to ``device`` and puts it in eval mode.
@@ -30,6 +32,7 @@ import sys
 import threading
 import weakref
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Callable, Union
 
@@ -188,6 +191,7 @@ ModelLoader = Callable[[str, str], Union[TargetModel, torch.nn.Module]]
 # plain names, looked up exactly, and schemes, `<prefix>:<rest>`
 MODEL_NAMES: dict[str, ModelLoader] = {}
 MODEL_SCHEMES: dict[str, ModelLoader] = {}
+PLUGIN_GROUP = "line_agent.models"  # entry points named by scheme, each a ModelLoader
 
 SPEC_FORMS = (
     "efficientnet-lite0 (default)",
@@ -211,8 +215,21 @@ def register_model_scheme(prefix: str, loader: ModelLoader) -> None:
 def accepted_forms() -> list[str]:
     forms = list(SPEC_FORMS)
     forms += [n for n in MODEL_NAMES if not any(f.startswith(n + " ") or f == n for f in forms)]
-    forms += [f"{p}:..." for p in MODEL_SCHEMES if p not in ("timm", "hf")]
+    schemes = dict.fromkeys([*MODEL_SCHEMES, *(ep.name for ep in entry_points(group=PLUGIN_GROUP))])
+    forms += [f"{p}:..." for p in schemes if p not in ("timm", "hf")]
     return forms
+
+
+def _scheme(prefix: str) -> ModelLoader | None:
+    """The loader of a scheme: registered, or from an installed package's entry point."""
+    if prefix not in MODEL_SCHEMES:
+        for ep in entry_points(group=PLUGIN_GROUP, name=prefix):
+            try:
+                register_model_scheme(prefix, ep.load())
+            except ImportError as exc:
+                raise LineError(f"model scheme {prefix!r} ({ep.value}) cannot be imported ({exc}).",
+                                "Reinstall the package that provides it (for planted: `make setup`).") from exc
+    return MODEL_SCHEMES.get(prefix)
 
 
 def load_target_model(spec: str = DEFAULT_MODEL, device: str = "cpu") -> TargetModel:
@@ -222,8 +239,9 @@ def load_target_model(spec: str = DEFAULT_MODEL, device: str = "cpu") -> TargetM
         loaded = MODEL_NAMES[spec]("", device)
     else:
         prefix, sep, rest = spec.partition(":")
-        if sep and prefix in MODEL_SCHEMES:
-            loaded = MODEL_SCHEMES[prefix](rest.strip(), device)
+        scheme = _scheme(prefix) if sep else None
+        if scheme is not None:
+            loaded = scheme(rest.strip(), device)
         elif sep and _looks_like_factory(spec):
             loaded = _load_factory(spec, device)
         else:
@@ -511,13 +529,3 @@ def _load_factory(spec: str, device: str) -> TargetModel:
 register_model_name(DEFAULT_MODEL, _load_efficientnet_lite0)
 register_model_scheme("timm", _load_timm)
 register_model_scheme("hf", _load_hf)
-
-
-def _load_planted(rest: str, device: str):
-    """planted:<suite file or name>: the evals' planted neurons, imported on first use."""
-    from evals.planted import load_planted
-
-    return load_planted(rest, device)
-
-
-register_model_scheme("planted", _load_planted)

