@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from tools.criterion import Criterion
 from tools.errors import LineError
+from tools.history import event_text
 from tools.polysemantic import Polysemanticity, analyse, best_scores
 
 if TYPE_CHECKING:
@@ -33,12 +35,12 @@ if TYPE_CHECKING:
     from agent.runner import Run
     from agent.state import NeuronState
     from tools.engine import Engine
-    from tools.history import Event, Step
+    from tools.history import Finalist, Step
 
 THUMBNAIL = 112
 CONTROL_IMAGES = 5
 GROUP_IMAGES = 3
-SOURCE_COLOURS = {"init": "#98a2b3", "bank": "#0e9384", "llm": "#2f5bd3", "operator": "#dc6803",
+SOURCE_COLOURS = {"init": "#98a2b3", "sweep": "#667085", "bank": "#0e9384", "llm": "#2f5bd3", "operator": "#dc6803",
                   "summary": "#7a5af8", "user": "#18794e"}
 
 
@@ -91,6 +93,12 @@ class UnitView:
         label = self.state.label
         return (self.state.step(label.concept) if label else None) or self.state.best()
 
+    @property
+    def label_scores(self):
+        """The label's scores (on every image it was scored on), else the best step's."""
+        step = self.label_step
+        return self.state.label.scores if self.state.label else (step.scores if step else None)
+
 
 @dataclass
 class Report:
@@ -129,6 +137,19 @@ class Report:
         return [Shot(self.thumbnail(ref.key, lambda ref=ref: self.engine.load_image(ref)), step.concept, float(act))
                 for ref, act in zip(refs, acts)]
 
+    def finalist_shots(self, finalist: Finalist) -> list[Shot]:
+        """The finalist's fresh images (the confirm step's) with the unit's activations."""
+        from tools.engine import ImageRef
+
+        fresh = slice(len(finalist.seeds) - finalist.fresh, None)
+        shots = []
+        for key, seed, act in zip(finalist.image_keys[fresh], finalist.seeds[fresh], finalist.activations[fresh]):
+            ref = ImageRef(key, self.engine.generator.prompt(finalist.concept, seed), seed,
+                           str(self.engine.cache.image_path(key)))
+            shots.append(Shot(self.thumbnail(key, lambda ref=ref: self.engine.load_image(ref)),
+                              f"{finalist.concept} (seed {seed})", act))
+        return shots
+
     def control_shots(self, unit: int, lowest: bool) -> list[Shot]:
         """Control images with the lowest (or highest) activation of the unit."""
         acts = self.engine.control_activations()[:, unit]
@@ -146,7 +167,7 @@ def templates() -> Environment:
     env = Environment(loader=PackageLoader("agent", "report_templates"), autoescape=True, undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["fmt"] = lambda value, spec="": "" if value is None else format(value, spec)
-    env.globals.update(THUMBNAIL=THUMBNAIL, colour=colour, page_name=page_name, event_detail=event_detail)
+    env.globals.update(THUMBNAIL=THUMBNAIL, colour=colour, page_name=page_name, event_detail=event_text)
     return env
 
 
@@ -180,13 +201,6 @@ def footer(run: Run) -> str:
             f"control {s.control}; written {datetime.now():%Y-%m-%d %H:%M}.")
 
 
-def event_detail(event: Event) -> str:
-    if event.kind == "duplicate":
-        earlier, _, reason = event.detail.partition("|")
-        return f"repeats “{earlier}”: {reason}"
-    return event.detail
-
-
 # --- the unit page ----------------------------------------------------------------------------
 def unit_page(report: Report, view: UnitView) -> str:
     state, step, poly = view.state, view.label_step, view.poly
@@ -195,7 +209,10 @@ def unit_page(report: Report, view: UnitView) -> str:
                ("control images it fires on most", report.control_shots(state.unit, lowest=False))] if step else []
     senses = [(group, report.concept_shots(state.step(group.best), state.unit, GROUP_IMAGES))
               for group in poly.groups if group.auc >= poly.score_threshold]
-    pool = sorted((state.step(c) for c in state.pool if state.step(c)), key=lambda s: -s.scores.auc)
+    criterion = Criterion(report.run.settings.loop.criterion, report.run.settings.loop.auc_gate)
+    pool = criterion.order([state.step(c) for c in state.pool if state.step(c)], lambda s: s.scores)
+    finalists = [(f, report.finalist_shots(f)) for f in criterion.order(state.finalists, lambda f: f.scores)]
+    top_control = report.control_shots(state.unit, lowest=False) if finalists else []
     timeline = sorted([(True, s) for s in state.steps] + [(False, e) for e in state.events],
                       key=lambda item: (item[1].iteration, not item[0]))
     usage = state.usage
@@ -203,7 +220,8 @@ def unit_page(report: Report, view: UnitView) -> str:
             ("concepts scored", len(state.steps)), ("iterations", state.iteration),
             ("LLM calls", f"{usage.llm_calls} ({usage.llm_failures} unusable)"),
             ("tokens in / out", f"{usage.input_tokens} / {usage.output_tokens}"), ("time", f"{state.elapsed:.1f} s")]
-    return render("unit.html", run=report.run, state=state, step=step, poly=poly, gallery=gallery, senses=senses,
+    return render("unit.html", run=report.run, state=state, step=step, scores=view.label_scores, poly=poly,
+                  gallery=gallery, senses=senses, finalists=finalists, top_control=top_control,
                   weak=[g for g in poly.groups if g.auc < poly.score_threshold], best_scores=best_scores(state.steps),
                   plot=score_plot(state.steps) if state.steps else None, pool=pool, timeline=timeline,
                   ablations=[e for e in state.events if e.kind == "ablation"], cost=cost, footer=footer(report.run))

@@ -1,6 +1,7 @@
 """The HTML report of a small run on the colour net: pages, links, inline images, sections, CLI."""
 
 import re
+from markupsafe import escape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -77,9 +78,15 @@ def test_a_unit_page_shows_label_evidence_curve_pool_reasoning_events_and_cost(i
     text = (index.parent / "unit-0.html").read_text()
     for words in ("red background", "Evidence", "control images it fires on least", "Meanings in the history",
                   "<svg", "<polyline", "Final pool", "red scores highest so far", "duplicate", "strategy",
-                  "images rendered", "LLM calls"):
+                  "images rendered", "LLM calls", "How the label was chosen", "fresh images", "why a finalist"):
         assert words in text, words
     assert "Ablation" not in text
+    label = run_states_label(index)
+    assert escape(label.reason) in text  # why the winner won
+
+
+def run_states_label(index):
+    return Run.open(index.parent.parent.name, index.parent.parent.parent).states()[0].label
 
 
 def test_ablation_records_show_when_present(run):
