@@ -47,3 +47,13 @@ def test_separated_unit_scores_one_and_single_unit_view(activations):
     concept = control.max(axis=0) + np.arange(1, 4)[:, None]
     scores = unit_scores(score_units(concept, control), 2)
     assert scores.auc == 1.0 and scores.mad > 0 and scores.p < 0.01
+
+
+def test_standard_error_of_mad_and_top_share(activations):
+    concept, control = activations
+    table = score_units(concept, control)
+    se = concept.std(0, ddof=1) / np.sqrt(len(concept)) / control.std(0)
+    np.testing.assert_allclose(table["mad_se"], se, rtol=1e-6)
+    above = (concept > np.percentile(control, 99, axis=0)).mean(0)
+    np.testing.assert_allclose(table["top_share"], above)
+    assert (table["images"] == len(concept)).all()
