@@ -319,8 +319,7 @@ def _ask_summary(ctx: LineContext, top: list[Step]):
 
 
 def _usage(reply) -> Usage:
-    return Usage(llm_calls=reply.attempts, llm_failures=len(reply.failures),
-                 input_tokens=reply.input_tokens, output_tokens=reply.output_tokens)
+    return reply.usage()
 
 
 def _rejection(ctx: LineContext, state: NeuronState, concept: str, iteration: int) -> Event | None:

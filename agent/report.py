@@ -6,6 +6,9 @@ control images it fires on least and most, polysemanticity, the score curve (inl
 the final pool, the history with the LLM's reasoning and the loop's events, ablations where
 run, and the cost. Images are inlined as base64 JPEG thumbnails: no network, opens from disk.
 Templates live in `agent/report_templates/`; values are escaped with `html.escape`.
+
+A run folder is data: unless trusted (`--trust-run`), a run whose model names code is
+reported from what is stored and cached, and activations the cache lacks are left out.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 from string import Template
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from tools.errors import LineError
+from tools.errors import LineError, UntrustedCode
 from tools.polysemantic import Polysemanticity, analyse, best_scores
 
 if TYPE_CHECKING:
@@ -43,9 +46,9 @@ esc = html.escape
 
 
 # --- entry points ---------------------------------------------------------------------------
-def write_report(run: Run, unit: int | None = None) -> Path:
+def write_report(run: Run, unit: int | None = None, trust: bool = False) -> Path:
     """Write the report of `run` (or only `unit`'s page) under `run.folder/report`; returns
-    the index (or that page)."""
+    the index (or that page). `trust`: the run's model may be loaded even when it names code."""
     states = run.states()
     if unit is not None and unit not in states:
         started = ", ".join(map(str, sorted(states))) or "none yet"
@@ -53,7 +56,7 @@ def write_report(run: Run, unit: int | None = None) -> Path:
                         "Pass one of them with --unit, or leave --unit out.")
     folder = run.folder / "report"
     folder.mkdir(parents=True, exist_ok=True)
-    report = Report.of(run)
+    report = Report.of(run, trust)
     views = [UnitView(states[u], report.polysemanticity(states[u])) for u in ([unit] if unit is not None else sorted(states))]
     for view in views:
         write_text(folder / page_name(view.state.unit), unit_page(report, view))
@@ -66,7 +69,7 @@ def write_report(run: Run, unit: int | None = None) -> Path:
 def cmd_report(args: argparse.Namespace) -> None:
     from agent.runner import Run
 
-    path = write_report(Run.open(args.run_id, args.runs_dir or "runs"), args.unit)
+    path = write_report(Run.open(args.run_id, args.runs_dir or "runs"), args.unit, trust=args.trust_run)
     print(f"report: {path}")
     if args.open:
         webbrowser.open(path.resolve().as_uri())
@@ -78,7 +81,7 @@ class Shot(NamedTuple):
 
     src: str
     caption: str
-    activation: float
+    activation: float | None  # None: not in the cache, and the model may not be loaded
 
 
 @dataclass
@@ -102,11 +105,11 @@ class Report:
     _thumbnails: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, run: Run) -> Report:
+    def of(cls, run: Run, trust: bool = False) -> Report:
         from agent.engines import build_engine
         from tools.text import default_embedder
 
-        return cls(run, build_engine(run.settings), default_embedder())
+        return cls(run, build_engine(run.settings, trust_code=trust), default_embedder())
 
     def polysemanticity(self, state: NeuronState) -> Polysemanticity:
         """The one stored in the label where the run stored it, else computed from the steps."""
@@ -125,13 +128,20 @@ class Report:
 
         refs = [ImageRef(k, p, s, str(self.engine.cache.image_path(k)))
                 for k, p, s in zip(step.image_keys, step.prompts, step.seeds)][:limit]
-        acts = self.engine.image_activations(refs)[:, unit]
-        return [Shot(self.thumbnail(ref.key, lambda ref=ref: self.engine.load_image(ref)), step.concept, float(act))
+        try:
+            acts = [float(a) for a in self.engine.image_activations(refs)[:, unit]]
+        except UntrustedCode:
+            acts = [None] * len(refs)
+        return [Shot(self.thumbnail(ref.key, lambda ref=ref: self.engine.load_image(ref)), step.concept, act)
                 for ref, act in zip(refs, acts)]
 
     def control_shots(self, unit: int, lowest: bool) -> list[Shot]:
-        """Control images with the lowest (or highest) activation of the unit."""
-        acts = self.engine.control_activations()[:, unit]
+        """Control images with the lowest (or highest) activation of the unit (none when the
+        activations are not cached and the model may not be loaded)."""
+        try:
+            acts = self.engine.control_activations()[:, unit]
+        except UntrustedCode:
+            return []
         order = acts.argsort(kind="stable")
         chosen = order[:CONTROL_IMAGES] if lowest else order[::-1][:CONTROL_IMAGES]
         control = self.engine.control
@@ -171,8 +181,8 @@ def image(shot: Shot) -> str:
 
 def strip(shots: list[Shot]) -> str:
     """Images in a row, each captioned with the unit's activation."""
-    figures = "".join(f"<figure>{image(s)}<figcaption><b>{s.activation:.3g}</b><br>{esc(s.caption)}</figcaption></figure>"
-                      for s in shots)
+    figures = "".join(f"<figure>{image(s)}<figcaption><b>{'?' if s.activation is None else format(s.activation, '.3g')}"
+                      f"</b><br>{esc(s.caption)}</figcaption></figure>" for s in shots)
     return f'<div class="strip">{figures}</div>'
 
 
@@ -221,6 +231,8 @@ def unit_page(report: Report, view: UnitView) -> str:
 
 
 def summary(view: UnitView) -> str:
+    from agent.runner import labelled_without_llm, llm_failures_text
+
     state, step = view.state, view.label_step
     if step is None:
         return '<p class="note">No concept scored yet.</p>'
@@ -236,6 +248,9 @@ def summary(view: UnitView) -> str:
         lines.append("runners-up: " + ", ".join(f"{c} ({auc:.3f})" for c, auc in state.label.runners_up))
     if state.verdict:
         lines.append(f"review: {state.verdict}")
+    if labelled_without_llm(state):
+        lines.append(f"warning: labelled without the LLM ({llm_failures_text(state)}, no answer usable): "
+                     "operators and the initial pool chose this label")
     return f'<div class="badges">{"".join(badges)}</div>' + "".join(f'<p class="meta">{esc(x)}</p>' for x in lines)
 
 
@@ -247,8 +262,11 @@ def gallery_section(report: Report, view: UnitView) -> str:
             ("control images it fires on least", report.control_shots(unit, lowest=True)),
             ("control images it fires on most", report.control_shots(unit, lowest=False))]
     body = "".join(f'<div class="gallery"><h3>{esc(title)}</h3>{strip(shots)}</div>' for title, shots in rows)
-    return section("Evidence", f'<div class="rows">{body}</div>',
-                   "The number under each image is the unit's activation on it.")
+    note = "The number under each image is the unit's activation on it."
+    if any(shot.activation is None for _, shots in rows for shot in shots) or not rows[1][1]:
+        note += (" ? and missing control images: activations not in the cache, and the run's model names code, which "
+                 "is not run unless trusted (line report --trust-run).")
+    return section("Evidence", f'<div class="rows">{body}</div>', note)
 
 
 def polysemantic_section(report: Report, view: UnitView) -> str:
@@ -392,10 +410,12 @@ def ablation_cell(value: Any) -> str:
 
 
 def cost_section(state: NeuronState) -> str:
+    from agent.runner import llm_failures_text
+
     usage = state.usage
     items = [("images rendered", state.images_rendered()), ("images scored", state.images_used()),
              ("concepts scored", len(state.steps)), ("iterations", state.iteration),
-             ("LLM calls", f"{usage.llm_calls} ({usage.llm_failures} unusable)"),
+             ("LLM calls", llm_failures_text(state)),
              ("tokens in / out", f"{usage.input_tokens} / {usage.output_tokens}"),
              ("time", f"{state.elapsed:.1f} s")]
     body = "".join(f"<dt>{esc(name)}</dt><dd>{esc(str(value))}</dd>" for name, value in items)
@@ -426,4 +446,10 @@ def index_row(report: Report, view: UnitView) -> str:
             f'<td class="num" data-value="{row["unit"]}">{link}{row["unit"]}</a></td>'
             f"<td>{link}{thumb}</a></td><td>{link}{esc(row['label'] or '-')}</a></td>"
             f"{num(row['auc'], '.3f')}{num(row['mad'], '.2f')}{cell(poly)}"
-            f"{num(row['images'])}{num(row['llm_calls'])}{cell(row['stop'])}</tr>")
+            f"{num(row['images'])}{cell(llm_calls_text(row))}{cell(row['stop'])}</tr>")
+
+
+def llm_calls_text(row: dict) -> str:
+    """An index cell: the LLM calls, the failed ones, and whether the LLM gave the label nothing."""
+    text = str(row["llm_calls"]) + (f" ({row['llm_failures']} failed)" if row["llm_failures"] else "")
+    return text + (" · labelled without the LLM" if row["without_llm"] else "")
