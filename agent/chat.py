@@ -37,12 +37,16 @@ from langgraph.prebuilt import ToolNode
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Send
 from pydantic import BaseModel, Field, ValidationError, create_model
-from rich.markup import escape
 
 import prompts
 from agent.config import Settings
 from agent.graph import sqlite_checkpointer
-from agent.llm import LLMUnavailable, ask_structured, is_connection_error
+from agent.llm import (
+    ask_structured,
+    check_reachable,
+    describe_failure,
+    transport_failure,
+)
 from agent.nodes import (
     LineContext,
     next_strategy,
@@ -52,6 +56,7 @@ from agent.nodes import (
 )
 from agent.runner import Run, build_context, new_run_id
 from agent.state import NeuronState, Usage
+from agent.terminal import printable, safe
 from tools.agent_tools import TOOLS, USER_CALL_PREFIX, ScoreConceptArgs, ScoreResult
 from tools.errors import LineError
 from tools.history import Event
@@ -151,10 +156,14 @@ def ask_with_tools(ctx: ChatContext, system: SystemMessage, state: ChatState) ->
     try:
         reply = ctx.chat.bind_tools(TOOLS).invoke([system, *state.messages], temperature=ctx.temperature)
     except Exception as error:
-        if is_connection_error(error):
-            raise LLMUnavailable(f"the LLM did not answer ({error.__class__.__name__}: {error}).",
-                                 "Check the server or llm.base_url; slash commands work without it.") from error
-        raise
+        check_reachable(error, "Check the server or llm.base_url; slash commands work without it.")
+        kind = transport_failure(error)
+        if kind is None:
+            raise
+        detail = describe_failure(error) + " (after the client's retries)"
+        usage = Usage(llm_calls=1, llm_failures=1, llm_http_errors=int(kind == "http"), llm_timeouts=int(kind == "timeout"))
+        return {"messages": [AIMessage(f"(The LLM failed: {detail})", name="line")], "usage": usage,
+                "events": [Event(iteration=state.iteration, kind="llm_failure", detail=detail)]}
     usage = reply.usage_metadata or {}
     return {"messages": [reply], "usage": Usage(llm_calls=1, input_tokens=usage.get("input_tokens", 0),
                                                 output_tokens=usage.get("output_tokens", 0))}
@@ -166,8 +175,7 @@ def ask_for_action(ctx: ChatContext, system: SystemMessage, state: ChatState) ->
     transcript = plain_transcript(state.messages[-TRANSCRIPT_FOR_ACTIONS:])
     reply = ask_structured(ctx.chat, [SystemMessage(f"{system.content}\n\n{instructions}"), *transcript],
                            ChatAction, temperature=ctx.temperature, retries=ctx.llm_retries)
-    update: dict = {"usage": Usage(llm_calls=reply.attempts, llm_failures=len(reply.failures),
-                                   input_tokens=reply.input_tokens, output_tokens=reply.output_tokens)}
+    update: dict = {"usage": reply.usage()}
     if reply.value is None:
         detail = " / ".join(reply.failures)[:500]
         return update | {"messages": [AIMessage(f"(The LLM gave no usable action: {detail})")],
@@ -367,8 +375,12 @@ class ChatSession:
     """One chat thread: a run folder holding one unit's history and conversation."""
 
     def __init__(self, run: Run, context: ChatContext | None):
-        """`context` may be None to read the thread only."""
+        """`context` may be None to read the thread only; otherwise the session is the
+        thread's one writer until `close()` (agent.lock)."""
         self.run, self.context, self.unit = run, context, run.units[0]
+        self._writing = run.writer() if context is not None else None
+        if self._writing is not None:
+            self._writing.__enter__()
         self._checkpointer = sqlite_checkpointer(run.folder / "checkpoints.sqlite")
         self.graph = build_chat_graph(self._checkpointer)
         self.config = chat_config(self.unit)
@@ -414,6 +426,9 @@ class ChatSession:
 
     def close(self) -> None:
         self._checkpointer.conn.close()
+        if self._writing is not None:
+            self._writing.__exit__(None, None, None)
+            self._writing = None
 
 
 # --- the command line -----------------------------------------------------------------------------
@@ -422,22 +437,26 @@ def cmd_chat(args) -> None:
     from agent.engines import build_engine
 
     runs_dir = args.runs_dir or "runs"
+    trusted = True
     if args.thread:
         run = Run.open(args.thread, runs_dir)
         settings, history = run.settings, None
-    elif args.run:
+    elif args.run:  # someone else's run, maybe: its model is not imported unless trusted
         source = Run.open(args.run, runs_dir)
         settings, history = source.settings, _unit_history(source, args.unit)
+        trusted = args.trust_run or args.model == settings.model
     else:
         settings, history = settings_from_args(args, runs_dir=args.runs_dir), None
-    engine = build_engine(settings, progress=progress("control set"))
+    engine = build_engine(settings, progress=progress("control set"), trust_code=trusted)
+    if not trusted:
+        _ = engine.model  # refuses a model that names code here, before the conversation
     context = chat_context(settings, engine)
     if args.thread:
         session = ChatSession(run, context)
     else:
         session = ChatSession.start(settings, context, args.unit or 0, history)
     printer = ConsolePrinter(console, context.tool_calling)
-    console.print(f"chat [bold]{session.run.id}[/]: {settings.model} / {settings.layer}, unit {session.unit}, "
+    console.print(f"chat [bold]{safe(session.run.id)}[/]: {safe(settings.model)} / {safe(settings.layer)}, unit {session.unit}, "
                   f"LLM {settings.llm.provider} ({'tool calls' if context.tool_calling else 'JSON actions'}). "
                   "/help lists commands.")
     try:
@@ -452,8 +471,9 @@ def cmd_chat(args) -> None:
 def _unit_history(run: Run, unit: int | None) -> NeuronState:
     states = run.states()
     if unit not in states:
-        raise LineError(f"unit {unit} is not in run {run.id} (units: {', '.join(map(str, sorted(states)))}).",
-                        "Pass one of the run's units with --unit.")
+        started = ", ".join(map(str, sorted(states))) or "none yet"
+        raise LineError(f"unit {unit} has no history in run {run.id} (units started: {started}).",
+                        "Pass one of them with --unit.")
     return states[unit]
 
 
@@ -477,7 +497,7 @@ def converse(session: ChatSession, printer: "ConsolePrinter", console) -> None:
             console.print(f"\ninterrupted: what was measured is saved. {resume}")
             return
         except LineError as error:
-            console.print(f"[red]error:[/] {escape(str(error))}")
+            console.print(f"[red]error:[/] {safe(error)}")
         printer.end_turn()
 
 
@@ -493,7 +513,7 @@ class ConsolePrinter:
             message, meta = chunk
             if self.stream_tokens and meta.get("langgraph_node") == "agent" and isinstance(message, AIMessageChunk) \
                     and isinstance(message.content, str) and message.content:
-                self.console.print(message.content, end="", markup=False, highlight=False)
+                self.console.print(printable(message.content), end="", markup=False, highlight=False)
                 self.streamed = True
             return
         for node, update in chunk.items():
@@ -503,19 +523,19 @@ class ConsolePrinter:
     def message(self, node: str, message: BaseMessage) -> None:
         if isinstance(message, ToolMessage):
             style = "red" if message.status == "error" else "green"
-            self.console.print(f"  [{style}]<- {message.name}:[/] {escape(str(message.content))}", highlight=False)
+            self.console.print(f"  [{style}]<- {safe(message.name)}:[/] {safe(message.content)}", highlight=False)
         elif isinstance(message, AIMessage):
             if self.streamed:
                 self.console.print()
                 self.streamed = False
             elif message.content:
                 speaker = "line" if message.name == "line" else "agent"
-                self.console.print(f"[bold]{speaker}>[/] {escape(str(message.content))}", highlight=False)
+                self.console.print(f"[bold]{speaker}>[/] {safe(message.content)}", highlight=False)
             for call in message.tool_calls:
                 args = ", ".join(f"{k}={v!r}" for k, v in call["args"].items())
-                self.console.print(f"  [cyan]-> {call['name']}({escape(args)})[/]", highlight=False)
+                self.console.print(f"  [cyan]-> {safe(call['name'])}({safe(args)})[/]", highlight=False)
         elif isinstance(message, HumanMessage) and message.name == STALL_NOTE:
-            self.console.print(f"  [yellow]{escape(str(message.content))}[/]", highlight=False)
+            self.console.print(f"  [yellow]{safe(message.content)}[/]", highlight=False)
 
     def recap(self, session: ChatSession) -> None:
         """Where a resumed thread stands: its best concepts and the last words said."""
@@ -523,7 +543,7 @@ class ConsolePrinter:
         if not (state.steps or state.messages):
             return
         best = ", ".join(f"{s.concept} ({s.scores.auc:.3f})" for s in state.ranked()[:3])
-        self.console.print(f"history: {len(state.steps)} concepts scored; best: {best or '-'}")
+        self.console.print(f"history: {len(state.steps)} concepts scored; best: {safe(best or '-')}")
         for message in state.messages[-4:]:
             self.message("recap", message)
 

@@ -7,12 +7,40 @@ import importlib
 import json
 import logging
 import sys
+from contextlib import ExitStack
 from typing import Any
 
 from rich.table import Table
 
 from agent.console import console, err_console, progress, settings_from_args
+from agent.terminal import safe
 from tools.errors import LineError
+
+MAX_IMAGES = 256
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line, like every other error of `line` (exit 2)."""
+
+    def error(self, message: str):
+        err_console.print(f"[red]error:[/] {safe(message)}. See: {safe(self.prog)} --help", highlight=False, soft_wrap=True)
+        raise SystemExit(2)
+
+
+def whole_number(low: int, high: int):
+    """An argparse type: a whole number from `low` to `high`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is out of range (from {low} to {high})")
+        return value
+
+    parse.__name__ = "number"
+    return parse
 
 
 # --- shared options ------------------------------------------------------------------------
@@ -36,28 +64,30 @@ def cmd_layers(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps([{"name": l.name, "type": l.type, "shape": list(l.shape), "units": l.units} for l in layers], indent=1))
         return
-    table = Table(title=f"layers of {settings.model}")
+    table = Table(title=f"layers of {safe(settings.model)}")
     for column in ("layer", "type", "output shape", "units"):
         table.add_column(column)
     for layer in layers:
-        table.add_row(layer.name, layer.type, "x".join(map(str, layer.shape)), str(layer.units))
+        table.add_row(safe(layer.name), safe(layer.type), "x".join(map(str, layer.shape)), str(layer.units))
     console.print(table)
 
 
 def cmd_score(args: argparse.Namespace) -> None:
     from agent.engines import build_engine
+    from tools.concepts import check_concept
     from tools.engine import parse_units
 
     settings = settings_from_args(args)
     engine = build_engine(settings, progress=progress("control set"))
     cache = engine.cache
     units = parse_units(args.units if args.units is not None else str(args.unit), engine.units)
-    evidence = engine.evaluate(args.concept, engine.seeds(args.images))
+    concept = check_concept(args.concept, engine.generator)
+    evidence = engine.evaluate(concept, engine.seeds(args.images))
     if args.units is not None and args.top:
         units = [u for u in evidence.top_units(len(evidence.table["auc"])) if u in set(units)][: args.top]
     interpretation = evidence.interpretation
     result = {
-        "model": settings.model, "layer": settings.layer, "concept": args.concept,
+        "model": settings.model, "layer": settings.layer, "concept": concept,
         "control": f"{settings.control} ({len(engine.control)} images, mode {settings.loop.control_mode})",
         "generator": engine.generator.id,
         "understood": interpretation.understood, "ignored": interpretation.ignored,
@@ -69,9 +99,9 @@ def cmd_score(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(result, indent=1))
         return
-    console.print(f"[bold]{args.concept!r}[/] on {settings.model} / {settings.layer} vs {result['control']}")
-    console.print(f"generator {engine.generator.id}: understood {interpretation.understood or '-'}, "
-                  f"ignored {interpretation.ignored or '-'}, canonical {interpretation.canonical!r}")
+    console.print(f"[bold]{safe(repr(concept))}[/] on {safe(settings.model)} / {safe(settings.layer)} vs {safe(result['control'])}")
+    console.print(safe(f"generator {engine.generator.id}: understood {interpretation.understood or '-'}, "
+                       f"ignored {interpretation.ignored or '-'}, canonical {interpretation.canonical!r}"))
     table = Table()
     for column in ("unit", "AUC", "MAD", "mean act", "U", "p"):
         table.add_column(column, justify="right")
@@ -87,36 +117,68 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 def cmd_label(args: argparse.Namespace) -> None:
     from agent.engines import build_engine
-    from agent.runner import Run, build_context
+    from agent.runner import Run, build_context, units_text
     from tools.engine import parse_units
 
-    if args.resume:
-        run = Run.open(args.resume, args.runs_dir or "runs")
-        settings = run.settings
-    else:
-        settings = settings_from_args(args, runs_dir=args.runs_dir, concurrency=args.concurrency)
-        run = None
-    engine = build_engine(settings, progress=progress("control set"))
-    if run is None:
-        units = parse_units(args.units, engine.units)
-        run = Run.create(settings, units, args.run_id)
-    console.print(f"run [bold]{run.id}[/]: {settings.model} / {settings.layer}, units {_units_text(run.units)}, "
-                  f"LLM {settings.llm.provider}, generator {engine.generator.id}")
-    context = build_context(settings, engine)
-    try:
-        with _live_progress(run) as on_update:
-            states = run.label(context, on_update=on_update, reviewer=_ask_person if sys.stdin.isatty() else None)
-    except KeyboardInterrupt:
-        err_console.print(f"interrupted: nothing scored is lost. Resume with: line label --resume {run.id}")
-        raise SystemExit(130)
-    except LineError as error:
-        raise LineError(error.problem, f"{error.fix} Completed steps are saved; resume with: line label --resume {run.id}")
-    _print_summary(states)
-    console.print(f"history: {run.folder / 'history.json'}")
+    with ExitStack() as stack:
+        if args.resume:
+            run, settings = _resumed(args)
+            stack.enter_context(run.writer())  # a second writer stops here, before any work
+            engine = build_engine(settings, progress=progress("control set"))
+            context = build_context(settings, engine)
+        else:
+            settings = settings_from_args(args, runs_dir=args.runs_dir, concurrency=args.concurrency)
+            engine = build_engine(settings, progress=progress("control set"))
+            units = parse_units(args.units or "0", engine.units)
+            context = build_context(settings, engine)  # before the run exists: a failed start leaves nothing behind
+            run = Run.create(settings, units, args.run_id)
+            stack.enter_context(run.writer())
+        resume = f"line label --resume {run.id}" + (f" --runs-dir {settings.runs_dir}" if settings.runs_dir != "runs" else "")
+        console.print(f"run [bold]{safe(run.id)}[/]: {safe(settings.model)} / {safe(settings.layer)}, "
+                      f"units {units_text(run.units)}, LLM {safe(settings.llm.provider)}, generator {safe(engine.generator.id)}")
+        try:
+            with _live_progress(run) as on_update:
+                states = run.label(context, on_update=on_update, reviewer=_ask_person if sys.stdin.isatty() else None)
+        except KeyboardInterrupt:
+            err_console.print(f"interrupted: every finished step is saved ({safe(run.folder / 'history.json')}). "
+                              f"Resume with: {safe(resume)}", highlight=False, soft_wrap=True)
+            raise SystemExit(130)
+        except LineError as error:
+            raise LineError(error.problem, f"{error.fix} Completed steps are saved; resume with: {resume}")
+    _print_summary(run, states)
+    console.print(f"history: {safe(run.folder / 'history.json')}")
 
 
-def _units_text(units: list[int]) -> str:
-    return ", ".join(map(str, units)) if len(units) <= 8 else f"{units[0]}..{units[-1]} ({len(units)})"
+def _resumed(args: argparse.Namespace):
+    """The run to resume and its settings: flags that would change what it scores are refused."""
+    from agent.engines import build_engine
+    from agent.runner import Run, resume_settings
+    from tools.engine import parse_units
+
+    if args.run_id:
+        raise LineError(f"--run-id {args.run_id!r} and --resume {args.resume!r} exclude each other.",
+                        "Leave out --run-id: a resumed run keeps its name.")
+    run = Run.open(args.resume, args.runs_dir or "runs")
+    changes: dict[str, Any] = _file_settings(args.config) if args.config else {}
+    for key in ("model", "layer", "control", "cache_dir", "runs_dir", "concurrency"):
+        if getattr(args, key, None) is not None:
+            changes[key] = getattr(args, key)
+    if args.generator:
+        kind, _, model = args.generator.partition(":")
+        changes["generator"] = {"kind": kind, **({"model": model} if model else {})}
+    units = parse_units(args.units, build_engine(run.settings).units) if args.units is not None else None
+    return run, resume_settings(run, changes, units)
+
+
+def _file_settings(path: str) -> dict:
+    """The settings a TOML file sets (checked by load_settings first)."""
+    import tomllib
+
+    from agent.config import load_settings
+
+    load_settings(path)
+    with open(path, "rb") as handle:
+        return tomllib.load(handle)
 
 
 def _ask_person(question: dict) -> str:
@@ -125,57 +187,80 @@ def _ask_person(question: dict) -> str:
 
 
 class _live_progress:
-    """Progress bars per unit while a run labels."""
+    """Progress bars per unit while a run labels; where stderr is no terminal (a log file,
+    CI), a plain line per unit and iteration instead."""
 
     def __init__(self, run):
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.run = run
+        self.plain = not err_console.is_terminal
         self.bar = Progress(TextColumn("unit {task.fields[unit]:>4}"), BarColumn(), TextColumn("{task.description}"),
                             TimeElapsedColumn(), console=err_console)
         self.tasks: dict[int, Any] = {}
+        self.shown: dict[int, tuple] = {}
 
     def __enter__(self):
-        self.bar.start()
+        if not self.plain:
+            self.bar.start()
         return self.update
 
     def update(self, unit: int, node: str, state) -> None:
         limit = self.run.settings.loop.max_iterations
+        best = state.best()
+        text = f"{node:<9} it {state.iteration:>2}  best {safe(repr(best.concept))} {best.scores.auc:.3f}" if best else node
+        if self.plain:
+            moment = (state.iteration, node == "finalize")
+            if self.shown.get(unit) != moment:
+                self.shown[unit] = moment
+                err_console.print(f"unit {unit:>4}: {' '.join(text.split())}", highlight=False, soft_wrap=True)
+            return
         if unit not in self.tasks:
             self.tasks[unit] = self.bar.add_task("", total=limit + 1, unit=unit)
-        best = state.best()
-        text = f"{node:<9} it {state.iteration:>2}  best {best.concept!r} {best.scores.auc:.3f}" if best else node
         done = limit + 1 if node == "finalize" else state.iteration
         self.bar.update(self.tasks[unit], completed=done, description=text)
 
     def __exit__(self, *exc):
-        self.bar.stop()
+        if not self.plain:
+            self.bar.stop()
 
 
-def _print_summary(states) -> None:
-    from agent.runner import summary_row
+def _print_summary(run, states) -> None:
+    from agent.runner import llm_failures_text, summary_row
 
     table = Table(title="labels")
     for column in ("unit", "label", "AUC", "runners-up", "iter", "images", "LLM calls", "stop", "s"):
         wide = column in ("label", "runners-up", "stop")
         table.add_column(column, overflow="fold" if wide else "ellipsis", ratio=3 if wide else None,
                          justify="left" if wide else "right")
-    for state in states.values():
-        row = summary_row(state)
-        table.add_row(str(row["unit"]), row["label"], f"{row['auc']:.3f}" if row["auc"] is not None else "-",
-                      "; ".join(row["runners_up"][:2]), str(row["iterations"]), str(row["images"]),
-                      str(row["llm_calls"]), row["stop"], f"{row['seconds']:.0f}")
+    rows = {unit: summary_row(state) for unit, state in states.items()}
+    for row in rows.values():
+        calls = f"{row['llm_calls']}" + (f" ({row['llm_failures']} failed)" if row["llm_failures"] else "")
+        table.add_row(str(row["unit"]), safe(row["label"]), f"{row['auc']:.3f}" if row["auc"] is not None else "-",
+                      safe("; ".join(row["runners_up"][:2])), str(row["iterations"]), str(row["images"]),
+                      calls, safe(row["stop"]), f"{row['seconds']:.0f}")
     console.print(table)
+    for unit, row in rows.items():
+        if row["without_llm"]:
+            err_console.print(
+                f"[yellow]warning:[/] unit {unit} was labelled without the LLM: {llm_failures_text(states[unit])}, and "
+                f"no answer was usable; operators and the initial pool chose {safe(repr(row['label']))}. "
+                f"Check the LLM (llm.provider, llm.base_url); details: line history {safe(run.id)} --unit {unit}",
+                highlight=False, soft_wrap=True)
 
 
 def cmd_history(args: argparse.Namespace) -> None:
-    from agent.runner import Run
+    from agent.runner import Run, units_text
     from tools.history import event_text
 
     run = Run.open(args.run_id, args.runs_dir or "runs")
     states = run.states()
+    if args.unit in run.units and args.unit not in states:
+        started = ", ".join(map(str, sorted(states))) or "none"
+        raise LineError(f"unit {args.unit} of run {run.id} has not started yet (started: {started}).",
+                        f"Resume the run (line label --resume {run.id}) or pass a started unit with --unit.")
     if args.unit not in states:
-        raise LineError(f"unit {args.unit} is not in run {run.id} (units: {_units_text(run.units)}).",
+        raise LineError(f"unit {args.unit} is not in run {run.id} (units: {units_text(run.units)}).",
                         "Pass one of the run's units with --unit.")
     state = states[args.unit]
     if args.json:
@@ -183,34 +268,35 @@ def cmd_history(args: argparse.Namespace) -> None:
         return
     timeline = sorted([(s.iteration, 0, s) for s in state.steps] + [(e.iteration, 1, e) for e in state.events],
                       key=lambda item: (item[0], item[1]))
-    table = Table(title=f"run {run.id}, unit {args.unit}")
+    table = Table(title=f"run {safe(run.id)}, unit {args.unit}")
     for column in ("it", "what", "concept", "AUC", "MAD", "images", "detail"):
         table.add_column(column)
     for iteration, _, item in timeline:
         if hasattr(item, "scores"):
-            table.add_row(str(iteration), item.source, item.concept, f"{item.scores.auc:.3f}", f"{item.scores.mad:.2f}",
-                          str(item.images_rendered), (item.strategy + ": " if item.strategy else "") + item.reasoning[:80])
+            table.add_row(str(iteration), safe(item.source), safe(item.concept), f"{item.scores.auc:.3f}",
+                          f"{item.scores.mad:.2f}", str(item.images_rendered),
+                          safe((item.strategy + ": " if item.strategy else "") + item.reasoning[:80]))
         else:
-            table.add_row(str(iteration), item.kind, item.concept, "", "", "", event_text(item)[:100])
+            table.add_row(str(iteration), safe(item.kind), safe(item.concept), "", "", "", safe(event_text(item)[:100]))
     console.print(table)
     if state.finalists:
         finalists = Table(title="finalists, confirmed on fresh images")
         for column in ("concept", "why", "AUC", "MAD", "fresh activations"):
             finalists.add_column(column)
         for f in state.finalists:
-            finalists.add_row(f.concept, f.why, f"{f.scores.auc:.3f}", f"{f.scores.mad:.2f} ± {f.scores.mad_se:.2f}",
+            finalists.add_row(safe(f.concept), safe(f.why), f"{f.scores.auc:.3f}", f"{f.scores.mad:.2f} ± {f.scores.mad_se:.2f}",
                               ", ".join(f"{a:.3g}" for a in f.activations[-f.fresh:]))
         console.print(finalists)
     if state.label:
-        console.print(f"label: [bold]{state.label.concept}[/] (AUC {state.label.scores.auc:.3f}, "
-                      f"MAD {state.label.scores.mad:.2f}); stop: {state.stop_reason}")
+        console.print(f"label: [bold]{safe(state.label.concept)}[/] (AUC {state.label.scores.auc:.3f}, "
+                      f"MAD {state.label.scores.mad:.2f}); stop: {safe(state.stop_reason)}")
         if state.label.reason:
-            console.print(f"why: {state.label.reason}")
+            console.print(f"why: {safe(state.label.reason)}")
 
 
 # --- entry point ---------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="line", description="Explain single neurons of vision models in plain words.")
+    parser = Parser(prog="line", description="Explain single neurons of vision models in plain words.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -225,15 +311,16 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--unit", type=int, default=0)
     group.add_argument("--units", help="all, 0-9, 1,5,9-12")
     p.add_argument("--concept", required=True)
-    p.add_argument("--top", type=int, default=0, help="with --units: only the N units it drives most (by AUC)")
-    p.add_argument("--images", type=int, help="images of the concept (default: loop.images_per_concept)")
+    p.add_argument("--top", type=whole_number(0, 1_000_000), default=0,
+                   help="with --units: only the N units it drives most (by AUC); 0: all")
+    p.add_argument("--images", type=whole_number(1, MAX_IMAGES), help="images of the concept (default: loop.images_per_concept)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("label", help="label neurons autonomously (the LINE loop)")
     _common(p)
-    p.add_argument("--units", default="0", help="all, 0-9, 1,5,9-12")
-    p.add_argument("--resume", metavar="RUN_ID", help="continue a run after a stop")
+    p.add_argument("--units", help="all, 0-9, 1,5,9-12 (default 0)")
+    p.add_argument("--resume", metavar="RUN_ID", help="continue a run after a stop (flags that change what is scored are refused)")
     p.add_argument("--run-id", help="name of a new run (default: time, model and layer)")
     p.add_argument("--runs-dir", help="where runs live (default: runs)")
     p.add_argument("--concurrency", type=int, help="units labelled at once")
@@ -252,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--thread", metavar="ID", help="resume a chat thread (its folder name under --runs-dir)")
     p.add_argument("--run", metavar="RUN_ID", help="start from a unit's history in an autonomous run")
     p.add_argument("--runs-dir", help="where runs and chat threads live (default: runs)")
+    p.add_argument("--trust-run", action="store_true",
+                   help="with --run: load the run's model even when it names code (package.module:factory, file.py:factory)")
     p.set_defaults(func=_lazy("agent.chat", "cmd_chat"))
 
     p = sub.add_parser("report", help="write a self-contained HTML report of a run")
@@ -259,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unit", type=int, help="only this unit's page")
     p.add_argument("--open", action="store_true", help="open the report in the web browser")
     p.add_argument("--runs-dir", help="where runs live (default: runs)")
+    p.add_argument("--trust-run", action="store_true",
+                   help="load the run's model when it names code, to compute activations the cache lacks")
     p.set_defaults(func=_lazy("agent.report", "cmd_report"))
     return parser
 
@@ -278,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except LineError as error:
-        err_console.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/] {safe(error)}", highlight=False, soft_wrap=True)
         return 2
     return 0
 

@@ -7,6 +7,8 @@ e.g. `LINE_LLM__PROVIDER=openai`, `LINE_LOOP__MAX_ITERATIONS=20`.
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,11 +18,16 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
 from tools.criterion import CriterionName
 from tools.errors import LineError
+
+ENV_PREFIX = "LINE_"
+# LINE_* variables that are not settings: read by the tests and evals
+OTHER_VARIABLES = {"LINE_SHARED_DATA"}
 
 
 class Section(BaseModel):
@@ -95,7 +102,7 @@ class LoopConfig(Section):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="LINE_", env_nested_delimiter="__", extra="forbid", toml_file=None
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", toml_file=None
     )
 
     model: str = "efficientnet-lite0"
@@ -128,18 +135,37 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         if not path.is_file():
             raise LineError(f"config file {str(path)!r} does not exist.", "Pass --config with a TOML file.")
         try:
-            tomllib.loads(path.read_text())
+            tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as error:
+            raise LineError(f"config file {str(path)!r} is not UTF-8 text ({error.reason} at byte {error.start}).",
+                            "Save it as UTF-8.") from error
         except tomllib.TOMLDecodeError as error:
             raise LineError(f"config file {str(path)!r} is not valid TOML: {error}.", "Fix the syntax.")
+    check_environment()
 
     class FromFile(Settings):
         model_config = SettingsConfigDict(toml_file=path)
 
     try:
         return Settings.model_validate(FromFile(**overrides).model_dump())
+    except SettingsError as error:  # a section given as one variable, not as JSON
+        field = re.search(r'field "(\w+)"', str(error))
+        variable = f"{ENV_PREFIX}{field.group(1).upper()}" if field else "a LINE_* variable"
+        raise LineError(f"environment variable {variable} is not valid JSON for section {field.group(1) if field else ''!r}.",
+                        f"Give JSON ({variable}='{{\"key\": \"value\"}}'), or set one key: {variable}__KEY=value.")
     except ValidationError as error:
         raise LineError(f"bad configuration{f' in {path}' if path else ''}: {_describe(error)}.",
                         "See README.md, section Configuration, for the keys and their types.")
+
+
+def check_environment() -> None:
+    """A LineError for a LINE_* variable that names no setting (a typo would be ignored)."""
+    keys = {f"{ENV_PREFIX}{name}".upper() for name in Settings.model_fields}
+    for variable in os.environ:
+        name = variable.upper()
+        if name.startswith(ENV_PREFIX) and name not in OTHER_VARIABLES and name.split("__")[0] not in keys:
+            raise LineError(f"unknown environment variable {variable!r}.",
+                            f"Settings are {', '.join(sorted(keys))} (sections take __KEY); unset it or fix the name.")
 
 
 def _describe(error: ValidationError) -> str:

@@ -9,8 +9,9 @@ from typing import Any
 from rich.console import Console
 
 # Piped output (logs, CI) gets tables wide enough to read rather than rich's 80 columns.
-console = Console() if sys.stdout.isatty() else Console(width=140)
-err_console = Console(stderr=True)
+# Untrusted text goes through agent.terminal.safe; emoji codes (":x:") stay text.
+console = Console(emoji=False) if sys.stdout.isatty() else Console(width=140, emoji=False)
+err_console = Console(stderr=True, emoji=False)
 
 
 def settings_from_args(args: argparse.Namespace, **extra: Any):
@@ -29,7 +30,10 @@ def settings_from_args(args: argparse.Namespace, **extra: Any):
 
 
 def progress(label: str):
-    """A callback that shows long work (activations of a control set) on stderr."""
+    """A callback that shows long work (activations of a control set) on stderr, as a
+    transient bar; None (nothing shown) where stderr is no terminal."""
+    if not err_console.is_terminal:
+        return None
     state = {"task": None}
     from rich.progress import Progress
 

@@ -9,6 +9,7 @@ from agent.config import GeneratorConfig, Settings
 from tools.cache import DiskCache
 from tools.control import load_control_set
 from tools.engine import Engine, Progress
+from tools.fingerprint import model_fingerprint
 from tools.generators.base import ImageGenerator
 
 
@@ -23,13 +24,17 @@ def make_generator(config: GeneratorConfig) -> ImageGenerator:
                               size=config.size or 512, batch_size=config.batch_size)
 
 
-def build_engine(settings: Settings, progress: Progress | None = None) -> Engine:
-    """The engine of `settings`; its target model loads on first use (torch with it)."""
+def build_engine(settings: Settings, progress: Progress | None = None, trust_code: bool = True) -> Engine:
+    """The engine of `settings`; its target model loads on first use (torch with it).
+
+    With `trust_code=False` (settings read from a run folder nobody vouched for) a model
+    spec that names code (`package.module:factory`, `file.py:factory`) is never imported:
+    needing the model raises `UntrustedCode` instead."""
 
     def load_model():
         from tools.models import load_target_model
 
-        return load_target_model(settings.model, settings.device)
+        return load_target_model(settings.model, settings.device, trust_code=trust_code)
 
     cache = DiskCache(settings.cache_dir)
     return Engine(
@@ -37,5 +42,5 @@ def build_engine(settings: Settings, progress: Progress | None = None) -> Engine
         make_generator(settings.generator),
         load_control_set(settings.control, cache), cache,
         images_per_concept=settings.loop.images_per_concept, control_mode=settings.loop.control_mode,
-        progress=progress,
+        progress=progress, fingerprint=model_fingerprint(settings.model),
     )

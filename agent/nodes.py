@@ -27,7 +27,7 @@ from agent import operators
 from agent.config import LoopConfig
 from agent.dedup import Deduplicator
 from agent.llm import ask_structured
-from agent.state import AtomScore, Label, NeuronState, Proposal, Usage
+from agent.state import AtomScore, Label, NeuronState, Proposal
 from tools.criterion import Criterion
 from tools.engine import Engine
 from tools.generators.base import Atom, ImageGenerator
@@ -127,11 +127,6 @@ def vocabulary_hint(generator: ImageGenerator) -> str:
     return prompts.render("vocabulary", words=words)
 
 
-def _usage(reply) -> Usage:
-    return Usage(llm_calls=reply.attempts, llm_failures=len(reply.failures),
-                 input_tokens=reply.input_tokens, output_tokens=reply.output_tokens)
-
-
 def _failure(iteration: int, source: str, reply) -> Event:
     return Event(iteration=iteration, kind="llm_failure", source=source, reason=" / ".join(reply.failures)[:500])
 
@@ -200,7 +195,7 @@ def propose(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     temperature = ctx.temperature + (HOT_TEMPERATURE_BOOST if state.strategy == "hot" else 0.0)
     reply = ask_structured(ctx.chat, [SystemMessage(prompts.text("propose_system")), HumanMessage(user)],
                            _answer_schema(ctx), temperature=temperature, retries=ctx.llm_retries)
-    update = {"elapsed": time.perf_counter() - start, "usage": _usage(reply)}
+    update = {"elapsed": time.perf_counter() - start, "usage": reply.usage()}
     if reply.value is None:
         return update | {"proposal": None, "events": [_failure(state.iteration, "llm", reply)]}
     return update | {"proposal": Proposal(concept=reply.value.concept, source="llm", iteration=state.iteration,
@@ -266,7 +261,7 @@ def summarize(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
         user = prompts.render("summarize_user", top=pool_lines(top, ctx.criterion))
         reply = ask_structured(ctx.chat, [SystemMessage(prompts.text("propose_system")), HumanMessage(user)],
                                _answer_schema(ctx), temperature=ctx.temperature, retries=ctx.llm_retries)
-        update = {"usage": _usage(reply), "elapsed": time.perf_counter() - start}
+        update = {"usage": reply.usage(), "elapsed": time.perf_counter() - start}
         if reply.value is not None:
             return update | {"proposal": Proposal(concept=reply.value.concept, source="summary", iteration=iteration,
                                                   reasoning=reply.value.reasoning, strategy="summary",

@@ -7,6 +7,9 @@ the final pool, the history with the LLM's reasoning and the loop's events, abla
 run, and the cost. Images are inlined as base64 JPEG thumbnails: no network, opens from disk.
 The pages are Jinja2 templates in `agent/report_templates/` (document.html around every page,
 unit.html, index.html with index_row.html, macros.html); every value is autoescaped.
+
+A run folder is data: unless trusted (`--trust-run`), a run whose model names code is
+reported from what is stored and cached, and activations the cache lacks are left out.
 """
 
 from __future__ import annotations
@@ -45,9 +48,9 @@ SOURCE_COLOURS = {"init": "#98a2b3", "sweep": "#667085", "bank": "#0e9384", "llm
 
 
 # --- entry points ---------------------------------------------------------------------------
-def write_report(run: Run, unit: int | None = None) -> Path:
+def write_report(run: Run, unit: int | None = None, trust: bool = False) -> Path:
     """Write the report of `run` (or only `unit`'s page) under `run.folder/report`; returns
-    the index (or that page)."""
+    the index (or that page). `trust`: the run's model may be loaded even when it names code."""
     states = run.states()
     if unit is not None and unit not in states:
         started = ", ".join(map(str, sorted(states))) or "none yet"
@@ -55,7 +58,7 @@ def write_report(run: Run, unit: int | None = None) -> Path:
                         "Pass one of them with --unit, or leave --unit out.")
     folder = run.folder / "report"
     folder.mkdir(parents=True, exist_ok=True)
-    report = Report.of(run)
+    report = Report.of(run, trust)
     views = [UnitView(states[u], report.polysemanticity(states[u])) for u in ([unit] if unit is not None else sorted(states))]
     for view in views:
         write_text(folder / page_name(view.state.unit), unit_page(report, view))
@@ -68,7 +71,7 @@ def write_report(run: Run, unit: int | None = None) -> Path:
 def cmd_report(args: argparse.Namespace) -> None:
     from agent.runner import Run
 
-    path = write_report(Run.open(args.run_id, args.runs_dir or "runs"), args.unit)
+    path = write_report(Run.open(args.run_id, args.runs_dir or "runs"), args.unit, trust=args.trust_run)
     print(f"report: {path}")
     if args.open:
         webbrowser.open(path.resolve().as_uri())
@@ -80,7 +83,7 @@ class Shot(NamedTuple):
 
     src: str
     caption: str
-    activation: float
+    activation: float | None  # None: not in the cache, and the model may not be loaded
 
 
 @dataclass
@@ -110,11 +113,11 @@ class Report:
     _thumbnails: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, run: Run) -> Report:
+    def of(cls, run: Run, trust: bool = False) -> Report:
         from agent.engines import build_engine
         from tools.text import default_embedder
 
-        return cls(run, build_engine(run.settings), default_embedder())
+        return cls(run, build_engine(run.settings, trust_code=trust), default_embedder())
 
     def polysemanticity(self, state: NeuronState) -> Polysemanticity:
         """The one stored in the label where the run stored it, else computed from the steps."""
@@ -133,8 +136,11 @@ class Report:
 
         refs = [ImageRef(k, p, s, str(self.engine.cache.image_path(k)))
                 for k, p, s in zip(step.image_keys, step.prompts, step.seeds)][:limit]
-        acts = self.engine.image_activations(refs)[:, unit]
-        return [Shot(self.thumbnail(ref.key, lambda ref=ref: self.engine.load_image(ref)), step.concept, float(act))
+        try:
+            acts = [float(a) for a in self.engine.image_activations(refs)[:, unit]]
+        except UntrustedCode:
+            acts = [None] * len(refs)
+        return [Shot(self.thumbnail(ref.key, lambda ref=ref: self.engine.load_image(ref)), step.concept, act)
                 for ref, act in zip(refs, acts)]
 
     def finalist_shots(self, finalist: Finalist) -> list[Shot]:
@@ -151,8 +157,12 @@ class Report:
         return shots
 
     def control_shots(self, unit: int, lowest: bool) -> list[Shot]:
-        """Control images with the lowest (or highest) activation of the unit."""
-        acts = self.engine.control_activations()[:, unit]
+        """Control images with the lowest (or highest) activation of the unit (none when the
+        activations are not cached and the model may not be loaded)."""
+        try:
+            acts = self.engine.control_activations()[:, unit]
+        except UntrustedCode:
+            return []
         order = acts.argsort(kind="stable")
         chosen = order[:CONTROL_IMAGES] if lowest else order[::-1][:CONTROL_IMAGES]
         control = self.engine.control
@@ -203,6 +213,8 @@ def footer(run: Run) -> str:
 
 # --- the unit page ----------------------------------------------------------------------------
 def unit_page(report: Report, view: UnitView) -> str:
+    from agent.runner import labelled_without_llm, llm_failures_text
+
     state, step, poly = view.state, view.label_step, view.poly
     gallery = [(f"the label: {step.concept}", report.concept_shots(step, state.unit)),
                ("control images it fires on least", report.control_shots(state.unit, lowest=True)),
@@ -218,9 +230,13 @@ def unit_page(report: Report, view: UnitView) -> str:
     usage = state.usage
     cost = [("images rendered", state.images_rendered()), ("images scored", state.images_used()),
             ("concepts scored", len(state.steps)), ("iterations", state.iteration),
-            ("LLM calls", f"{usage.llm_calls} ({usage.llm_failures} unusable)"),
+            ("LLM calls", llm_failures_text(state)),
             ("tokens in / out", f"{usage.input_tokens} / {usage.output_tokens}"), ("time", f"{state.elapsed:.1f} s")]
+    missing = any(shot.activation is None for _, shots in gallery for shot in shots) or (gallery and not gallery[1][1])
+    warning = (f"labelled without the LLM ({llm_failures_text(state)}, no answer usable): operators and the initial "
+               "pool chose this label") if labelled_without_llm(state) else ""
     return render("unit.html", run=report.run, state=state, step=step, scores=view.label_scores, poly=poly,
+                  missing_activations=missing, llm_warning=warning,
                   gallery=gallery, senses=senses, finalists=finalists, top_control=top_control,
                   weak=[g for g in poly.groups if g.auc < poly.score_threshold], best_scores=best_scores(state.steps),
                   plot=score_plot(state.steps) if state.steps else None, pool=pool, timeline=timeline,

@@ -1,20 +1,22 @@
 """Runs: build the engine and context from settings, label units, resume, export.
 
 A run lives in `runs/<id>/`: `run.json` (settings and units), `checkpoints.sqlite` (one
-LangGraph thread per unit, written after every node) and `history.json` (every neuron's
-history as JSON, rewritten as units finish).
+LangGraph thread per unit, written after every node), `history.json` (every neuron's
+history as JSON, rewritten as units finish) and `writer.lock` (the one writer, agent.lock).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 from langgraph.types import Command
 
@@ -27,6 +29,7 @@ from agent.graph import (
     thread_config,
 )
 from agent.llm import make_chat_model
+from agent.lock import RunLock
 from agent.nodes import LineContext
 from agent.state import NeuronState
 from tools.cache import atomic_write
@@ -36,8 +39,13 @@ from tools.errors import LineError
 from tools.generators.base import Atom, ImageGenerator
 from tools.text import default_embedder
 
+log = logging.getLogger(__name__)
+
 Update = Callable[[int, str, NeuronState | dict], None]
 Reviewer = Callable[[dict], str]
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+# Settings a resumed run may change: none of them changes what is scored.
+MAY_CHANGE_ON_RESUME = frozenset({"runs_dir", "cache_dir", "concurrency"})
 
 
 def build_context(settings: Settings, engine: Engine, chat=None) -> LineContext:
@@ -79,10 +87,15 @@ class Run:
         self.folder, self.settings, self.units = folder, settings, units
         self.id = folder.name
         self._lock = threading.Lock()
+        self._writer: RunLock | None = None
+        self._stop = threading.Event()
 
     # --- creating and opening ------------------------------------------------------------
     @classmethod
     def create(cls, settings: Settings, units: list[int], run_id: str | None = None) -> "Run":
+        if run_id is not None and not RUN_ID.fullmatch(run_id):
+            raise LineError(f"bad run id {run_id!r}: a run id names a folder inside runs_dir.",
+                            "Use letters, digits, '.', '_' and '-', starting with a letter or digit, e.g. --run-id demo-1.")
         folder = Path(settings.runs_dir) / (run_id or new_run_id(settings))
         if (folder / "run.json").exists():
             raise LineError(f"run {folder.name!r} exists already.", f"Resume it with line label --resume {folder.name}.")
@@ -108,25 +121,65 @@ class Run:
             raise LineError(f"run file {meta_path} is damaged ({error}).", "Start a new run.") from error
         return cls(folder, settings, meta["units"])
 
+    # --- the one writer -------------------------------------------------------------------
+    @contextmanager
+    def writer(self) -> Iterator["Run"]:
+        """Hold the run's writer lock (agent.lock) for the block; nested blocks share it."""
+        if self._writer is not None:
+            yield self
+            return
+        lock = RunLock(self.folder).acquire()
+        if lock.note:
+            log.warning(lock.note)
+        self._writer = lock
+        try:
+            yield self
+        finally:
+            self._writer = None
+            lock.release()
+
     # --- labelling ------------------------------------------------------------------------
     def label(self, context: LineContext, on_update: Update | None = None,
               reviewer: Reviewer | None = None) -> dict[int, NeuronState]:
-        """Label every unit (skipping finished ones); resumes where checkpoints stop."""
-        context.engine.control_activations()
-        self.sweep(context)
-        checkpointer = sqlite_checkpointer(self.folder / "checkpoints.sqlite")
-        graph = build_label_graph(checkpointer)
+        """Label every unit (skipping finished ones); resumes where checkpoints stop.
 
-        def one(unit: int) -> NeuronState:
-            result = self._label_unit(graph, context, unit, on_update, reviewer)
-            self.export(graph)
-            return result
+        Ctrl-C stops at once: with one unit at a time the units run in the calling thread,
+        so the interrupt lands wherever it is (a node, rendering, an LLM call); with
+        several, each stops after the node at hand. Finished nodes are checkpointed, and
+        `history.json` is written before the interrupt goes on up."""
+        with self.writer():
+            context.engine.control_activations()
+            self.sweep(context)
+            checkpointer = sqlite_checkpointer(self.folder / "checkpoints.sqlite")
+            graph = build_label_graph(checkpointer)
 
+            def one(unit: int) -> NeuronState:
+                result = self._label_unit(graph, context, unit, on_update, reviewer)
+                self.export(graph)
+                return result
+
+            try:
+                if self.settings.concurrency == 1:
+                    return {unit: one(unit) for unit in self.units}
+                return self._label_side_by_side(one)
+            except BaseException:
+                self.export(graph)
+                raise
+            finally:
+                checkpointer.conn.close()
+
+    def _label_side_by_side(self, one: Callable[[int], NeuronState]) -> dict[int, NeuronState]:
+        """Units in worker threads; on an error or Ctrl-C the others stop after their node."""
+        self._stop.clear()
+        pool = ThreadPoolExecutor(self.settings.concurrency)
+        futures = [pool.submit(one, unit) for unit in self.units]
         try:
-            with ThreadPoolExecutor(self.settings.concurrency) as pool:
-                return dict(zip(self.units, pool.map(one, self.units)))
+            return {unit: future.result() for unit, future in zip(self.units, futures)}
+        except BaseException:
+            self._stop.set()
+            raise
         finally:
-            checkpointer.conn.close()
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def sweep(self, context: LineContext) -> dict:
         """Score the attribute sweep once for the layer (free when it is in the bank) and
@@ -160,12 +213,15 @@ class Run:
             # "updates" names the node that ran; "values" then brings the whole state, so
             # progress needs no extra read of the checkpoint.
             node = ""
-            for mode, chunk in graph.stream(inputs, config, context=context, stream_mode=["updates", "values"],
-                                            durability="sync"):
+            stream = graph.stream(inputs, config, context=context, stream_mode=["updates", "values"], durability="sync")
+            for mode, chunk in stream:
                 if mode == "updates":
                     node = next((name for name in chunk if name != "__interrupt__"), node)
                 elif on_update and node:
                     on_update(unit, node, neuron_state(chunk))
+                if self._stop.is_set():  # another unit failed or was interrupted
+                    stream.close()
+                    return neuron_state(graph.get_state(config).values)
             snapshot = graph.get_state(config)
             inputs = None
 
@@ -196,6 +252,48 @@ class Run:
             return path
 
 
+def resume_settings(run: Run, changes: dict[str, Any], units: list[int] | None = None) -> Settings:
+    """`run`'s settings with `changes` applied (settings keys to values, from flags or a config
+    file) for `--resume`. A change that would alter what the run scored is refused with a
+    LineError: only the keys in `MAY_CHANGE_ON_RESUME` may differ from the run's, and
+    `units` (when given) must be the run's."""
+    stored = run.settings.model_dump()
+    settings = load_settings(**_merged(stored, changes))
+    wanted = settings.model_dump()
+    changed = [f"{key} ({stored[key]!r} -> {wanted[key]!r})" for key in wanted
+               if wanted[key] != stored[key] and key not in MAY_CHANGE_ON_RESUME]
+    if units is not None and units != run.units:
+        changed.insert(0, f"units ({units_text(run.units)} -> {units_text(units)})")
+    if changed:
+        raise LineError(f"--resume {run.id} cannot change what the run scores: {'; '.join(changed)}.",
+                        "Leave those flags out to resume with the run's own settings, or start a new run.")
+    return settings
+
+
+def _merged(base: dict, changes: dict) -> dict:
+    merged = dict(base)
+    for key, value in changes.items():
+        merged[key] = _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return merged
+
+
+def units_text(units: list[int]) -> str:
+    return ", ".join(map(str, units)) if len(units) <= 8 else f"{units[0]}..{units[-1]} ({len(units)})"
+
+
+def labelled_without_llm(state: NeuronState) -> bool:
+    """Whether a label was chosen though the LLM, asked, gave nothing scored (operators and
+    the initial pool chose it): every answer failed, was unusable, or was rejected."""
+    return state.label is not None and state.usage.llm_calls > 0 and not any(s.source == "llm" for s in state.steps)
+
+
+def llm_failures_text(state: NeuronState) -> str:
+    """The LLM's failed calls in words: '12 of 12 failed (3 HTTP errors, 2 timeouts)'."""
+    usage = state.usage
+    kinds = [f"{n} {name}" for n, name in ((usage.llm_http_errors, "HTTP errors"), (usage.llm_timeouts, "timeouts")) if n]
+    return f"{usage.llm_failures} of {usage.llm_calls} failed" + (f" ({', '.join(kinds)})" if kinds else "")
+
+
 def summary_row(state: NeuronState) -> dict:
     """The table row of one labelled neuron."""
     label = state.label
@@ -212,6 +310,8 @@ def summary_row(state: NeuronState) -> dict:
         "images": state.images_rendered(),
         "images_used": state.images_used(),
         "llm_calls": state.usage.llm_calls,
+        "llm_failures": state.usage.llm_failures,
+        "without_llm": labelled_without_llm(state),
         "polysemantic": bool(label and label.polysemanticity and label.polysemanticity.polysemantic),
         "stop": state.stop_reason or ("waiting for review" if not label else ""),
         "seconds": round(state.elapsed, 1),

@@ -40,7 +40,9 @@ class AtomScore(Record):
 
 class Usage(Record):
     llm_calls: int = 0
-    llm_failures: int = 0
+    llm_failures: int = Field(0, description="calls that gave nothing usable, for whatever reason")
+    llm_http_errors: int = Field(0, description="of those: HTTP errors (after the client's retries)")
+    llm_timeouts: int = Field(0, description="of those: requests that timed out (after the client's retries)")
     input_tokens: int = 0
     output_tokens: int = 0
 

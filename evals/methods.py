@@ -22,6 +22,7 @@ concept bank (line-agent's bank would otherwise start from the closed vocabulary
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,9 +109,9 @@ def graph_method(loop: Callable[[Settings], LoopConfig]) -> Method:
         settings = ctx.settings_for(loop(ctx.settings))
         engine = build_engine(settings)
         graph_run = Run.create(settings, ctx.units, f"{ctx.method}-{time.strftime('%Y%m%d-%H%M%S')}")
-        context = build_context(settings, engine, chat=ctx.chat)
-        sweep = graph_run.sweep(context)
-        states = graph_run.label(context)
+        states = graph_run.label(build_context(settings, engine, chat=ctx.chat))
+        sweep_file = graph_run.folder / "sweep.json"
+        sweep = json.loads(sweep_file.read_text()) if sweep_file.exists() else {}
         share = sweep.get("images_rendered", 0) / len(ctx.units)
         return {u: UnitResult(u, s.label.concept if s.label else "",
                               [(step.concept, step.scores.auc) for step in s.steps],

@@ -31,6 +31,7 @@ from rich.table import Table
 from agent.config import Settings, load_settings
 from agent.engines import build_engine
 from agent.llm import ScriptedChatModel, make_chat_model
+from agent.terminal import safe
 from evals import metrics
 from evals.methods import EvalContext, UnitResult, closed_vocabulary, methods, split_name
 from evals.planted import PlantedUnit, load_suite, pinned_spec
@@ -40,7 +41,7 @@ from tools.errors import LineError
 from tools.generators.procedural import ProceduralGenerator
 from tools.text import default_embedder
 
-console = Console(width=None if sys.stdout.isatty() else 220)
+console = Console(width=None if sys.stdout.isatty() else 220, emoji=False)
 SCRIPTED_CONCEPTS = 40  # scripted LLM: this many closed-vocabulary concepts, in a fixed order
 COLUMNS = [  # (row key, table header, format)
     ("match", "match", "{:.0%}"), ("recovered", "OR recovered", "{:.0%}"),
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         evaluate(args)
     except LineError as error:
-        Console(stderr=True).print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+        Console(stderr=True, emoji=False).print(f"[red]error:[/] {safe(error)}", highlight=False, soft_wrap=True)
         return 2
     return 0
 
@@ -93,7 +94,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         shutil.rmtree(work, ignore_errors=True)
     summary = aggregate(rows, ("method",))
     write_outputs(out, args, settings, rows, summary, aggregate(rows, ("method", "kind")) if planted else [])
-    print_table(summary, f"{settings.model} / {settings.layer}, {len(units)} units, LLM {settings.llm.provider}")
+    print_table(summary, safe(f"{settings.model} / {settings.layer}, {len(units)} units, LLM {settings.llm.provider}"))
     return {"rows": rows, "summary": summary}
 
 
@@ -146,7 +147,7 @@ def label(ctx: EvalContext, chosen: list[str]) -> dict[str, dict[int, UnitResult
     available = methods(broden_drawable())
     results = {}
     for name in chosen:
-        console.print(f"[bold]{name}[/]: labelling {len(ctx.units)} unit(s)")
+        console.print(f"[bold]{safe(name)}[/]: labelling {len(ctx.units)} unit(s)")
         start = time.perf_counter()
         base, criterion = split_name(name)
         results[name] = available[base](replace(ctx, method=name, criterion=criterion))
@@ -161,7 +162,7 @@ def cosy_scorers(settings: Settings) -> list[metrics.Cosy]:
     if natural.is_dir():
         controls["natural"] = f"dir:{natural}"
     else:
-        console.print(f"[yellow]note:[/] no {natural}: CoSy against natural images skipped (set LINE_SHARED_DATA).")
+        console.print(f"[yellow]note:[/] no {safe(natural)}: CoSy against natural images skipped (set LINE_SHARED_DATA).")
     return [metrics.Cosy(name, build_engine(settings.model_copy(update={"control": spec})))
             for name, spec in controls.items()]
 
@@ -233,7 +234,7 @@ def print_table(summary: list[dict], title: str) -> None:
     for header in ["method", "units"] + [h for _, h, _ in columns]:
         table.add_column(header, justify="left" if header == "method" else "right")
     for entry in summary:
-        table.add_row(entry["method"], str(entry["units"]), *(cell(entry, k, f) for k, _, f in columns))
+        table.add_row(safe(entry["method"]), str(entry["units"]), *(cell(entry, k, f) for k, _, f in columns))
     console.print(table)
 
 

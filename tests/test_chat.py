@@ -196,7 +196,7 @@ def test_chat_command_reads_input_and_resumes_a_thread(tmp_path, monkeypatch, ca
     out = " ".join(capsys.readouterr().out.split())
     assert "1 concepts scored; best: red background" in out and f"--thread {thread}" in out
 
-    args = parser.parse_args(["chat", *base, "--run", thread, "--unit", "0"])  # any run: autonomous or chat
+    args = parser.parse_args(["chat", *base, "--run", thread, "--unit", "0", "--trust-run"])  # any run: autonomous or chat
     args.func(args)
     out = " ".join(capsys.readouterr().out.split())
     copy = out.split("line chat --thread ")[-1].split()[0]

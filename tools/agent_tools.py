@@ -19,6 +19,7 @@ from langgraph.prebuilt import ToolRuntime
 from langgraph.types import Command
 from pydantic import AfterValidator, BaseModel, Field
 
+from tools.concepts import text_problem, tidy_concept
 from tools.errors import LineError
 from tools.history import Event, History, Step, event_text, score_step
 from tools.polysemantic import analyse
@@ -37,10 +38,10 @@ class ToolArgumentError(ToolException):
 
 # --- arguments -----------------------------------------------------------------------------
 def _concept(value: str) -> str:
-    value = " ".join(value.split()).lower()
-    if not value:
-        raise ValueError("the concept is empty: give 1 to 6 words")
-    return value
+    problem = text_problem(value)
+    if problem:
+        raise ValueError(f"{problem}: give 1 to 6 words")
+    return tidy_concept(value).lower()
 
 
 Concept = Annotated[str, AfterValidator(_concept)]

@@ -48,6 +48,22 @@ class DiskCache:
     def array_path(self, key: str) -> Path:
         return self.root / "activations" / key[:2] / f"{key}.npy"
 
+    def has_image(self, key: str) -> bool:
+        """Whether a whole, readable image is cached under `key`; a damaged entry (empty or
+        cut short) is removed, so that the caller renders it again."""
+        path = self.image_path(key)
+        try:
+            with Image.open(path) as image:
+                image.verify()
+            return True
+        except FileNotFoundError:
+            return False
+        except Exception as error:  # any decoding failure means a damaged entry
+            log.warning("corrupt image cache entry %s (%s): removed, recomputing", path, error)
+            path.unlink(missing_ok=True)
+            self.count("image_repaired")
+            return False
+
     def load_image(self, key: str) -> Image.Image | None:
         path = self.image_path(key)
         image = self._read(path, "image", lambda data: _decode_image(data))

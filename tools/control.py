@@ -27,6 +27,7 @@ IMAGES_PER_PROCEDURAL_CLASS = 5
 # Control scenes use seeds apart from those of concept images (0, 1, ...), so that a
 # concept named like a control class is scored on new images, not on the control's own.
 CONTROL_SEED_OFFSET = 10_000
+MAX_PROCEDURAL_IMAGES = 20_000
 
 
 @dataclass
@@ -67,10 +68,11 @@ def load_control_set(spec: str, cache: DiskCache) -> ControlSet:
 def _procedural(spec: str, arg: str, cache: DiskCache) -> ControlSet:
     from tools.generators.procedural import ProceduralGenerator
 
-    if not arg.isdigit() or int(arg) < 2 * IMAGES_PER_PROCEDURAL_CLASS:
+    low, high = 2 * IMAGES_PER_PROCEDURAL_CLASS, MAX_PROCEDURAL_IMAGES
+    if not (arg.isascii() and arg.isdigit() and len(arg) <= 6 and low <= int(arg) <= high):
         raise LineError(
-            f"bad control set {spec!r}: N must be a whole number >= {2 * IMAGES_PER_PROCEDURAL_CLASS}.",
-            "Example: procedural:300.",
+            f"bad control set {spec!r}: N must be a whole number from {low} to {high}.",
+            "Example: procedural:300; for more images use dir:PATH with a folder of photos.",
         )
     generator = ProceduralGenerator()
     concepts = generator.random_concepts(int(arg) // IMAGES_PER_PROCEDURAL_CLASS, seed=0)

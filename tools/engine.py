@@ -9,14 +9,17 @@ the layer's concept bank, so later units can start from concepts already paid fo
 from __future__ import annotations
 
 import json
+import re
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Callable, Literal, Sequence
 
 import numpy as np
 from PIL import Image
 
 from tools.cache import DiskCache, content_key
+from tools.concepts import concept_problem
 from tools.control import ControlSet, generated_image_key
 from tools.criterion import Criterion
 from tools.errors import LineError, check_unit_index
@@ -71,21 +74,23 @@ class Engine:
         control_mode: ControlMode = "all",
         batch_size: int = 32,
         progress: Progress | None = None,
+        fingerprint: str = "",
     ):
         self.model_name, self.layer, self.generator = model_name, layer, generator
+        # cache keys name the model by its spec and a digest of what the spec loads (tools.fingerprint)
+        self.model_id = f"{model_name}@{fingerprint}" if fingerprint else model_name
         self._load_model, self._model = load_model, None
         self.control, self.cache = control, cache
         self.images_per_concept = images_per_concept
         self.control_mode = control_mode
         self.batch_size = batch_size
         self.progress = progress
-        self.units = self._unit_count()
         self._render_lock = threading.Lock()
         self._bank_lock = threading.Lock()
         self._control_acts: np.ndarray | None = None
         self._bank_acts: dict[str, np.ndarray] = {}
         self._banked: set[str] | None = None
-        self._bank_path = cache.root / "banks" / f"{content_key(model_name, layer, generator.id)}.jsonl"
+        self._bank_path = cache.root / "banks" / f"{content_key(self.model_id, layer, generator.id)}.jsonl"
 
     @property
     def model(self) -> TargetModel:
@@ -101,10 +106,11 @@ class Engine:
     def check_unit(self, unit: int) -> int:
         return check_unit_index(unit, self.units, self.layer)
 
-    def _unit_count(self) -> int:
+    @cached_property
+    def units(self) -> int:
         """Units of the layer, remembered in the cache (finding out costs a first forward).
         Only a layer that once existed has a remembered count."""
-        key = content_key("units", self.model_name, self.layer)
+        key = content_key("units", self.model_id, self.layer)
         known = self.cache.load_array(key)
         if known is not None and len(known) == 1:
             return int(known[0])
@@ -133,7 +139,7 @@ class Engine:
         """The images, and the positions of those that had to be rendered (in one call of
         the generator, which batches them)."""
         keys = [generated_image_key(self.generator.id, p, s) for p, s in zip(prompts, seeds)]
-        missing = [i for i, key in enumerate(keys) if not self.cache.image_path(key).exists()]
+        missing = [i for i, key in enumerate(keys) if not self.cache.has_image(key)]
         if missing:
             with self._render_lock:
                 images = self.generator.render([prompts[i] for i in missing], [seeds[i] for i in missing])
@@ -179,7 +185,7 @@ class Engine:
         return self._control_acts
 
     def _act_key(self, image_key: str) -> str:
-        return content_key("activation", self.model_name, self.layer, image_key)
+        return content_key("activation", self.model_id, self.layer, image_key)
 
     # --- scoring -----------------------------------------------------------------------
     def evaluate(self, concept: str, seeds: Sequence[int] | None = None) -> Evidence:
@@ -234,7 +240,8 @@ class Engine:
         """Every concept scored so far on this (model, layer, generator), across runs.
 
         One JSON line per concept, appended: a line cut by a crash is skipped (that
-        concept is only scored again when next proposed)."""
+        concept is only scored again when next proposed), and so is a concept that fails
+        the concept check (tools.concepts): the cache folder is not trusted."""
         try:
             lines = self._bank_path.read_text().splitlines()
         except FileNotFoundError:
@@ -243,8 +250,9 @@ class Engine:
         for line in lines:
             try:
                 entry = json.loads(line)
-                bank[entry["concept"]] = [ImageRef(**r) for r in entry["images"]]
-            except (json.JSONDecodeError, KeyError, TypeError):
+                if concept_problem(entry["concept"], self.generator) is None:
+                    bank[entry["concept"]] = [ImageRef(**r) for r in entry["images"]]
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
                 continue
         return bank
 
@@ -277,7 +285,7 @@ class Engine:
         with self._bank_lock:
             if self._banked is None:  # read the file once; afterwards only append
                 self._banked = set(self.bank())
-            if concept in self._banked:
+            if concept in self._banked or concept_problem(concept, self.generator) is not None:
                 return
             self._bank_path.parent.mkdir(parents=True, exist_ok=True)
             with self._bank_path.open("a") as handle:
@@ -285,15 +293,22 @@ class Engine:
             self._banked.add(concept)
 
 
+_UNIT_RANGE = re.compile(r"\s*(\d{1,9})\s*(?:-\s*(\d{1,9})\s*)?", re.ASCII)
+
+
 def parse_units(text: str, units: int) -> list[int]:
-    """'all', '17', '0-9' or '1,5,9-12' -> unit indices, each checked against the layer."""
+    """'all', '17', '0-9' or '1,5,9-12' -> unit indices (each once, in order), each checked
+    against the layer's `units`."""
     if text.strip() == "all":
         return list(range(units))
-    chosen: list[int] = []
-    try:
-        for part in text.split(","):
-            lo, _, hi = part.strip().partition("-")
-            chosen.extend(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        raise LineError(f"bad unit list {text!r}.", "Use a number, a range like 0-9, a list like 1,5,9-12, or all.")
-    return [check_unit_index(unit, units) for unit in chosen]
+    chosen: dict[int, None] = {}
+    for part in text.split(","):
+        match = _UNIT_RANGE.fullmatch(part)
+        if match is None:
+            raise LineError(f"bad unit list {text!r}.", "Use a number, a range like 0-9, a list like 1,5,9-12, or all.")
+        lo, hi = int(match.group(1)), int(match.group(2) or match.group(1))
+        if hi < lo:
+            raise LineError(f"empty unit range {part.strip()!r} in {text!r}.", f"Write the range low to high: {hi}-{lo}.")
+        check_unit_index(hi, units)
+        chosen.update(dict.fromkeys(range(lo, hi + 1)))
+    return list(chosen)

@@ -10,6 +10,9 @@ class LineError(Exception):
         super().__init__(f"{problem} {fix}".strip())
 
 
+class UntrustedCode(LineError):
+    """Loading the model would run code named in data nobody vouched for (a run folder)."""
+
 
 def check_unit_index(unit: object, units: int, layer: str = "") -> int:
     """`unit` as an int, or a LineError when a layer of `units` units has no such unit."""

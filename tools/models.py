@@ -40,7 +40,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tools.errors import LineError
+from tools.errors import LineError, UntrustedCode
+from tools.fingerprint import file_digest
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -232,8 +233,10 @@ def _scheme(prefix: str) -> ModelLoader | None:
     return MODEL_SCHEMES.get(prefix)
 
 
-def load_target_model(spec: str = DEFAULT_MODEL, device: str = "cpu") -> TargetModel:
-    """Resolve `spec` to a `TargetModel` in eval mode on `device`."""
+def load_target_model(spec: str = DEFAULT_MODEL, device: str = "cpu", trust_code: bool = True) -> TargetModel:
+    """Resolve `spec` to a `TargetModel` in eval mode on `device`. With `trust_code=False`
+    a spec that names code to import (`package.module:factory`, `file.py:factory`) raises
+    `UntrustedCode` instead of running it."""
     spec = (spec or DEFAULT_MODEL).strip()
     if spec in MODEL_NAMES:
         loaded = MODEL_NAMES[spec]("", device)
@@ -243,6 +246,11 @@ def load_target_model(spec: str = DEFAULT_MODEL, device: str = "cpu") -> TargetM
         if scheme is not None:
             loaded = scheme(rest.strip(), device)
         elif sep and _looks_like_factory(spec):
+            if not trust_code:
+                raise UntrustedCode(
+                    f"model {spec!r} is code named in a run folder; it is not run unless you trust the run.",
+                    "Pass --trust-run (or give the same --model) if you trust whoever wrote the run.",
+                )
             loaded = _load_factory(spec, device)
         else:
             raise LineError(
@@ -467,7 +475,7 @@ def _import_module(mod: str):
         path = Path(mod).expanduser().resolve()
         if not path.is_file():
             raise LineError(f"no Python file {mod!r}.", "Give an existing file: path/to/file.py:factory.")
-        name = f"_line_factory_{abs(hash(str(path)))}"
+        name = f"_line_factory_{abs(hash(str(path)))}_{file_digest(path)[:12]}"  # an edited file is imported anew
         if name in sys.modules:
             return sys.modules[name]
         spec = importlib.util.spec_from_file_location(name, path)
