@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from tools.criterion import Criterion
-from tools.errors import LineError
+from tools.errors import LineError, UntrustedCode
 from tools.history import event_text
 from tools.polysemantic import Polysemanticity, analyse, best_scores
 

@@ -293,7 +293,7 @@ def test_llm_failures_are_counted_and_shown(capsys, base, tmp_path, monkeypatch)
     usage = state["usage"]
     assert usage["llm_calls"] == usage["llm_failures"] == usage["llm_http_errors"] > 0
     assert server.requests == 2 * usage["llm_calls"]  # the client's one retry per call, not retries squared
-    assert sum(e["kind"] == "llm_failure" and "HTTP 500" in e["detail"] for e in state["events"]) == usage["llm_calls"]
+    assert sum(e["kind"] == "llm_failure" and "HTTP 500" in e["reason"] for e in state["events"]) == usage["llm_calls"]
     assert f"{usage['llm_calls']} ({usage['llm_calls']} failed)" in " ".join(out.split())
     assert "warning: unit 0 was labelled without the LLM" in " ".join(err.split())
     assert line(capsys, "report", "r", "--runs-dir", runs, "--trust-run")[0] == 0
