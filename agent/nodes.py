@@ -223,7 +223,7 @@ def operator_candidates(ctx: LineContext, state: NeuronState):
     ranking = operators.attribute_ranking(images, vocabulary)
     scenes = list(dict.fromkeys(scene for scene, _ in images))[:TOP_SCENES]
     atoms = [a.concept for a in ctx.criterion.order(state.sweep, lambda a: a.scores)]
-    seen = set()
+    seen = {e.concept for e in state.events if e.iteration == state.iteration}  # rejected in this iteration
     for concept, how in operators.candidates(ranked, ranking, vocabulary, _rng(ctx, state), atoms, scenes):
         concept = _canonical(ctx, concept)
         if concept not in seen and _new(ctx, state, concept):
@@ -270,10 +270,12 @@ def summarize(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
         update["events"] = [_failure(iteration, "summary", reply)]
     if ctx.loop.simplify:
         best = _canonical(ctx, top[0].concept)
+        rejected = {e.concept for e in state.events if e.source == "summary"}
         for concept, how in operators.generalisations(best, ctx.engine.generator.vocabulary()):
-            if _new(ctx, state, concept):
-                return update | {"proposal": Proposal(concept=_canonical(ctx, concept), source="summary",
-                                                      iteration=iteration, reasoning=how, strategy="generalise")}
+            concept = _canonical(ctx, concept)
+            if concept not in rejected and _new(ctx, state, concept):
+                return update | {"proposal": Proposal(concept=concept, source="summary", iteration=iteration,
+                                                      reasoning=how, strategy="generalise")}
     return update
 
 
