@@ -234,7 +234,9 @@ class Run:
             result = {}
             for unit in self.units:
                 values = graph.get_state(thread_config(unit, self.settings.loop)).values
-                if values:
+                # A unit whose input is saved but not applied yet (another thread is starting
+                # it) shows only its reducers' defaults: it has not started.
+                if values and "unit" in values:
                     result[unit] = neuron_state(values)
             return result
         finally:
