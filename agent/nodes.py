@@ -36,10 +36,11 @@ from tools.polysemantic import analyse
 from tools.text import default_embedder
 
 LLM_STRATEGIES = ["refine", "explore", "combine", "contrast", "hot"]
-TOP_SCENES = 3  # operators: scenes of the unit's favourite images to propose first
+TOP_SCENES = 1  # operators: scenes of the unit's favourite images to propose first
 HOT_TEMPERATURE_BOOST = 0.5
 LLM_REJECTIONS = ("duplicate", "undrawable", "llm_failure")
-MAX_NEW_GENERALISATIONS = 1  # finalists: shorter forms of the best not scored yet
+MAX_SHORTER = 2  # finalists: the best shorter forms of the best concept scored already
+MAX_NEW_GENERALISATIONS = 1  # or, when none was scored, shorter forms not scored yet
 
 
 @dataclass
@@ -369,7 +370,7 @@ def confirm_reserve(loop: LoopConfig) -> int:
     """Images the confirm step may need: the finalists' fresh ones, and a new shorter form's."""
     if not loop.confirm:
         return 0
-    return (loop.confirm_top + 1 + MAX_NEW_GENERALISATIONS) * loop.confirm_images + loop.images_per_concept
+    return (loop.confirm_top + 1 + MAX_SHORTER) * loop.confirm_images + loop.images_per_concept
 
 
 def budget_spent(state: NeuronState, loop: LoopConfig) -> str | None:
@@ -450,16 +451,18 @@ def confirm(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
 
 def pick_finalists(ctx: LineContext, state: NeuronState) -> list[tuple[str, str]]:
     """(concept, why): the best few by the criterion, the summary concept, and shorter forms
-    of the best (those scored already, and the first one not scored yet); one per scene."""
+    of the best (the best ones scored already, else the first one not scored yet); one per
+    scene."""
     ranked = state.ranked(ctx.criterion)
     chosen = [(s.concept, f"top {i + 1} by {ctx.criterion.name}") for i, s in enumerate(ranked[: ctx.loop.confirm_top])]
     chosen += [(s.concept, "the summary") for s in state.steps if s.source == "summary"]
     best = ranked[0].concept
-    scored = {_canonical(ctx, s.concept): s.concept for s in state.steps}
+    scored = {_canonical(ctx, s.concept): s for s in state.steps}
     shorter = [_canonical(ctx, c) for c, _ in operators.generalisations(_canonical(ctx, best),
                                                                           ctx.engine.generator.vocabulary())]
+    known = ctx.criterion.order([scored[c] for c in shorter if c in scored], lambda s: s.scores)
     new = [c for c in shorter if c not in scored and _fully_drawn(ctx, c)][:MAX_NEW_GENERALISATIONS]
-    chosen += [(scored.get(c, c), f"a shorter form of {best!r}") for c in shorter if c in scored or c in new]
+    chosen += [(c, f"a shorter form of {best!r}") for c in ([s.concept for s in known[:MAX_SHORTER]] or new)]
     unique: dict[str, tuple[str, str]] = {}
     for concept, why in chosen:
         unique.setdefault(_canonical(ctx, concept), (concept, why))

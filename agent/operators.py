@@ -23,6 +23,7 @@ GROUP_OF = {"colours": "colour", "shapes": "kind", "patterns": "kind", "textures
             "sizes": "size", "counts": "count", "thickness": "thickness", "orientations": "orientation"}
 ORDER = ("count", "size", "thickness", "orientation", "colour", "kind")  # the words' order in a concept
 ROUNDS = 3  # how deep into each attribute's ranking add and swap go
+SPECIFIC = 3  # a concept with this many attributes is generalised before it is refined
 _EXPLORE_CATEGORIES = ("colours", "patterns", "shapes", "textures")  # explore: a colour and a kind
 
 Slots = dict[str, list[str]]  # group -> values ("background" holds a background colour)
@@ -113,14 +114,18 @@ def candidates(ranked: list[str], ranking: dict[str, list[str]], vocabulary: dic
         yield scene, "the scene of an image the unit fires on strongly"
     if ranked:
         best = ranked[0]
-        if vocabulary:
+        if vocabulary and len(slots(best, vocabulary)) >= SPECIFIC:  # a specific best: prune before refining
+            yield from generalisations(best, vocabulary)
+            yield from _swaps(best, ranking, vocabulary, 0)
             yield from _additions(best, ranking, vocabulary, 0)
+        elif vocabulary:
+            yield from _additions(best, ranking, vocabulary, 0)
+            yield from generalisations(best, vocabulary)
+            yield from _swaps(best, ranking, vocabulary, 0)
         else:
             for atom in atoms[:ROUNDS]:
                 yield merge(best, atom), f"add the best atom {atom!r} to {best!r}"
-        yield from generalisations(best, vocabulary)
-        if vocabulary:
-            yield from _swaps(best, ranking, vocabulary, 0)
+            yield from generalisations(best)
         for other in ranked[1:3]:
             yield merge(best, other), f"combine {best!r} + {other!r}"
         for depth in range(1, ROUNDS if vocabulary else 0):
