@@ -1,9 +1,11 @@
 """Deduplication: is a proposed concept one already tried?
 
-Three tests, cheapest first: the same words after normalising (case, articles, plurals,
-punctuation, word order); the same scene for generators with a canonical form; a near
-paraphrase by text-embedding similarity. A concept the generator cannot draw at all is
-rejected too, before any image is made.
+Tests, cheapest first: the same words after normalising (case, articles, plurals,
+punctuation, word order); then, for generators with a canonical form, the same scene (the
+exact test: such a generator draws a paraphrase as the same scene, and text embeddings
+would call different scenes alike, "vertical stripes" and "horizontal stripes" at 0.94);
+for open-vocabulary generators, a near paraphrase by text-embedding similarity. A concept
+the generator cannot draw at all is rejected too, before any image is made.
 """
 
 from __future__ import annotations
@@ -41,10 +43,11 @@ class Deduplicator:
         canonical = self.generator.interpret(concept).canonical
         if canonical == "":
             return Verdict(undrawable=True, reason="the image generator can draw nothing of it")
-        if canonical is not None:
+        if canonical is not None:  # the generator names its scenes: same scene is the exact test
             for earlier in tried:
                 if self.generator.interpret(earlier).canonical == canonical:
                     return Verdict(earlier, f"same scene ({canonical})")
+            return Verdict()
         if self.embedder is not None and tried:
             similarity = self.embedder.similarity(concept, tried)
             best = int(similarity.argmax())

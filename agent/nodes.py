@@ -39,8 +39,8 @@ LLM_STRATEGIES = ["refine", "explore", "combine", "contrast", "hot"]
 TOP_SCENES = 1  # operators: scenes of the unit's favourite images to propose first
 HOT_TEMPERATURE_BOOST = 0.5
 LLM_REJECTIONS = ("duplicate", "undrawable", "llm_failure")
-MAX_SHORTER = 2  # finalists: the best shorter forms of the best concept scored already
-MAX_NEW_GENERALISATIONS = 1  # or, when none was scored, shorter forms not scored yet
+MAX_SHORTER = 2  # finalists: the shortest concepts scored already that are as strong as the best
+MAX_NEW_GENERALISATIONS = 1  # or, when there is none, shorter forms of the best not scored yet
 
 
 @dataclass
@@ -450,19 +450,24 @@ def confirm(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
 
 
 def pick_finalists(ctx: LineContext, state: NeuronState) -> list[tuple[str, str]]:
-    """(concept, why): the best few by the criterion, the summary concept, and shorter forms
-    of the best (the best ones scored already, else the first one not scored yet); one per
-    scene."""
+    """(concept, why): the best few by the criterion, the summary concept, and shorter ones:
+    the shortest concepts scored so far that are as strong as the best (else the first
+    shorter form of the best, not scored yet); one per scene."""
     ranked = state.ranked(ctx.criterion)
     chosen = [(s.concept, f"top {i + 1} by {ctx.criterion.name}") for i, s in enumerate(ranked[: ctx.loop.confirm_top])]
     chosen += [(s.concept, "the summary") for s in state.steps if s.source == "summary"]
-    best = ranked[0].concept
-    scored = {_canonical(ctx, s.concept): s for s in state.steps}
-    shorter = [_canonical(ctx, c) for c, _ in operators.generalisations(_canonical(ctx, best),
-                                                                          ctx.engine.generator.vocabulary())]
-    known = ctx.criterion.order([scored[c] for c in shorter if c in scored], lambda s: s.scores)
-    new = [c for c in shorter if c not in scored and _fully_drawn(ctx, c)][:MAX_NEW_GENERALISATIONS]
-    chosen += [(c, f"a shorter form of {best!r}") for c in ([s.concept for s in known[:MAX_SHORTER]] or new)]
+    best = ranked[0]
+    floor = ctx.criterion.gate([s.scores for s in state.steps])
+    words = len(best.concept.split())
+    known = sorted((s for s in ranked if len(s.concept.split()) < words
+                    and ctx.criterion.as_strong(s.scores, best.scores, floor)), key=lambda s: len(s.concept.split()))
+    chosen += [(s.concept, f"shorter than {best.concept!r} and as strong") for s in known[:MAX_SHORTER]]
+    if not known:
+        scored = {_canonical(ctx, s.concept) for s in state.steps}
+        shorter = [_canonical(ctx, c) for c, _ in operators.generalisations(_canonical(ctx, best.concept),
+                                                                              ctx.engine.generator.vocabulary())]
+        new = [c for c in shorter if c not in scored and _fully_drawn(ctx, c)][:MAX_NEW_GENERALISATIONS]
+        chosen += [(c, f"a shorter form of {best.concept!r}") for c in new]
     unique: dict[str, tuple[str, str]] = {}
     for concept, why in chosen:
         unique.setdefault(_canonical(ctx, concept), (concept, why))

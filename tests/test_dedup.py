@@ -60,3 +60,9 @@ def test_building_the_text_encoder_changes_no_environment_or_global_setting(monk
     vectors = TextEmbedder().embed(["red stripes", "blue dots"])
     assert dict(os.environ) == before and hf_logging.is_progress_bar_enabled() == bars
     assert vectors.shape == (2, 384) and abs(float(vectors[0] @ vectors[0]) - 1) < 1e-5
+
+
+def test_different_scenes_of_a_closed_vocabulary_are_never_paraphrases(dedup):
+    # MiniLM puts these 0.94 apart; the generator draws different images for them
+    assert dedup.check("vertical stripes", ["horizontal stripes"]).accepted
+    assert dedup.check("large gray stripes on red background", ["large gray and cyan stripes on red background"]).accepted
