@@ -307,7 +307,7 @@ def stall(state: ChatState, runtime: Runtime[ChatContext]) -> Command:
     update: dict = {"messages": []}
     trigger, failing = stall_trigger(state, ctx.loop, ctx.criterion) if ctx.loop.stall else (None, False)
     if trigger:
-        following = "operators" if failing else next_strategy(state)
+        following = "operators" if failing else next_strategy(state, ctx.criterion)
         update["strategy"] = following
         update["events"] = [Event(iteration=state.iteration, kind="strategy", reason=trigger, strategy=following)]
         advice = prompts.render("chat_stall", trigger=trigger, advice=strategy_advice(ctx, state, following))

@@ -359,9 +359,9 @@ def stall(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     if state.llm_retired or ctx.chat is None:
         return update
     trigger, failing = stall_trigger(state, ctx.loop, ctx.criterion)
-    if trigger is None:
+    following = "operators" if failing else next_strategy(state, ctx.criterion)
+    if trigger is None or following == state.strategy:
         return update
-    following = "operators" if failing else next_strategy(state)
     return update | {"strategy": following, "llm_retired": failing, "events": [Event(
         iteration=state.iteration, kind="strategy", reason=trigger, strategy=following)]}
 
@@ -383,22 +383,34 @@ def budget_spent(state: NeuronState, loop: LoopConfig) -> str | None:
     return None
 
 
+def gains(state: NeuronState, criterion: Criterion) -> dict[int, bool]:
+    """For each search step (by iteration), whether it advanced the search when scored: a
+    new best by the criterion, or a shorter concept as strong as the best (parsimony)."""
+    result, best = {}, None
+    for step in state.steps:
+        if step.source in ("summary", "user"):
+            continue
+        gain = best is None or criterion.better(step.scores, best.scores) or (
+            len(step.concept.split()) < len(best.concept.split()) and criterion.as_strong(step.scores, best.scores))
+        if gain:
+            best = step
+        if step.iteration > 0:
+            result[step.iteration] = gain
+    return result
+
+
 def outcomes(state: NeuronState, criterion: Criterion) -> list[tuple[str, bool]]:
     """Each iteration since the last strategy change, oldest first: what became of its
     proposal ('ok' when the LLM's was scored, else the kind of the last rejection, or 'none'
-    when nobody proposed) and whether the iteration found a new best."""
+    when nobody proposed) and whether the iteration advanced the search (`gains`)."""
     since = max((e.iteration for e in state.events if e.kind == "strategy"), default=0)
-    searched = [s for s in state.steps if s.source not in ("summary", "user")]
-    best = criterion.order([s for s in searched if s.iteration <= since], lambda s: s.scores)[:1]
+    advanced = gains(state, criterion)
     result = []
     for iteration in range(since + 1, state.iteration + 1):
-        step = next((s for s in searched if s.iteration == iteration), None)
+        step = next((s for s in state.steps if s.iteration == iteration and s.source in ("llm", "operator")), None)
         rejections = [e.kind for e in state.events if e.iteration == iteration and e.kind in LLM_REJECTIONS]
         llm = "ok" if step is not None and step.source == "llm" else (rejections[-1] if rejections else "none")
-        gain = step is not None and (not best or criterion.better(step.scores, best[0].scores))
-        if gain:
-            best = [step]
-        result.append((llm, gain))
+        result.append((llm, advanced.get(iteration, False)))
     return result
 
 
@@ -428,10 +440,15 @@ def stall_trigger(state: NeuronState, loop: LoopConfig, criterion: Criterion) ->
     return None, False
 
 
-def next_strategy(state: NeuronState) -> str:
-    """After the LLM stalls, the operators; after the operators stall, the LLM again with the
-    strategy after the last one it had (refine, explore, combine, contrast, hot, refine...)."""
+def next_strategy(state: NeuronState, criterion: Criterion) -> str:
+    """After the LLM stalls, the operators; after the operators stall, the LLM again, with
+    the strategy after the last one it had (refine, explore, combine, contrast, hot,
+    refine...), but only if one of its concepts ever advanced the search: a weak LLM does
+    not get turns back from operators that work."""
     if state.strategy != "operators":
+        return "operators"
+    advanced = gains(state, criterion)
+    if not any(advanced.get(s.iteration) for s in state.steps if s.source == "llm"):
         return "operators"
     used = [e.strategy for e in state.events if e.kind == "strategy" and e.strategy in LLM_STRATEGIES]
     last = used[-1] if used else LLM_STRATEGIES[0]
