@@ -3,9 +3,10 @@
     init -> stall -> propose ---> check -> score -> stall -> ... -> summarize -> check -> score
               |         ^  \        |                                   |                  |
               |         |   \-> operate <- (rejected twice, or the LLM failed)               v
-              \-> operate (operators' strategy)              confirm -> review -> finalize
+              \-> operate (operators' strategy)    finalize <- review <- score <- confirm <-/
 
-Every proposal (LLM, operator, summary, a person's) goes through `check` and `score`.
+Every proposal (LLM, operator, summary, a person's) goes through `check` and `score`; so do
+the confirm step's finalists (`score` only: they are scored again, on fresh images).
 `stall` starts each iteration: it stops on a spent budget and changes strategy on a stall.
 A rejected LLM proposal is asked for again once, with the reason; after that an operator
 proposal takes its place, so no iteration ends without a new scored concept. The search
@@ -42,39 +43,41 @@ def after_stall(s: NeuronState) -> str:
 
 
 def after_propose(s: NeuronState) -> str:
-    return "check" if s.proposal is not None else "operate"
+    return "check" if s.proposals else "operate"
 
 
 def after_operate(s: NeuronState) -> str:
-    return "check" if s.proposal is not None else "summarize"
+    return "check" if s.proposals else "summarize"
 
 
 def after_check(s: NeuronState) -> str:
     """Score an accepted proposal. A rejected one: the summary tries its fallback, a
     person's concept is dropped, the LLM is asked once more, then an operator steps in."""
-    if s.proposal is not None:
+    if s.proposals:
         return "score"
-    rejected = s.events[-1]
-    if rejected.source == "summary":
+    if s.phase == "summary":
         return "summarize"
-    if rejected.source == "user":
+    if s.phase == "review":
         return "finalize"
     llm_rejections = sum(e.iteration == s.iteration and e.source == "llm" and e.kind in nodes.LLM_REJECTIONS
                          for e in s.events)
-    return "propose" if rejected.source == "llm" and llm_rejections < 2 else "operate"
+    return "propose" if s.events[-1].source == "llm" and llm_rejections < 2 else "operate"
 
 
 def after_score(s: NeuronState) -> str:
-    source = s.steps[-1].source
-    return {"summary": "confirm", "user": "finalize"}.get(source, "stall")
+    return {"search": "stall", "summary": "confirm", "confirm": "review", "review": "finalize"}[s.phase]
 
 
 def after_summarize(s: NeuronState) -> str:
-    return "check" if s.proposal is not None else "confirm"
+    return "check" if s.proposals else "confirm"
+
+
+def after_confirm(s: NeuronState) -> str:
+    return "score" if s.proposals else "review"
 
 
 def after_review(s: NeuronState) -> str:
-    return "check" if s.proposal is not None else "finalize"
+    return "check" if s.proposals else "finalize"
 
 
 def build_label_graph(checkpointer=None):
@@ -87,9 +90,9 @@ def build_label_graph(checkpointer=None):
     graph.add_conditional_edges("propose", after_propose, ["check", "operate"])
     graph.add_conditional_edges("operate", after_operate, ["check", "summarize"])
     graph.add_conditional_edges("check", after_check, ["score", "summarize", "propose", "operate", "finalize"])
-    graph.add_conditional_edges("score", after_score, ["stall", "confirm", "finalize"])
+    graph.add_conditional_edges("score", after_score, ["stall", "confirm", "review", "finalize"])
     graph.add_conditional_edges("summarize", after_summarize, ["check", "confirm"])
-    graph.add_edge("confirm", "review")
+    graph.add_conditional_edges("confirm", after_confirm, ["score", "review"])
     graph.add_conditional_edges("review", after_review, ["check", "finalize"])
     graph.add_edge("finalize", END)
     return graph.compile(checkpointer=checkpointer)

@@ -1,10 +1,11 @@
 """The nodes of the labelling graph. Each has one job and returns a state update.
 
 Every concept, whoever proposes it (the LLM, an operator, the summary, a person in
-review), travels one path: a `Proposal` -> `check` (new? drawable?) -> `score` (render,
-activations, scores: a Step in the history, LINE's pool). `confirm` scores the finalists on
-fresh images, and `finalize` chooses the label by the run's criterion (tools.criterion).
-Heavy objects come from the runtime context (`LineContext`); the state holds history only.
+review, the confirm step), travels one path (agent.path): `Proposal`s -> `check` (new?
+drawable?) -> `score` (render, activations, scores: Steps in the history and LINE's pool,
+or the confirm step's Finalists). `finalize` chooses the label by the run's criterion
+(tools.criterion). The state's `phase` says who proposed, so the edges know where to go
+next. Heavy objects come from the runtime context (`LineContext`); the state holds history.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from langgraph.types import interrupt
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 import prompts
-from agent import operators
+from agent import operators, path
 from agent.config import LoopConfig
 from agent.dedup import Deduplicator
 from agent.llm import ask_structured
@@ -31,12 +32,11 @@ from agent.state import AtomScore, Label, NeuronState, Proposal
 from tools.criterion import Criterion
 from tools.engine import Engine
 from tools.generators.base import Atom, ImageGenerator
-from tools.history import Event, Step, confirm_finalists, score_step, score_steps
+from tools.history import Event, Step, score_steps
 from tools.polysemantic import analyse
 from tools.text import default_embedder
 
 LLM_STRATEGIES = ["refine", "explore", "combine", "contrast", "hot"]
-TOP_SCENES = 1  # operators: scenes of the unit's favourite images to propose first
 HOT_TEMPERATURE_BOOST = 0.5
 LLM_REJECTIONS = ("duplicate", "undrawable", "llm_failure")
 MAX_SHORTER = 2  # finalists: the shortest concepts scored already that are as strong as the best
@@ -132,22 +132,6 @@ def _failure(iteration: int, source: str, reply) -> Event:
     return Event(iteration=iteration, kind="llm_failure", source=source, reason=" / ".join(reply.failures)[:500])
 
 
-def _canonical(ctx: LineContext, concept: str) -> str:
-    """The generator's normal form of `concept` where it has one (same scene, same words)."""
-    return ctx.engine.generator.interpret(concept).canonical or concept
-
-
-def _fully_drawn(ctx: LineContext, concept: str) -> bool:
-    """Whether the generator draws every word of `concept` (operators must not make labels
-    with words the images ignore)."""
-    interpretation = ctx.engine.generator.interpret(concept)
-    return interpretation.drawable and not interpretation.ignored
-
-
-def _new(ctx: LineContext, state: NeuronState, concept: str) -> bool:
-    return _fully_drawn(ctx, concept) and ctx.dedup.check(concept, state.tried()).accepted
-
-
 # --- the start: the initial pool -----------------------------------------------------------
 def init(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     """LINE's initial pool: the top control classes for the unit and random ones, then, for
@@ -196,54 +180,23 @@ def propose(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     temperature = ctx.temperature + (HOT_TEMPERATURE_BOOST if state.strategy == "hot" else 0.0)
     reply = ask_structured(ctx.chat, [SystemMessage(prompts.text("propose_system")), HumanMessage(user)],
                            _answer_schema(ctx), temperature=temperature, retries=ctx.llm_retries)
-    update = {"elapsed": time.perf_counter() - start, "usage": reply.usage()}
+    update = {"elapsed": time.perf_counter() - start, "usage": reply.usage(), "phase": "search"}
     if reply.value is None:
-        return update | {"proposal": None, "events": [_failure(state.iteration, "llm", reply)]}
-    return update | {"proposal": Proposal(concept=reply.value.concept, source="llm", iteration=state.iteration,
-                                          reasoning=reply.value.reasoning, strategy=state.strategy,
-                                          llm_calls=reply.attempts, llm_tokens=reply.input_tokens + reply.output_tokens)}
+        return update | {"proposals": [], "events": [_failure(state.iteration, "llm", reply)]}
+    return update | {"proposals": [Proposal(concept=reply.value.concept, source="llm", iteration=state.iteration,
+                                            reasoning=reply.value.reasoning, strategy=state.strategy,
+                                            llm_calls=reply.attempts,
+                                            llm_tokens=reply.input_tokens + reply.output_tokens)]}
 
 
 def operate(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     """An operator's concept: the best one changed attribute by attribute (agent.operators).
     When none is new, the vocabulary is exhausted and the search stops."""
-    found = next(operator_candidates(runtime.context, state), None)
+    found = next(path.operator_proposals(runtime.context, state, _rng(runtime.context, state)), None)
     if found is not None:
-        return {"proposal": Proposal(concept=found[0], source="operator", iteration=state.iteration,
-                                     reasoning=found[1], strategy="operators")}
+        return {"proposals": [found], "phase": "search"}
     reason = "vocabulary exhausted: operators found no new concept"
-    return {"proposal": None, "stop_reason": reason,
-            "events": [Event(iteration=state.iteration, kind="stop", reason=reason)]}
-
-
-def operator_candidates(ctx: LineContext, state: NeuronState):
-    """New, fully drawn operator concepts (in the generator's normal form), best first."""
-    vocabulary = ctx.engine.generator.vocabulary()
-    ranked = [_canonical(ctx, s.concept) for s in state.ranked(ctx.criterion)]
-    images = sorted(image_evidence(ctx, state), key=lambda item: -item[1])
-    ranking = operators.attribute_ranking(images, vocabulary)
-    scenes = list(dict.fromkeys(scene for scene, _ in images))[:TOP_SCENES]
-    atoms = [a.concept for a in ctx.criterion.order(state.sweep, lambda a: a.scores)]
-    seen = {e.concept for e in state.events if e.iteration == state.iteration}  # rejected in this iteration
-    for concept, how in operators.candidates(ranked, ranking, vocabulary, _rng(ctx, state), atoms, scenes):
-        concept = _canonical(ctx, concept)
-        if concept not in seen and _new(ctx, state, concept):
-            seen.add(concept)
-            yield concept, how
-
-
-def image_evidence(ctx: LineContext, state: NeuronState) -> list[tuple[str, float]]:
-    """(what was drawn, the unit's activation) for every image the unit has seen with a
-    known scene: the generated control set, the sweep's atoms and the unit's own steps."""
-    drawn = ctx.engine.generator.drawn
-    control = ctx.engine.control
-    evidence = [(drawn(concept, seed), float(act)) for (concept, seed), act
-                in zip(control.drawn_from, ctx.engine.control_activations()[:, state.unit])]
-    seeds = ctx.engine.seeds()
-    evidence += [(drawn(a.concept, seed), act) for a in state.sweep for seed, act in zip(seeds, a.activations)]
-    evidence += [(drawn(s.concept, seed), act) for s in state.steps
-                 for seed, act in zip(s.seeds, s.activations.per_image)]
-    return evidence
+    return {"proposals": [], "stop_reason": reason, "events": [Event(iteration=state.iteration, kind="stop", reason=reason)]}
 
 
 def summarize(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
@@ -253,30 +206,30 @@ def summarize(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     ctx = runtime.context
     top = state.ranked(ctx.criterion)[:3]
     if not ctx.loop.summary or len(top) < 2 or any(s.source == "summary" for s in state.steps):
-        return {}
+        return {"phase": "summary", "proposals": []}
     iteration = state.iteration + 1
     asked = any(e.source == "summary" for e in state.events)
-    update: dict = {}
+    update: dict = {"phase": "summary", "proposals": []}
     if ctx.chat is not None and not asked:
         start = time.perf_counter()
         user = prompts.render("summarize_user", top=pool_lines(top, ctx.criterion))
         reply = ask_structured(ctx.chat, [SystemMessage(prompts.text("propose_system")), HumanMessage(user)],
                                _answer_schema(ctx), temperature=ctx.temperature, retries=ctx.llm_retries)
-        update = {"usage": reply.usage(), "elapsed": time.perf_counter() - start}
+        update |= {"usage": reply.usage(), "elapsed": time.perf_counter() - start}
         if reply.value is not None:
-            return update | {"proposal": Proposal(concept=reply.value.concept, source="summary", iteration=iteration,
-                                                  reasoning=reply.value.reasoning, strategy="summary",
-                                                  llm_calls=reply.attempts,
-                                                  llm_tokens=reply.input_tokens + reply.output_tokens)}
+            return update | {"proposals": [Proposal(concept=reply.value.concept, source="summary", iteration=iteration,
+                                                    reasoning=reply.value.reasoning, strategy="summary",
+                                                    llm_calls=reply.attempts,
+                                                    llm_tokens=reply.input_tokens + reply.output_tokens)]}
         update["events"] = [_failure(iteration, "summary", reply)]
     if ctx.loop.simplify:
-        best = _canonical(ctx, top[0].concept)
+        best = path.canonical(ctx, top[0].concept)
         rejected = {e.concept for e in state.events if e.source == "summary"}
         for concept, how in operators.generalisations(best, ctx.engine.generator.vocabulary()):
-            concept = _canonical(ctx, concept)
-            if concept not in rejected and _new(ctx, state, concept):
-                return update | {"proposal": Proposal(concept=concept, source="summary", iteration=iteration,
-                                                      reasoning=how, strategy="generalise")}
+            concept = path.canonical(ctx, concept)
+            if concept not in rejected and path.is_new(ctx, state, concept):
+                return update | {"proposals": [Proposal(concept=concept, source="summary", iteration=iteration,
+                                                        reasoning=how, strategy="generalise")]}
     return update
 
 
@@ -284,7 +237,7 @@ def review(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     """Optionally pause for a person: approve the label or give a concept of their own."""
     ctx = runtime.context
     if not ctx.loop.review or state.verdict is not None:
-        return {}
+        return {"phase": "review", "proposals": []}
     label, scores, _ = choose_label(state, ctx.criterion, ctx.loop.simplify)
     runners_up = [s.concept for s in state.ranked(ctx.criterion) if s.concept != label][:3]
     answer = str(interrupt({
@@ -292,46 +245,44 @@ def review(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
         "question": prompts.render("review", unit=state.unit, label=label, auc=f"{scores.auc:.3f}",
                                    runners_up=", ".join(runners_up)),
     })).strip()
+    update = {"phase": "review", "proposals": []}
     if answer.lower() in {"", "approve", "approved", "yes", "y", "ok"}:
-        return {"verdict": "approve", "events": [Event(iteration=state.iteration, kind="review", reason="approved")]}
-    update = {"verdict": answer, "events": [Event(iteration=state.iteration, kind="review", concept=answer,
-                                                  source="user", reason="a person proposed their own label")]}
+        return update | {"verdict": "approve",
+                         "events": [Event(iteration=state.iteration, kind="review", reason="approved")]}
+    update |= {"verdict": answer, "events": [Event(iteration=state.iteration, kind="review", concept=answer,
+                                                   source="user", reason="a person proposed their own label")]}
     if state.step(answer) is None:
-        update["proposal"] = Proposal(concept=answer, source="user", iteration=state.iteration)
+        update["proposals"] = [Proposal(concept=answer, source="user", iteration=state.iteration)]
     return update
 
 
 # --- the one path: check and score -----------------------------------------------------------
 def check(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
-    """Drop a proposal already tried (words, scene or meaning) or one that cannot be drawn;
-    the event says which earlier concept it repeats. A person's concept is only checked
-    for drawability: they decide what is new."""
-    ctx, proposal = runtime.context, state.proposal
-    if not ctx.loop.dedup:
+    """Drop proposals already tried (same words, same scene or, for open vocabularies, the
+    same meaning) or that cannot be drawn; each rejection is a typed event saying which
+    earlier concept it repeats (agent.path.rejection)."""
+    ctx = runtime.context
+    events = [e for e in (path.rejection(ctx, state, p) for p in state.proposals) if e is not None]
+    if not events:
         return {}
-    verdict = ctx.dedup.check(proposal.concept, [] if proposal.source == "user" else state.tried())
-    if verdict.accepted:
-        return {}
-    event = Event(iteration=proposal.iteration, kind="undrawable" if verdict.undrawable else "duplicate",
-                  concept=proposal.concept, source=proposal.source, duplicate_of=verdict.duplicate_of,
-                  reason=verdict.reason)
-    return {"proposal": None, "events": [event]}
+    rejected = {e.concept for e in events}
+    return {"proposals": [p for p in state.proposals if p.concept not in rejected], "events": events}
 
 
 def score(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
-    """Score the proposal, add it to the history and, for a search step, update the pool
-    by LINE's rule."""
-    ctx, proposal = runtime.context, state.proposal
-    step = score_step(ctx.engine, state.unit, proposal.concept, proposal.source, proposal.iteration,
-                      proposal.reasoning, proposal.strategy)
-    step = step.model_copy(update={"llm_calls": proposal.llm_calls, "llm_tokens": proposal.llm_tokens})
-    update = {"steps": [step], "proposal": None, "elapsed": step.seconds}
-    if proposal.source in ("llm", "operator"):
-        update["pool"] = _updated_pool(ctx, state, step)
+    """Score the proposals (rendered together) and record them: Steps in the history and,
+    for search steps, LINE's pool; or the confirm step's Finalists."""
+    ctx, start = runtime.context, time.perf_counter()
+    steps, finalists = path.score(ctx, state.unit, state.proposals)
+    update: dict = {"proposals": [], "steps": steps, "elapsed": time.perf_counter() - start}
+    if finalists:
+        update["finalists"] = finalists
+    if state.phase == "search" and steps:  # one search proposal an iteration
+        update["pool"] = pool_with(ctx, state, steps[0])
     return update
 
 
-def _updated_pool(ctx: LineContext, state: NeuronState, step: Step) -> list[str]:
+def pool_with(ctx: LineContext, state: NeuronState, step: Step) -> list[str]:
     """A better concept evicts the worst; a worse one evicts a random entry but the best."""
     pool = list(state.pool)
     if len(pool) < ctx.loop.pool_size:
@@ -457,13 +408,12 @@ def next_strategy(state: NeuronState, criterion: Criterion) -> str:
 
 # --- the label ----------------------------------------------------------------------------------
 def confirm(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
-    """Score the finalists on a fresh block of seeds, each on all its images."""
+    """Propose the finalists for a fresh block of seeds: `score` scores each on all its images."""
     ctx = runtime.context
     if not ctx.loop.confirm or state.finalists or not state.steps:
-        return {}
-    start = time.perf_counter()
-    finalists = confirm_finalists(ctx.engine, state.unit, pick_finalists(ctx, state), ctx.loop.confirm_images)
-    return {"finalists": finalists, "elapsed": time.perf_counter() - start}
+        return {"phase": "confirm", "proposals": []}
+    return {"phase": "confirm", "proposals": [Proposal(concept=concept, source="confirm", iteration=state.iteration,
+                                                       reasoning=why) for concept, why in pick_finalists(ctx, state)]}
 
 
 def pick_finalists(ctx: LineContext, state: NeuronState) -> list[tuple[str, str]]:
@@ -480,14 +430,14 @@ def pick_finalists(ctx: LineContext, state: NeuronState) -> list[tuple[str, str]
                     and ctx.criterion.as_strong(s.scores, best.scores, floor)), key=lambda s: len(s.concept.split()))
     chosen += [(s.concept, f"shorter than {best.concept!r} and as strong") for s in known[:MAX_SHORTER]]
     if not known:
-        scored = {_canonical(ctx, s.concept) for s in state.steps}
-        shorter = [_canonical(ctx, c) for c, _ in operators.generalisations(_canonical(ctx, best.concept),
+        scored = {path.canonical(ctx, s.concept) for s in state.steps}
+        shorter = [path.canonical(ctx, c) for c, _ in operators.generalisations(path.canonical(ctx, best.concept),
                                                                               ctx.engine.generator.vocabulary())]
-        new = [c for c in shorter if c not in scored and _fully_drawn(ctx, c)][:MAX_NEW_GENERALISATIONS]
+        new = [c for c in shorter if c not in scored and path.fully_drawn(ctx, c)][:MAX_NEW_GENERALISATIONS]
         chosen += [(c, f"a shorter form of {best.concept!r}") for c in new]
     unique: dict[str, tuple[str, str]] = {}
     for concept, why in chosen:
-        unique.setdefault(_canonical(ctx, concept), (concept, why))
+        unique.setdefault(path.canonical(ctx, concept), (concept, why))
     return list(unique.values())
 
 

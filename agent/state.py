@@ -7,7 +7,7 @@ by their cache keys. A checkpoint of this state resumes a run on another day.
 from __future__ import annotations
 
 import operator
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -17,10 +17,11 @@ from tools.scoring import Scores
 
 
 class Proposal(Record):
-    """A concept waiting to be checked and scored."""
+    """A concept waiting to be checked and scored (agent.path). A "confirm" proposal is a
+    finalist to score on fresh images; its reasoning says why it is a finalist."""
 
     concept: str
-    source: Source
+    source: Source | Literal["confirm"]
     iteration: int
     reasoning: str = ""
     strategy: str = ""
@@ -64,7 +65,9 @@ class NeuronState(History):
 
     pool: list[str] = Field(default_factory=list, description="concepts shown to the LLM, LINE's pool")
     sweep: list[AtomScore] = Field(default_factory=list, description="the unit's scores of the layer's attribute sweep")
-    proposal: Proposal | None = None
+    proposals: list[Proposal] = Field(default_factory=list, description="waiting to be checked and scored")
+    phase: Literal["search", "summary", "confirm", "review"] = Field(
+        "search", description="who proposes now: the search, the summary, the confirm step, a person in review")
     strategy: str = "refine"
     llm_retired: bool = Field(False, description="the LLM kept failing: operators propose from now on")
     usage: Annotated[Usage, operator.add] = Field(default_factory=Usage)
