@@ -3,19 +3,21 @@
     START -> intake --(message)--> agent --(tool calls)--> dedup -> tools -> stall -> agent ...
                |                      \\--(answer)--> END             ^         \\
                \\--(slash command)-------------------------------------/          \\--> END (a slash
-                                                                     command's turn, or rounds spent)
+                                                                     command's turn, or its budget spent)
 
 `intake` turns slash commands (`/score red stripes`) into tool calls without the LLM;
 `agent` asks the LLM for tool calls (native tool calling, or a JSON action schema for
-models without it); `dedup` answers concepts already scored from the history instead of
-rendering them again; `tools` runs the four typed tools of `tools.agent_tools`; `stall`
-applies the autonomous graph's stall test and suggests a new strategy. The state is the
-neuron's generation history (NeuronState) plus the conversation, checkpointed in SQLite:
-a thread lives in `runs/chat-.../` like a run, and resumes on another day.
+models without it); `dedup` checks each proposed concept on the one path (agent.path): the
+LLM's repeat is answered with a new concept, the next operator proposal, scored in its
+place; `tools` runs the four typed tools of `tools.agent_tools` through ToolNode's public
+interface; `stall` applies the labelling loop's stall test and, on a stall, scores the next
+operator proposal and says so. The state is the neuron's generation history (NeuronState)
+plus the conversation, checkpointed in SQLite: a thread lives in `runs/chat-.../` like a
+run, and resumes on another day.
 """
 
-import itertools
 import json
+import random
 import re
 import uuid
 from dataclasses import dataclass
@@ -47,23 +49,18 @@ from agent.llm import (
     describe_failure,
     transport_failure,
 )
-from agent.nodes import (
-    LineContext,
-    next_strategy,
-    operator_candidates,
-    stall_trigger,
-    vocabulary_hint,
-)
+from agent import path
+from agent.nodes import LineContext, stall_trigger, vocabulary_hint
 from agent.runner import Run, build_context, new_run_id
-from agent.state import NeuronState, Usage
+from agent.state import NeuronState, Proposal, Usage
 from agent.terminal import printable, safe
 from tools.agent_tools import TOOLS, USER_CALL_PREFIX, ScoreConceptArgs, ScoreResult
 from tools.errors import LineError
 from tools.history import Event
 
-STALL_NOTE = "stall-detector"  # name of the suggestion messages the stall node adds
+STALL_NOTE = "stall-detector"  # name of the messages the stall node adds
 TRANSCRIPT_FOR_ACTIONS = 16  # recent messages a model without tool calling sees
-SUGGESTED_CANDIDATES = 3
+ROUND_LIMIT = 2  # rounds that only read the history may add this many times the budget
 
 
 class ChatState(NeuronState):
@@ -227,36 +224,50 @@ def after_agent(state: ChatState) -> str:
     return "dedup" if isinstance(last, AIMessage) and last.tool_calls else END
 
 
-# --- dedup: concepts already scored are answered from the history ---------------------------
+# --- dedup: a repeat is acted on, not replayed -----------------------------------------------
 def dedup(state: ChatState, runtime: Runtime[ChatContext]) -> Command:
-    """Give each proposal (a score of the neuron's unit) an iteration; answer duplicates and
-    undrawable concepts here; send the other calls to the tools, each with its iteration."""
+    """Number each proposal (a score of the neuron's unit) and check it on the one path
+    (agent.path). The LLM's repeat is acted on: the next operator proposal is scored in its
+    place, and the answer says so. A person's repeat is answered from the history. The
+    other calls go to the tools together, as ToolNode's public list of tool calls."""
     ctx = runtime.context
-    iteration, seen = state.iteration, state.tried()
-    messages, events, sends = [], [], []
+    iteration, accepted, numbered = state.iteration, [], {}
+    messages, events, steps = [], [], []
     for call in last_tool_calls(state):
         concept = proposal(call, state.unit)
         if concept is None:
-            sends.append(_send(call, state, state.iteration))
+            accepted.append(call)
             continue
         iteration += 1
-        verdict = ctx.dedup.check(concept, seen) if ctx.loop.dedup else None
-        if verdict is None or verdict.accepted:
-            sends.append(_send(call, state, iteration))
-            seen = seen + [concept]
-        elif verdict.undrawable:
-            events.append(Event(iteration=iteration, kind="undrawable", concept=concept, source=source_of_call(call),
-                                reason=verdict.reason))
-            messages.append(ToolMessage(f"Not scored: {concept!r} cannot be drawn ({verdict.reason}). "
+        working = state.model_copy(update={"steps": state.steps + steps, "iteration": iteration})
+        offered = Proposal(concept=concept, source=source_of_call(call), iteration=iteration)
+        rejected = path.rejection(ctx, working, offered, also=[proposal(c, state.unit) for c in accepted
+                                                              if c["id"] in numbered])
+        if rejected is None:
+            accepted.append(call)
+            numbered[call["id"]] = iteration
+            continue
+        events.append(rejected)
+        substitute = None
+        if rejected.kind == "duplicate" and offered.source == "llm":
+            substitute = next(path.operator_proposals(ctx, working, random.Random(iteration)), None)
+        if substitute is not None:
+            step = path.score(ctx, state.unit, [substitute])[0][0]
+            steps.append(step)
+            text = prompts.render("chat_repeat", concept=concept, earlier=rejected.duplicate_of, reason=rejected.reason,
+                                  substitute=step.concept, how=substitute.reasoning,
+                                  score=ScoreResult.of_step(step, state.unit).text())
+            messages.append(ToolMessage(text, tool_call_id=call["id"], name=call["name"]))
+        elif rejected.kind == "undrawable":
+            messages.append(ToolMessage(f"Not scored: {concept!r} cannot be drawn ({rejected.reason}). "
                                         "inspect_history lists the words the generator draws.",
                                         tool_call_id=call["id"], name=call["name"], status="error"))
         else:
-            events.append(Event(iteration=iteration, kind="duplicate", concept=concept, source=source_of_call(call),
-                                duplicate_of=verdict.duplicate_of, reason=verdict.reason))
-            messages.append(ToolMessage(duplicate_answer(state, concept, verdict.duplicate_of, verdict.reason),
+            messages.append(ToolMessage(duplicate_answer(working, concept, rejected.duplicate_of, rejected.reason),
                                         tool_call_id=call["id"], name=call["name"]))
-    update = {"iteration": iteration, "messages": messages, "events": events}
-    return Command(update=update, goto=sends or "stall")
+    update = {"iteration": iteration, "call_iterations": numbered, "messages": messages, "events": events,
+              "steps": steps}
+    return Command(update=update, goto=Send("tools", accepted) if accepted else "stall")
 
 
 def source_of_call(call: dict) -> str:
@@ -278,18 +289,12 @@ def proposal(call: dict, unit: int) -> str | None:
     return args.concept if args.unit in (None, unit) else None
 
 
-def duplicate_answer(state: ChatState, concept: str, earlier: str, reason: str) -> str:
+def duplicate_answer(state: NeuronState, concept: str, earlier: str, reason: str) -> str:
     step = state.step(earlier)
     if step is None:  # proposed twice in the same round
         return f"Not scored again: {concept!r} repeats {earlier!r} ({reason}), scored by another call just now."
     note = f"Served from the history: {concept!r} repeats {earlier!r} ({reason}); no new images were made."
     return ScoreResult.of_step(step, state.unit, note=note).text()
-
-
-def _send(call: dict, state: ChatState, iteration: int) -> Send:
-    """The tool call with the history it runs against (its own iteration number)."""
-    snapshot = state.model_dump(exclude={"messages"}) | {"iteration": iteration}
-    return Send("tools", {"__type": "tool_call_with_context", "tool_call": call, "state": snapshot})
 
 
 def tool_error(error: ToolException | LineError) -> str:
@@ -299,44 +304,51 @@ def tool_error(error: ToolException | LineError) -> str:
     return f"Error: {text}\nFix the arguments and call the tool again, or try something else."
 
 
-# --- stall: the autonomous graph's stall test, as advice ------------------------------------
+# --- stall: the autonomous graph's stall test, acted on ------------------------------------
 def stall(state: ChatState, runtime: Runtime[ChatContext]) -> Command:
-    """On a stall, suggest the next strategy; end a slash command's turn, or one that ran
-    out of tool rounds; else back to the agent."""
+    """On a stall (the loop's test: no new best for a while, or proposals rejected in a
+    row), act as the loop does: score the next operator proposal, and tell the agent and
+    the researcher. Then end a slash command's turn, or one whose tool budget is spent;
+    else back to the agent."""
     ctx = runtime.context
     update: dict = {"messages": []}
-    trigger, failing = stall_trigger(state, ctx.loop, ctx.criterion) if ctx.loop.stall else (None, False)
-    if trigger:
-        following = "operators" if failing else next_strategy(state, ctx.criterion)
-        update["strategy"] = following
-        update["events"] = [Event(iteration=state.iteration, kind="strategy", reason=trigger, strategy=following)]
-        advice = prompts.render("chat_stall", trigger=trigger, advice=strategy_advice(ctx, state, following))
-        update["messages"].append(HumanMessage(advice, name=STALL_NOTE))
+    trigger, _ = stall_trigger(state, ctx.loop, ctx.criterion) if ctx.loop.stall else (None, False)
+    substitute = next(path.operator_proposals(ctx, state.model_copy(update={"iteration": state.iteration + 1}),
+                                              random.Random(state.iteration)), None) if trigger else None
+    if substitute is not None:
+        step = path.score(ctx, state.unit, [substitute])[0][0]
+        update |= {"iteration": substitute.iteration, "steps": [step], "events": [Event(
+            iteration=state.iteration, kind="strategy", reason=trigger, strategy="operators")]}
+        note = prompts.render("chat_stall", trigger=trigger, substitute=step.concept, how=substitute.reasoning,
+                              score=ScoreResult.of_step(step, state.unit).text())
+        update["messages"].append(HumanMessage(note, name=STALL_NOTE))
     if any(str(c["id"]).startswith(USER_CALL_PREFIX) for c in last_tool_calls(state)):
         return Command(update=update, goto=END)
-    if tool_rounds(state) >= ctx.max_rounds:
-        note = f"(Stopped after {ctx.max_rounds} tool rounds; ask again to continue.)"
+    if work_rounds(state) >= ctx.max_rounds or tool_rounds(state) >= ROUND_LIMIT * ctx.max_rounds:
+        note = f"(Stopped after {ctx.max_rounds} tool rounds of new work; ask again to continue.)"
         update["messages"].append(AIMessage(note, name="line"))
         return Command(update=update, goto=END)
     return Command(update=update, goto="agent")
 
 
-def strategy_advice(ctx: ChatContext, state: ChatState, strategy: str) -> str:
-    """The strategy's instruction, or untried candidate concepts from the operators."""
-    if strategy != "operators":
-        return prompts.text(f"strategies/{strategy}").strip()
-    fresh = [concept for concept, _ in itertools.islice(operator_candidates(ctx, state), SUGGESTED_CANDIDATES)]
-    return f"Untried candidates: {', '.join(fresh)}." if fresh else "Try a clearly different kind of concept."
-
-
-def tool_rounds(state: ChatState) -> int:
+def _this_turn(state: ChatState) -> list[AIMessage]:
     """The LLM's tool rounds since the researcher's last message."""
-    rounds = 0
+    rounds = []
     for message in reversed(state.messages):
         if isinstance(message, HumanMessage) and message.name != STALL_NOTE:
             break
-        rounds += isinstance(message, AIMessage) and bool(message.tool_calls)
+        if isinstance(message, AIMessage) and message.tool_calls:
+            rounds.append(message)
     return rounds
+
+
+def tool_rounds(state: ChatState) -> int:
+    return len(_this_turn(state))
+
+
+def work_rounds(state: ChatState) -> int:
+    """Tool rounds that did new work: reading the history is not."""
+    return sum(any(c["name"] != "inspect_history" for c in m.tool_calls) for m in _this_turn(state))
 
 
 # --- the graph -----------------------------------------------------------------------------------

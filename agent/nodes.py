@@ -260,7 +260,8 @@ def review(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
 def check(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     """Drop proposals already tried (same words, same scene or, for open vocabularies, the
     same meaning) or that cannot be drawn; each rejection is a typed event saying which
-    earlier concept it repeats (agent.path.rejection)."""
+    earlier concept it repeats (agent.path.rejection). A person's label in review that
+    repeats an earlier concept takes that concept's scores."""
     ctx = runtime.context
     events = [e for e in (path.rejection(ctx, state, p) for p in state.proposals) if e is not None]
     if not events:
@@ -453,12 +454,21 @@ def choose_label(state: NeuronState, criterion: Criterion, parsimony: bool = Tru
     return choice.winner.concept, choice.winner.scores, choice.reason
 
 
+def persons_label(state: NeuronState) -> Step | None:
+    """The step of the concept a person gave in review: theirs, or the earlier concept it
+    repeats."""
+    if state.verdict in (None, "approve"):
+        return None
+    repeated = [e.duplicate_of for e in state.events if e.kind == "duplicate" and e.concept == state.verdict]
+    return state.step(state.verdict) or (state.step(repeated[-1]) if repeated else None)
+
+
 def finalize(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     """The label (a person's concept where they gave one, else the criterion's choice), its
     runners-up, and the distinct meanings in the history."""
     ctx = runtime.context
     concept, scores, reason = choose_label(state, ctx.criterion, ctx.loop.simplify)
-    own = state.step(state.verdict) if state.verdict not in (None, "approve") else None
+    own = persons_label(state)
     if own is not None:
         concept, scores, reason = own.concept, own.scores, "a person's label, given in review"
     runners = [(s.concept, round(s.scores.auc, 4)) for s in state.ranked(ctx.criterion) if s.concept != concept][:3]

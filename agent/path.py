@@ -42,13 +42,12 @@ def is_new(ctx: LineContext, history: History, concept: str) -> bool:
     return fully_drawn(ctx, concept) and ctx.dedup.check(concept, history.tried()).accepted
 
 
-def rejection(ctx: LineContext, history: History, proposal: Proposal) -> Event | None:
+def rejection(ctx: LineContext, history: History, proposal: Proposal, also: list[str] = ()) -> Event | None:
     """The typed event saying why `proposal` is not scored (a duplicate of an earlier concept,
-    or undrawable), or None. A person's concept is only checked for drawability: they
-    decide what is new."""
+    or of one in `also`, accepted but not scored yet; or undrawable), or None."""
     if not ctx.loop.dedup:
         return None
-    verdict = ctx.dedup.check(proposal.concept, [] if proposal.source == "user" else history.tried())
+    verdict = ctx.dedup.check(proposal.concept, [*history.tried(), *also])
     if verdict.accepted:
         return None
     return Event(iteration=proposal.iteration, kind="undrawable" if verdict.undrawable else "duplicate",

@@ -109,18 +109,30 @@ print(json.dumps({"before": [s.concept for s in before.steps], "messages_before"
                                                                      "blue background"]
 
 
-def test_duplicate_scores_are_served_from_history_without_new_images(scripted, engine):
-    session = start(scripted, engine, [call("score_concept", concept="red square"), "Already known."])
+def test_a_persons_repeat_is_served_from_history_and_the_llms_is_answered_with_a_new_concept(scripted, engine):
+    session = start(scripted, engine, [call("score_concept", concept="red square"), "Noted."])
     session.send("/score red squares")
     generated = engine.cache.stats["images_generated"]
-    added = session.send("/score Red Squares") + session.send("Try red square.")
+    served = tool_messages(session.send("/score Red Squares"))
+    assert len(served) == 1 and "Served from the history" in served[0].content and "AUC" in served[0].content
+    assert engine.cache.stats["images_generated"] == generated and len(session.state().steps) == 1
+    answer = tool_messages(session.send("Try red square."))[0]
     state = session.state()
-    assert [(s.concept, s.source) for s in state.steps] == [("red squares", "user")]
-    assert engine.cache.stats["images_generated"] == generated
-    answers = tool_messages(added)
-    assert len(answers) == 2 and all("Served from the history" in m.content and "AUC" in m.content for m in answers)
+    assert [s.source for s in state.steps] == ["user", "operator"]
+    assert 'repeats "red squares"' in answer.content and f'"{state.steps[1].concept}"' in answer.content
     assert [e.concept for e in state.events if e.kind == "duplicate"] == ["red squares", "red square"]
     assert state.iteration == 3  # every proposal counts, as in the autonomous loop
+
+
+def test_an_agent_that_always_repeats_one_call_still_scores_a_new_concept_every_round(scripted, engine):
+    scripted = settings_with(scripted, loop={"patience": 10, "duplicate_streak": 10})
+    session = start(scripted, engine, [call("score_concept", concept="red stripes")])
+    session.send("What does this neuron respond to? Try a few ideas.")
+    state = session.state()
+    concepts = [s.concept for s in state.steps]
+    assert len(concepts) == len(set(concepts)) == session.context.max_rounds
+    assert concepts[0] == "red stripes" and {s.source for s in state.steps[1:]} == {"operator"}
+    assert state.messages[-1].content.startswith("(Stopped after")
 
 
 def test_models_without_tool_calling_act_through_the_json_schema(settings, engine):
@@ -154,14 +166,17 @@ def test_bad_arguments_come_back_as_errors_and_the_conversation_goes_on(scripted
     assert "out of range" in tool_messages(session.send("/score red @7"))[0].content
 
 
-def test_stall_brings_a_strategy_suggestion(scripted, engine):
+def test_a_stall_scores_the_next_operator_concept_and_says_so(scripted, engine):
     scripted = settings_with(scripted, loop={"duplicate_streak": 2})
     session = start(scripted, engine, ["unused"])
     for text in ("/score red background", "/score red backgrounds", "/score the red background"):
         added = session.send(text)
     note = next(m for m in added if isinstance(m, HumanMessage) and m.name == STALL_NOTE)
-    assert "2 rejected proposals in a row" in note.content and "Untried candidates:" in note.content
-    assert any(e.kind == "strategy" and e.strategy == "operators" for e in session.state().events)
+    state = session.state()
+    substitute = state.steps[-1]
+    assert substitute.source == "operator" and f'"{substitute.concept}"' in note.content
+    assert "2 rejected proposals in a row" in note.content and "AUC" in note.content
+    assert any(e.kind == "strategy" and e.strategy == "operators" for e in state.events)
 
 
 def test_ablation_removes_only_what_drives_the_unit(engine):

@@ -220,8 +220,8 @@ def score_concept(concept: str, unit: int | None = None, runtime: ToolRuntime = 
     as images and the neuron's activations on them are compared with a control set of
     ordinary images. AUC near 1.0 means the concept excites the neuron far more than
     ordinary images; 0.5 means no effect. MAD is the mean difference in control standard
-    deviations; p is a one-sided Mann-Whitney test. The result enters the history.
-    Concepts already scored are answered from the history without new images."""
+    deviations; p is a one-sided Mann-Whitney test. The result enters the history. Asking
+    again for a concept already scored gives you a new, untried concept's score instead."""
     history, chosen = history_of(runtime.state), _unit(runtime, unit)
     ctx = runtime.context
     if chosen != history.unit:  # another unit: scored from the same (cached) images, not recorded
@@ -231,7 +231,8 @@ def score_concept(concept: str, unit: int | None = None, runtime: ToolRuntime = 
                              images=len(evidence.images), rendered=evidence.rendered,
                              note=f"the history is unit {history.unit}'s; this score is not recorded in it")
         return _answer(runtime, score_concept.name, result)
-    step = score_step(ctx.engine, chosen, concept, source_of(runtime), history.iteration)
+    iteration = history.call_iterations.get(runtime.tool_call_id, history.iteration)
+    step = score_step(ctx.engine, chosen, concept, source_of(runtime), iteration)
     return _recorded(runtime, score_concept.name, ScoreResult.of_step(step, chosen),
                      {"steps": [step], "elapsed": step.seconds})
 

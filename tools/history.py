@@ -97,6 +97,8 @@ class History(Record):
     events: Annotated[list[Event], operator.add] = Field(default_factory=list)
     iteration: int = 0
     finalists: list[Finalist] = Field(default_factory=list, description="the confirm step's candidates")
+    call_iterations: dict[str, int] = Field(default_factory=dict,
+                                            description="chat: the iteration each accepted score call records at")
 
     def best(self, criterion: Criterion = Criterion()) -> Step | None:
         ranked = self.ranked(criterion)
