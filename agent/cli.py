@@ -49,7 +49,7 @@ def _common(parser: argparse.ArgumentParser, layer: bool = True) -> None:
     parser.add_argument("--model", help="target model: efficientnet-lite0, timm:NAME, hf:ID_OR_FOLDER, package.module:factory")
     if layer:
         parser.add_argument("--layer", help="layer by dotted module path (see `line layers`)")
-        parser.add_argument("--control", help="control set: procedural:N or dir:PATH")
+        parser.add_argument("--control", help="control set: auto (by the generator), procedural:N or dir:PATH")
         parser.add_argument("--generator", help="procedural, or diffusers:HUB_ID_OR_FOLDER")
     parser.add_argument("--device", help="where the target model and the generator run: auto, cpu, cuda, cuda:N "
                                          "(sets device and generator.device)")
@@ -159,7 +159,7 @@ def cmd_label(args: argparse.Namespace) -> None:
 def _resumed(args: argparse.Namespace):
     """The run to resume and its settings: flags that would change what it scores are refused."""
     from agent.engines import build_engine
-    from agent.runner import Run, resume_settings
+    from agent.runner import Run, deep_merged, resume_settings
     from tools.engine import parse_units
 
     if args.run_id:
@@ -170,17 +170,9 @@ def _resumed(args: argparse.Namespace):
     for key in ("model", "layer", "control", "cache_dir", "runs_dir", "concurrency"):
         if getattr(args, key, None) is not None:
             changes[key] = getattr(args, key)
-    changes = _merged_flags(changes, flag_settings(args))
+    changes = deep_merged(changes, flag_settings(args))
     units = parse_units(args.units, build_engine(run.settings).units) if args.units is not None else None
     return run, resume_settings(run, changes, units)
-
-
-def _merged_flags(changes: dict, flags: dict) -> dict:
-    """`changes` with the flags' generator and device settings on top (sections merged)."""
-    merged = dict(changes)
-    for key, value in flags.items():
-        merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
-    return merged
 
 
 def _file_settings(path: str) -> dict:

@@ -280,7 +280,7 @@ def resume_settings(run: Run, changes: dict[str, Any], units: list[int] | None =
     refused with a LineError naming the key: only the keys in `MAY_CHANGE_ON_RESUME` may
     differ from the run's, and `units` (when given) must be the run's."""
     stored = run.settings.model_dump()
-    settings = load_settings(**_merged(stored, changes))
+    settings = load_settings(**deep_merged(stored, changes))
     settings = settings.model_copy(update={"control": control_spec(settings)})
     refused = [f"{key} ({old!r} -> {new!r})" for key, old, new in _differences(stored, settings.model_dump())
                if not _may_change(key)]
@@ -309,10 +309,11 @@ def _may_change(key: str) -> bool:
     return key in MAY_CHANGE_ON_RESUME or key.split(".")[0] in MAY_CHANGE_ON_RESUME
 
 
-def _merged(base: dict, changes: dict) -> dict:
+def deep_merged(base: dict, changes: dict) -> dict:
+    """`base` with `changes` on top, sections merged key by key."""
     merged = dict(base)
     for key, value in changes.items():
-        merged[key] = _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        merged[key] = deep_merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
     return merged
 
 

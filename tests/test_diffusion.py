@@ -200,6 +200,7 @@ def test_folder_that_is_not_a_pipeline_raises_line_error(tmp_path):
     ("red polka dots", "red polka dots"), ("dog on grass", "a dog on grass"), ("pile of sand", "a pile of sand"),
     ("the eiffel tower", "the eiffel tower"), ("two dogs", "two dogs"), ("mice", "mice"), ("bus", "a bus"),
     ("glass", "glass"), ("green grass", "green grass"), ("red", "red"), ("umbrella", "an umbrella"),
+    ("pair of shoes", "a pair of shoes"), ("lots of sand", "lots of sand"),
 ])
 def test_the_prompt_gives_each_concept_the_article_it_takes(concept, subject):
     gen = DiffusersGenerator()

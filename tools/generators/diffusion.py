@@ -61,12 +61,12 @@ _ARTICLES = {"a", "an", "the"}
 _DETERMINERS = _ARTICLES | {
     "some", "any", "many", "several", "few", "much", "no", "this", "that", "these", "those", "my", "your", "his",
     "her", "its", "our", "their", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-    "dozens", "hundreds", "lots", "pair", "each", "every", "both", "all"}
+    "each", "every", "both", "all"}
 # the head noun of "dog on grass" is the last word before the first of these
 _PREPOSITIONS = {
     "on", "in", "with", "of", "under", "over", "at", "by", "and", "or", "near", "behind", "beside", "against",
     "from", "inside", "through", "without", "above", "below", "between", "among", "around", "across", "along",
-    "into", "onto", "for", "like", "next", "under", "beneath", "amid", "made", "covered", "full"}
+    "into", "onto", "for", "like", "next", "beneath", "amid", "made", "covered", "full"}
 # bytes a pipeline batch takes per image and megapixel in float32 (SD-sized models, measured
 # with room to spare: a 512 px image of SD-Turbo peaks near 1.5 GiB); half in float16
 BYTES_PER_MEGAPIXEL = 6 << 30
@@ -449,19 +449,25 @@ class DiffusersGenerator:
 
 @contextmanager
 def _quiet_libraries() -> Iterator[None]:
-    """diffusers' and transformers' warnings, notices and loading bars (torchvision missing,
-    accelerate missing, generators on the CPU) held back while the pipeline loads and runs;
-    with `line -v` (logging at INFO) they are shown. The settings are restored after."""
+    """diffusers', transformers' and the hub's warnings, notices and loading bars (torchvision
+    missing, accelerate missing, generators on the CPU) held back while the pipeline loads and
+    runs; with `line -v` (logging at INFO) they are shown. The settings are restored after."""
     if logging.getLogger().isEnabledFor(logging.INFO):
         yield
         return
     from diffusers.utils import logging as diffusers_logging
+    from huggingface_hub import utils as hub_utils
+    from huggingface_hub.utils import logging as hub_logging
     from transformers.utils import logging as transformers_logging
 
-    saved = [(lib, lib.get_verbosity(), lib.is_progress_bar_enabled()) for lib in (diffusers_logging, transformers_logging)]
-    for lib, _, _ in saved:
+    libraries = (diffusers_logging, transformers_logging)
+    saved = [(lib, lib.get_verbosity(), lib.is_progress_bar_enabled()) for lib in libraries]
+    hub_saved = (hub_logging.get_verbosity(), hub_utils.are_progress_bars_disabled())
+    for lib in libraries:
         lib.set_verbosity_error()
         lib.disable_progress_bar()
+    hub_logging.set_verbosity_error()
+    hub_utils.disable_progress_bars()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -471,3 +477,6 @@ def _quiet_libraries() -> Iterator[None]:
             lib.set_verbosity(verbosity)
             if bars:
                 lib.enable_progress_bar()
+        hub_logging.set_verbosity(hub_saved[0])
+        if not hub_saved[1]:
+            hub_utils.enable_progress_bars()
