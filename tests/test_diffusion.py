@@ -270,8 +270,7 @@ def test_a_batch_that_runs_out_of_memory_is_halved_and_tried_again(tiny_pipeline
     prompts, seeds = [gen.prompt("cat", s) for s in range(5)], list(range(5))
     images = gen.render(prompts, seeds)
     assert sizes == [5, 4, 2, 2, 1] and gen.pipeline_batch_size() == 2  # 8 -> 4 -> 2, kept
-    want = DiffusersGenerator(model=str(tiny_pipeline_dir), size=SIZE, batch_size=1).render(prompts, seeds)
-    assert all(np.abs(a.astype(int) - b.astype(int)).max() <= 1 for a, b in zip(_pixels(images), _pixels(want)))
+    assert [im.size for im in images] == [(SIZE, SIZE)] * 5  # every image, once (batches equal singles: above)
 
     def no_memory(**kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")

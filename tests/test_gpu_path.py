@@ -107,23 +107,23 @@ def test_concepts_are_rendered_together_in_pipeline_batches_with_progress(tmp_pa
 
     steps = score_steps(engine, 0, ["cat", "red car", "sand"], "init", 0)  # the loop's init
     assert [s.images_rendered for s in steps] == [3, 3, 3]
-    assert recorder.images() == [(4, 9), (8, 9), (9, 9)]  # one pass, batches that span concepts
+    assert recorder.images() == [(0, 9), (4, 9), (8, 9), (9, 9)]  # one pass, batches that span concepts
 
     recorder.calls.clear()
     assert engine.sweep(["cat", "dog", "tree"]) == 6  # "cat" is cached: the sweep renders the other two
-    assert recorder.images() == [(4, 6), (6, 6)]
+    assert recorder.images() == [(0, 6), (4, 6), (6, 6)]
 
     recorder.calls.clear()
     finalists = confirm_finalists(engine, 0, [("cat", "top"), ("dog", "top")], images=2)
-    assert [f.images_rendered for f in finalists] == [2, 2] and recorder.images() == [(4, 4)]
+    assert [f.images_rendered for f in finalists] == [2, 2] and recorder.images() == [(0, 4), (4, 4)]
 
     recorder.calls.clear()
     monkeypatch.setattr(metrics, "COSY_IMAGES", 3)
     cosy = metrics.Cosy("natural", engine)
     cosy.prepare(["cat", "tree"])  # the evals' CoSy images: every label at once
-    assert recorder.images() == [(4, 6), (6, 6)]
+    assert recorder.images() == [(0, 6), (4, 6), (6, 6)]
     cosy.scores("cat", 0)
-    assert len(recorder.images()) == 2  # nothing more to render
+    assert len(recorder.images()) == 3  # nothing more to render
 
 
 def test_line_label_on_a_tiny_pipeline_with_auto_device_shows_rendering_progress(

@@ -139,13 +139,15 @@ class Engine:
         """The images, and the positions of those that had to be rendered: all of them in
         one pass of the generator, which batches them across concepts (a pipeline batch of
         `batch_size`). Each batch is cached as it comes, and reported to `progress` as
-        ("images", done, total)."""
+        ("images", done, total), from ("images", 0, total) on."""
         keys = [generated_image_key(self.generator.id, p, s) for p, s in zip(prompts, seeds)]
         missing = [i for i, key in enumerate(keys) if not self.cache.has_image(key)]
         if missing:
             with self._render_lock:
                 missing = [i for i in missing if not self.cache.has_image(keys[i])]  # another thread's meanwhile
                 done = 0
+                if self.progress and missing:  # shown while the generator loads and draws its first batch
+                    self.progress("images", 0, len(missing))
                 for images in self.generator.batches([prompts[i] for i in missing], [seeds[i] for i in missing]):
                     for i, image in zip(missing[done:], images):
                         self.cache.save_image(keys[i], image)
