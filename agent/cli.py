@@ -90,7 +90,7 @@ def cmd_score(args: argparse.Namespace) -> None:
     interpretation = evidence.interpretation
     result = {
         "model": settings.model, "layer": settings.layer, "concept": concept,
-        "control": f"{settings.control} ({len(engine.control)} images, mode {settings.loop.control_mode})",
+        "control": f"{engine.control.spec} ({len(engine.control)} images, mode {settings.loop.control_mode})",
         "generator": engine.generator.id,
         "understood": interpretation.understood, "ignored": interpretation.ignored,
         "canonical": interpretation.canonical,

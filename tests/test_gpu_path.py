@@ -169,6 +169,10 @@ confirm_images = 2
     assert len(init) == 3 and all(s["concept"] in natural for s in init)  # class names of photos, as prompts
     assert all(p.startswith("a realistic photo of ") for s in init for p in s["prompts"])
 
+    code, out, _ = line(capsys, "score", "--config", config, "--concept", "sand", "--json")
+    result = json.loads(out)
+    assert code == 0 and result["control"].startswith(f"dir:{shared_photos} (10 images")
+
 
 # --- a folder's fingerprint (item 5) ---------------------------------------------------------
 def test_replacing_the_weights_in_a_folder_invalidates_its_images(tmp_path, tiny_pipeline, shared_photos):
