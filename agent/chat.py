@@ -459,7 +459,7 @@ def cmd_chat(args) -> None:
         trusted = args.trust_run or args.model == settings.model
     else:
         settings, history = settings_from_args(args, runs_dir=args.runs_dir), None
-    engine = build_engine(settings, progress=progress("control set"), trust_code=trusted)
+    engine = build_engine(settings, progress=progress(), trust_code=trusted)
     if not trusted:
         _ = engine.model  # refuses a model that names code here, before the conversation
     context = chat_context(settings, engine)

@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.table import Table
 
-from agent.console import console, err_console, progress, settings_from_args
+from agent.console import console, err_console, flag_settings, progress, settings_from_args
 from agent.terminal import safe
 from tools.errors import LineError
 
@@ -49,8 +49,10 @@ def _common(parser: argparse.ArgumentParser, layer: bool = True) -> None:
     parser.add_argument("--model", help="target model: efficientnet-lite0, timm:NAME, hf:ID_OR_FOLDER, package.module:factory")
     if layer:
         parser.add_argument("--layer", help="layer by dotted module path (see `line layers`)")
-        parser.add_argument("--control", help="control set: procedural:N or dir:PATH")
+        parser.add_argument("--control", help="control set: auto (by the generator), procedural:N or dir:PATH")
         parser.add_argument("--generator", help="procedural, or diffusers:HUB_ID_OR_FOLDER")
+    parser.add_argument("--device", help="where the target model and the generator run: auto, cpu, cuda, cuda:N "
+                                         "(sets device and generator.device)")
     parser.add_argument("--cache-dir", help="where images and activations are cached")
 
 
@@ -78,7 +80,7 @@ def cmd_score(args: argparse.Namespace) -> None:
     from tools.engine import parse_units
 
     settings = settings_from_args(args)
-    engine = build_engine(settings, progress=progress("control set"))
+    engine = build_engine(settings, progress=progress())
     cache = engine.cache
     units = parse_units(args.units if args.units is not None else str(args.unit), engine.units)
     concept = check_concept(args.concept, engine.generator)
@@ -88,7 +90,7 @@ def cmd_score(args: argparse.Namespace) -> None:
     interpretation = evidence.interpretation
     result = {
         "model": settings.model, "layer": settings.layer, "concept": concept,
-        "control": f"{settings.control} ({len(engine.control)} images, mode {settings.loop.control_mode})",
+        "control": f"{engine.control.spec} ({len(engine.control)} images, mode {settings.loop.control_mode})",
         "generator": engine.generator.id,
         "understood": interpretation.understood, "ignored": interpretation.ignored,
         "canonical": interpretation.canonical,
@@ -124,11 +126,15 @@ def cmd_label(args: argparse.Namespace) -> None:
         if args.resume:
             run, settings = _resumed(args)
             stack.enter_context(run.writer())  # a second writer stops here, before any work
-            engine = build_engine(settings, progress=progress("control set"))
+            mended = run.mend(settings)
+            if mended:
+                err_console.print(f"run {safe(run.id)} resumes with mended settings: {safe(', '.join(mended))}",
+                                  highlight=False, soft_wrap=True)
+            engine = build_engine(settings, progress=progress())
             context = build_context(settings, engine)
         else:
             settings = settings_from_args(args, runs_dir=args.runs_dir, concurrency=args.concurrency)
-            engine = build_engine(settings, progress=progress("control set"))
+            engine = build_engine(settings, progress=progress())
             units = parse_units(args.units or "0", engine.units)
             context = build_context(settings, engine)  # before the run exists: a failed start leaves nothing behind
             run = Run.create(settings, units, args.run_id)
@@ -144,7 +150,8 @@ def cmd_label(args: argparse.Namespace) -> None:
                               f"Resume with: {safe(resume)}", highlight=False, soft_wrap=True)
             raise SystemExit(130)
         except LineError as error:
-            raise LineError(error.problem, f"{error.fix} Completed steps are saved; resume with: {resume}")
+            raise LineError(error.problem, f"{error.fix} Completed steps are saved; resume with: {resume} "
+                                           "(add --config FILE or --device to mend the device, the LLM or budgets)")
     _print_summary(run, states)
     console.print(f"history: {safe(run.folder / 'history.json')}")
 
@@ -152,7 +159,7 @@ def cmd_label(args: argparse.Namespace) -> None:
 def _resumed(args: argparse.Namespace):
     """The run to resume and its settings: flags that would change what it scores are refused."""
     from agent.engines import build_engine
-    from agent.runner import Run, resume_settings
+    from agent.runner import Run, deep_merged, resume_settings
     from tools.engine import parse_units
 
     if args.run_id:
@@ -163,9 +170,7 @@ def _resumed(args: argparse.Namespace):
     for key in ("model", "layer", "control", "cache_dir", "runs_dir", "concurrency"):
         if getattr(args, key, None) is not None:
             changes[key] = getattr(args, key)
-    if args.generator:
-        kind, _, model = args.generator.partition(":")
-        changes["generator"] = {"kind": kind, **({"model": model} if model else {})}
+    changes = deep_merged(changes, flag_settings(args))
     units = parse_units(args.units, build_engine(run.settings).units) if args.units is not None else None
     return run, resume_settings(run, changes, units)
 

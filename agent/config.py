@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -40,7 +40,11 @@ class GeneratorConfig(Section):
     steps: int = Field(1, ge=1)
     guidance_scale: float = 0.0
     size: int | None = Field(None, ge=32, description="image side; default 224 (procedural), 512 (diffusers)")
-    batch_size: int = Field(4, ge=1)
+    device: str = Field("auto", description="diffusers: auto (CUDA when there is a GPU, else cpu), cpu, cuda, cuda:N")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="diffusers: auto is float16 on CUDA, float32 on a CPU")
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="diffusers: images per pipeline batch, across concepts; auto: sized to the device's free memory")
 
 
 class LLMConfig(Section):
@@ -107,8 +111,8 @@ class Settings(BaseSettings):
 
     model: str = "efficientnet-lite0"
     layer: str = "_blocks.6"
-    control: str = "procedural:300"
-    device: str = "cpu"
+    control: str = Field("auto", description="auto (by the generator: procedural:300, or natural photos), procedural:N, dir:PATH")
+    device: str = Field("auto", description="the target model's: auto (CUDA when there is a GPU, else cpu), cpu, cuda:N")
     cache_dir: str = "~/.cache/line-agent"
     runs_dir: str = "runs"
     concurrency: int = Field(1, ge=1)

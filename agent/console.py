@@ -22,29 +22,50 @@ def settings_from_args(args: argparse.Namespace, **extra: Any):
     for key in ("model", "layer", "control", "cache_dir"):
         if getattr(args, key, None):
             overrides[key] = getattr(args, key)
-    generator = getattr(args, "generator", None)
-    if generator:
-        kind, _, model = generator.partition(":")
-        overrides["generator"] = {"kind": kind, **({"model": model} if model else {})}
-    return load_settings(args.config, **overrides)
+    return load_settings(args.config, **overrides, **flag_settings(args))
 
 
-def progress(label: str):
-    """A callback that shows long work (activations of a control set) on stderr, as a
-    transient bar; None (nothing shown) where stderr is no terminal."""
+def flag_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings of `--generator KIND[:MODEL]` and `--device DEVICE` (the target model's
+    and the generator's), as settings keys; a config file's other generator keys stay."""
+    generator: dict[str, Any] = {}
+    result: dict[str, Any] = {}
+    if getattr(args, "generator", None):
+        kind, _, model = args.generator.partition(":")
+        generator |= {"kind": kind, **({"model": model} if model else {})}
+    if getattr(args, "device", None):
+        result["device"] = generator["device"] = args.device
+    return result | ({"generator": generator} if generator else {})
+
+
+PHASES = {"images": "rendering images", "activations": "activations"}
+
+
+def progress(label: str = ""):
+    """A callback(what, done, total) for the engine: long work (rendering images, per
+    pipeline batch; activations) shown on stderr as a transient bar with done / total, one
+    phase at a time, `label` before it; None (nothing shown) where stderr is no terminal."""
     if not err_console.is_terminal:
         return None
-    state = {"task": None}
-    from rich.progress import Progress
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    bar = Progress(console=err_console, transient=True)
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=err_console, transient=True)
+    state: dict[str, Any] = {"task": None, "what": None}
 
     def update(what: str, done: int, total: int) -> None:
+        if state["task"] is not None and state["what"] != what:
+            bar.remove_task(state["task"])
+            state["task"] = None
         if state["task"] is None:
-            bar.start()
-            state["task"] = bar.add_task(f"{label}: {what}", total=total)
-        bar.update(state["task"], completed=done)
+            if not bar.tasks:
+                bar.start()
+            phase = PHASES.get(what, what)
+            state["task"], state["what"] = bar.add_task(f"{label}: {phase}" if label else phase, total=total), what
+        bar.update(state["task"], completed=done, total=total)
+        bar.refresh()  # every batch is shown, however quick
         if done >= total:
+            bar.remove_task(state["task"])
             bar.stop()
             state["task"] = None
 

@@ -5,12 +5,17 @@ Kept apart from the graph modules so that `line score` starts without LangGraph.
 
 from __future__ import annotations
 
+import logging
+from functools import lru_cache
+
 from agent.config import GeneratorConfig, Settings
 from tools.cache import DiskCache
-from tools.control import load_control_set
+from tools.control import AUTO, DEFAULT_PROCEDURAL, load_control_set, natural_images
 from tools.engine import Engine, Progress
 from tools.fingerprint import model_fingerprint
 from tools.generators.base import ImageGenerator
+
+log = logging.getLogger(__name__)
 
 
 def make_generator(config: GeneratorConfig) -> ImageGenerator:
@@ -21,7 +26,17 @@ def make_generator(config: GeneratorConfig) -> ImageGenerator:
     from tools.generators.diffusion import DiffusersGenerator
 
     return DiffusersGenerator(model=config.model, steps=config.steps, guidance_scale=config.guidance_scale,
-                              size=config.size or 512, batch_size=config.batch_size)
+                              size=config.size or 512, batch_size=config.batch_size, device=config.device,
+                              dtype=config.dtype)
+
+
+def control_spec(settings: Settings) -> str:
+    """The control set of `settings`, with "auto" resolved by the generator: drawings for the
+    procedural generator (procedural:300), natural photos with classes for a photo generator
+    (tools.control.natural_images)."""
+    if settings.control != AUTO:
+        return settings.control
+    return DEFAULT_PROCEDURAL if settings.generator.kind == "procedural" else natural_images()
 
 
 def build_engine(settings: Settings, progress: Progress | None = None, trust_code: bool = True) -> Engine:
@@ -36,11 +51,21 @@ def build_engine(settings: Settings, progress: Progress | None = None, trust_cod
 
         return load_target_model(settings.model, settings.device, trust_code=trust_code)
 
+    control = control_spec(settings)
+    if settings.generator.kind != "procedural" and control.startswith("procedural:"):
+        _warn_drawings_for_photos(control, settings.generator.kind)
     cache = DiskCache(settings.cache_dir)
     return Engine(
         settings.model, load_model, settings.layer,
         make_generator(settings.generator),
-        load_control_set(settings.control, cache), cache,
+        load_control_set(control, cache), cache,
         images_per_concept=settings.loop.images_per_concept, control_mode=settings.loop.control_mode,
         progress=progress, fingerprint=model_fingerprint(settings.model),
     )
+
+
+@lru_cache(maxsize=None)
+def _warn_drawings_for_photos(control: str, kind: str) -> None:
+    """Once per process: photos scored against procedural drawings separate on style alone."""
+    log.warning("control %s is procedural drawings, but the %s generator draws photos: units that tell photos from "
+                "drawings will look selective. Prefer control = \"auto\" (natural photos) or dir:PATH.", control, kind)

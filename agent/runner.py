@@ -22,6 +22,7 @@ from langgraph.types import Command
 
 from agent.config import LoopConfig, Settings, load_settings
 from agent.dedup import Deduplicator
+from agent.engines import control_spec
 from agent.graph import (
     build_label_graph,
     neuron_state,
@@ -44,8 +45,12 @@ log = logging.getLogger(__name__)
 Update = Callable[[int, str, NeuronState | dict], None]
 Reviewer = Callable[[dict], str]
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
-# Settings a resumed run may change: none of them changes what is scored.
-MAY_CHANGE_ON_RESUME = frozenset({"runs_dir", "cache_dir", "concurrency"})
+# Settings a resumed run may change (dotted for sections; "llm" for the whole section): where
+# things run and are kept, the LLM (it only proposes), budgets. None changes what is scored.
+MAY_CHANGE_ON_RESUME = frozenset({
+    "runs_dir", "cache_dir", "concurrency", "device", "generator.device", "generator.dtype", "generator.batch_size",
+    "llm", "loop.max_iterations", "loop.max_images", "loop.max_llm_calls", "loop.max_seconds",
+})
 
 
 def build_context(settings: Settings, engine: Engine, chat=None) -> LineContext:
@@ -93,6 +98,10 @@ class Run:
     # --- creating and opening ------------------------------------------------------------
     @classmethod
     def create(cls, settings: Settings, units: list[int], run_id: str | None = None) -> "Run":
+        """A new run folder; its settings are stored with the control set resolved (`auto`
+        becomes the folder or procedural set it stands for here), so a resume elsewhere
+        scores against the same images."""
+        settings = settings.model_copy(update={"control": control_spec(settings)})
         if run_id is not None and not RUN_ID.fullmatch(run_id):
             raise LineError(f"bad run id {run_id!r}: a run id names a folder inside runs_dir.",
                             "Use letters, digits, '.', '_' and '-', starting with a letter or digit, e.g. --run-id demo-1.")
@@ -120,6 +129,18 @@ class Run:
         except (json.JSONDecodeError, KeyError) as error:
             raise LineError(f"run file {meta_path} is damaged ({error}).", "Start a new run.") from error
         return cls(folder, settings, meta["units"])
+
+    def mend(self, settings: Settings) -> list[str]:
+        """Keep `settings` (from `resume_settings`) as the run's own, in `run.json`, so a later
+        plain `--resume` uses them too; returns the keys that changed (also logged there)."""
+        changed = [key for key, _, _ in _differences(self.settings.model_dump(), settings.model_dump())]
+        if changed:
+            meta = json.loads((self.folder / "run.json").read_text())
+            meta["settings"] = settings.public()
+            meta.setdefault("mended", []).append({"at": datetime.now().isoformat(timespec="seconds"), "keys": changed})
+            atomic_write(self.folder / "run.json", json.dumps(meta, indent=2).encode())
+            self.settings = settings
+        return changed
 
     # --- the one writer -------------------------------------------------------------------
     @contextmanager
@@ -256,26 +277,45 @@ class Run:
 
 def resume_settings(run: Run, changes: dict[str, Any], units: list[int] | None = None) -> Settings:
     """`run`'s settings with `changes` applied (settings keys to values, from flags or a config
-    file) for `--resume`. A change that would alter what the run scored is refused with a
-    LineError: only the keys in `MAY_CHANGE_ON_RESUME` may differ from the run's, and
-    `units` (when given) must be the run's."""
+    file) for `--resume`: the device, the LLM and budgets may be mended. A change that would
+    alter what the run scored (the model, the layer, the generator, the control set...) is
+    refused with a LineError naming the key: only the keys in `MAY_CHANGE_ON_RESUME` may
+    differ from the run's, and `units` (when given) must be the run's."""
     stored = run.settings.model_dump()
-    settings = load_settings(**_merged(stored, changes))
-    wanted = settings.model_dump()
-    changed = [f"{key} ({stored[key]!r} -> {wanted[key]!r})" for key in wanted
-               if wanted[key] != stored[key] and key not in MAY_CHANGE_ON_RESUME]
+    settings = load_settings(**deep_merged(stored, changes))
+    settings = settings.model_copy(update={"control": control_spec(settings)})
+    refused = [f"{key} ({old!r} -> {new!r})" for key, old, new in _differences(stored, settings.model_dump())
+               if not _may_change(key)]
     if units is not None and units != run.units:
-        changed.insert(0, f"units ({units_text(run.units)} -> {units_text(units)})")
-    if changed:
-        raise LineError(f"--resume {run.id} cannot change what the run scores: {'; '.join(changed)}.",
-                        "Leave those flags out to resume with the run's own settings, or start a new run.")
+        refused.insert(0, f"units ({units_text(run.units)} -> {units_text(units)})")
+    if refused:
+        raise LineError(f"--resume {run.id} cannot change what the run scores: {'; '.join(refused)}.",
+                        "Leave those settings out to resume with the run's own, or start a new run. A resume may "
+                        "change: " + ", ".join(sorted(MAY_CHANGE_ON_RESUME)) + ".")
     return settings
 
 
-def _merged(base: dict, changes: dict) -> dict:
+def _differences(old: dict, new: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, old value, new value) for every setting that differs."""
+    found = []
+    for key in new:
+        name = f"{prefix}{key}"
+        if isinstance(new[key], dict) and isinstance(old.get(key), dict):
+            found += _differences(old[key], new[key], f"{name}.")
+        elif new[key] != old.get(key):
+            found.append((name, old.get(key), new[key]))
+    return found
+
+
+def _may_change(key: str) -> bool:
+    return key in MAY_CHANGE_ON_RESUME or key.split(".")[0] in MAY_CHANGE_ON_RESUME
+
+
+def deep_merged(base: dict, changes: dict) -> dict:
+    """`base` with `changes` on top, sections merged key by key."""
     merged = dict(base)
     for key, value in changes.items():
-        merged[key] = _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        merged[key] = deep_merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
     return merged
 
 

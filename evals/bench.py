@@ -5,7 +5,10 @@
     python -m evals.bench cost [--units 4] [--layer-units 32]
                                            # our loop vs the paper's loop (same LLM, same units),
                                            # and images over a layer sweep (concept bank)
-    python -m evals.bench all
+    python -m evals.bench diffusion [--shape tiny|sd-turbo] [--size 64] [--device auto] [--dtype auto]
+                                           # images/s of a random-weight diffusers pipeline at pipeline
+                                           # batch sizes 1, 4 and 16 (interleaved runs, medians)
+    python -m evals.bench all              # speed and cost
 
 Results are printed and written to evals/results/bench-<part>.json.
 """
@@ -14,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -129,17 +134,67 @@ def _means(rows: list[dict]) -> dict:
     return {f"mean_{k}": sum(r[k] for r in rows) / len(rows) for k in keys}
 
 
+BATCH_SIZES = (1, 4, 16)
+
+
+def diffusion(shape: str, size: int, device: str, dtype: str, images: int, rounds: int) -> dict:
+    """Images/s of a random-weight pipeline (evals.tiny_diffusion) rendered through the
+    generator at each of BATCH_SIZES: `rounds` rounds, each timing every batch size once on
+    `images` new (prompt, seed) pairs, in turn (interleaved, so a slow moment of a shared
+    machine hits them alike); the median per batch size. A warm-up render comes first."""
+    from evals.tiny_diffusion import save_tiny_pipeline
+    from tools.generators.diffusion import DiffusersGenerator
+
+    concepts = ["cat", "red car", "sand", "striped shirt", "octagons", "wooden table", "dog on grass", "blue sky"]
+    with tempfile.TemporaryDirectory() as root:
+        folder = save_tiny_pipeline(root, shape)
+        generators = {b: DiffusersGenerator(str(folder), size=size, batch_size=b, device=device, dtype=dtype)
+                      for b in BATCH_SIZES}
+        first = generators[BATCH_SIZES[0]]
+        generator_id = first.id  # while the folder exists: its digest is part of the id
+        pipe = first._pipeline()
+        for generator in generators.values():  # one pipeline in memory, shared
+            generator._pipe = pipe
+        first.render([first.prompt("cat", 0)] * 2, [0, 1])  # warm-up
+        rates: dict[int, list[float]] = {b: [] for b in BATCH_SIZES}
+        for r in range(rounds):
+            for b, generator in generators.items():
+                seeds = list(range(1000 * (r + 1), 1000 * (r + 1) + images))
+                prompts = [generator.prompt(concepts[i % len(concepts)], s) for i, s in enumerate(seeds)]
+                if generator.device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                generator.render(prompts, seeds)
+                if generator.device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                rates[b].append(images / (time.perf_counter() - start))
+    medians = {b: statistics.median(v) for b, v in rates.items()}
+    return {"shape": shape, "size": size, "device": first.device, "dtype": first.dtype, "images_per_run": images,
+            "rounds": rounds, "generator": generator_id, "processor": platform.processor() or platform.machine(),
+            "gpu": torch.cuda.get_device_name(first.device) if first.device.startswith("cuda") else None,
+            "img_s": {str(b): v for b, v in rates.items()}, "median_img_s": {str(b): m for b, m in medians.items()},
+            "speedup_vs_1": {str(b): m / medians[1] for b, m in medians.items()}}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", nargs="?", default="all", choices=["speed", "cost", "all"])
+    parser.add_argument("part", nargs="?", default="all", choices=["speed", "cost", "diffusion", "all"])
     parser.add_argument("--units", type=int, default=4, help="units for ours vs paper")
     parser.add_argument("--layer-units", type=int, default=32, help="units of the layer sweep (0: skip)")
+    parser.add_argument("--shape", choices=["tiny", "sd-turbo"], default="tiny", help="diffusion: the pipeline's shape")
+    parser.add_argument("--size", type=int, default=64, help="diffusion: image side in pixels")
+    parser.add_argument("--device", default="auto", help="diffusion: auto, cpu, cuda")
+    parser.add_argument("--dtype", default="auto", help="diffusion: auto, float32, float16, bfloat16")
+    parser.add_argument("--images", type=int, default=32, help="diffusion: images per timed run")
+    parser.add_argument("--rounds", type=int, default=5, help="diffusion: interleaved rounds")
     args = parser.parse_args(argv)
     RESULTS.mkdir(exist_ok=True)
-    parts = {"speed": speed, "cost": lambda: cost(args.units, args.layer_units)}
+    parts = {"speed": speed, "cost": lambda: cost(args.units, args.layer_units),
+             "diffusion": lambda: diffusion(args.shape, args.size, args.device, args.dtype, args.images, args.rounds)}
     for name in (["speed", "cost"] if args.part == "all" else [args.part]):
+        suffix = f"-{args.shape}-{args.size}px" if name == "diffusion" else ""
         result = {"part": name, "machine": f"{torch.get_num_threads()} threads", **parts[name]()}
-        path = RESULTS / f"bench-{name}.json"
+        path = RESULTS / f"bench-{name}{suffix}.json"
         path.write_text(json.dumps(result, indent=1))
         print(json.dumps({k: v for k, v in result.items() if k not in ("ours", "paper", "layer_sweep")}, indent=1))
         for key in ("ours", "paper", "layer_sweep"):

@@ -15,12 +15,12 @@
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from evals.planted import Concept
+from tools.control import shared_data  # noqa: F401  (the evals' shared data folder, as `metrics.shared_data`)
 from tools.engine import Engine
 from tools.generators.procedural import ProceduralGenerator
 from tools.text import TextEmbedder, normalise, singular
@@ -29,12 +29,6 @@ MATCH_THRESHOLD = 0.8
 RECOVERY_AUC = 0.85
 COSY_IMAGES = 50
 COSY_SEED = 5000
-
-
-def shared_data() -> Path:
-    """The shared data folder: $LINE_SHARED_DATA, else ../shared/data beside the repository."""
-    default = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-    return Path(os.environ.get("LINE_SHARED_DATA", default))
 
 
 # --- ground truth ----------------------------------------------------------------------------
@@ -95,14 +89,17 @@ class Cosy:
     _memo: dict = field(default_factory=dict, repr=False)
 
     def scores(self, label: str, unit: int) -> tuple[float, float]:
-        evidence = self._evidence(label)
-        s = evidence.scores(unit)
+        self.prepare([label])
+        s = self._memo[label].scores(unit)
         return s.auc, s.mad
 
-    def _evidence(self, label: str):
-        if label not in self._memo:
-            self._memo[label] = self.engine.evaluate(label, self.engine.seeds(COSY_IMAGES, start=COSY_SEED))
-        return self._memo[label]
+    def prepare(self, labels: list[str]) -> None:
+        """Render and score the images of every label not scored yet, together: the
+        generator batches them across labels."""
+        new = [label for label in dict.fromkeys(labels) if label not in self._memo]
+        if new:
+            evidence = self.engine.evaluate_many(new, self.engine.seeds(COSY_IMAGES, start=COSY_SEED))
+            self._memo.update(zip(new, evidence))
 
 
 # --- novelty -------------------------------------------------------------------------------------

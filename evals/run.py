@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agent.config import Settings, load_settings
+from agent.console import progress
 from agent.engines import build_engine
 from agent.llm import ScriptedChatModel, make_chat_model
 from agent.terminal import safe
@@ -163,7 +164,7 @@ def cosy_scorers(settings: Settings) -> list[metrics.Cosy]:
         controls["natural"] = f"dir:{natural}"
     else:
         console.print(f"[yellow]note:[/] no {safe(natural)}: CoSy against natural images skipped (set LINE_SHARED_DATA).")
-    return [metrics.Cosy(name, build_engine(settings.model_copy(update={"control": spec})))
+    return [metrics.Cosy(name, build_engine(settings.model_copy(update={"control": spec}), progress=progress(f"CoSy {name}")))
             for name, spec in controls.items()]
 
 
@@ -172,6 +173,8 @@ def unit_rows(ctx: EvalContext, results: dict[str, dict[int, UnitResult]]) -> li
     matcher = metrics.Matcher(default_embedder()) if ctx.planted else None
     known = metrics.known_vocabulary(metrics.shared_data())
     truth = dict(zip(ctx.units, ctx.planted or []))
+    for scorer in scorers:  # every label's images at once: batched across labels
+        scorer.prepare([result.label for by_unit in results.values() for result in by_unit.values()])
     rows = []
     for method, by_unit in results.items():
         for unit, result in by_unit.items():

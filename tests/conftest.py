@@ -30,3 +30,32 @@ def engine(settings):
     from agent.engines import build_engine
 
     return build_engine(settings)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory) -> Path:
+    """A tiny random-weight Stable Diffusion pipeline saved to a folder (evals.tiny_diffusion)."""
+    pytest.importorskip("diffusers")
+    from evals.tiny_diffusion import save_tiny_pipeline
+
+    return save_tiny_pipeline(tmp_path_factory.mktemp("tiny-sd"))
+
+
+NATURAL_CLASSES = ("n01440764_tench", "n01443537_goldfish", "n01530575_brambling", "n02085620_Chihuahua",
+                   "n02123045_tabby", "n02504458_African_elephant", "n03417042_garbage_truck", "n07920052_espresso",
+                   "n09472597_volcano", "n04254680_soccer_ball")
+
+
+@pytest.fixture
+def shared_photos(tmp_path, monkeypatch) -> Path:
+    """LINE_SHARED_DATA pointed at a folder whose imagenet-samples/ holds 10 of the shared
+    ImageNet samples (what `control = "auto"` finds for a photo generator); skips without them."""
+    source = shared_data() / "imagenet-samples"
+    if not source.is_dir():
+        pytest.skip(f"the shared ImageNet samples are absent ({source}); set LINE_SHARED_DATA")
+    root = tmp_path / "shared"
+    (root / "imagenet-samples").mkdir(parents=True)
+    for name in NATURAL_CLASSES:
+        (root / "imagenet-samples" / f"{name}.jpg").write_bytes((source / f"{name}.jpg").read_bytes())
+    monkeypatch.setenv("LINE_SHARED_DATA", str(root))
+    return root / "imagenet-samples"

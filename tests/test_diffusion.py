@@ -1,14 +1,13 @@
 """DiffusersGenerator on a tiny random-weight Stable Diffusion pipeline, built and saved here.
 
 No network and no downloaded weights: the pipeline is made from configs (as diffusers' own
-tests do), saved with `save_pretrained` and loaded back through the generator's real path.
+tests do, `evals.tiny_diffusion`), saved with `save_pretrained` and loaded back through the
+generator's real path.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import string
 from pathlib import Path
 
 import numpy as np
@@ -25,92 +24,9 @@ from tools.generators.diffusion import TEMPLATE_DIR, DiffusersGenerator  # noqa:
 SIZE = 32
 
 
-def _write_tokenizer_files(folder: Path) -> None:
-    """A tiny CLIP BPE vocabulary: letters, punctuation and all two-letter word endings."""
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "!": 2}
-    symbols = list(string.ascii_lowercase) + list(",.-'")
-    for s in symbols:
-        vocab[s] = len(vocab)
-        vocab[s + "</w>"] = len(vocab)
-    merges = ["#version: 0.2"]
-    for a in string.ascii_lowercase:
-        for b in string.ascii_lowercase:
-            merges.append(f"{a} {b}</w>")
-            vocab[f"{a}{b}</w>"] = len(vocab)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-    (folder / "merges.txt").write_text("\n".join(merges) + "\n", encoding="utf-8")
-
-
 @pytest.fixture(scope="module")
-def tiny_pipeline_dir(tmp_path_factory) -> Path:
-    from diffusers import (
-        AutoencoderKL,
-        EulerDiscreteScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    root = tmp_path_factory.mktemp("tiny-sd")
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        norm_num_groups=32,
-    )
-    vae = AutoencoderKL(
-        block_out_channels=(32, 64),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        latent_channels=4,
-        norm_num_groups=32,
-        sample_size=SIZE,
-    )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=1,
-            hidden_size=32,
-            intermediate_size=37,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            vocab_size=1000,
-            max_position_embeddings=77,
-        )
-    )
-    _write_tokenizer_files(root / "tokenizer-src")
-    tokenizer = CLIPTokenizer.from_pretrained(str(root / "tokenizer-src"), model_max_length=77)
-    assert len(tokenizer("a cat").input_ids) > 2  # the vocabulary really was read
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        timestep_spacing="trailing",
-        steps_offset=1,
-    )
-    pipe = StableDiffusionPipeline(
-        unet=unet,
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    folder = root / "pipeline"
-    pipe.save_pretrained(str(folder))
-    return folder
+def tiny_pipeline_dir(tiny_pipeline) -> Path:
+    return tiny_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +108,7 @@ def test_prompt_is_deterministic_and_follows_the_template_files():
         m = re.match(pattern, p)
         assert m, p
         concept, angle, lighting = m.groups()
-        assert concept == "striped cat"
+        assert concept == "a striped cat"
         assert angle in angles and lighting in lightings
 
 
@@ -201,7 +117,7 @@ def test_prompt_uses_a_custom_template_dir(tmp_path):
     (tmp_path / "angles.txt").write_text("top\n", encoding="utf-8")
     (tmp_path / "lightings.txt").write_text("# comment\ndim\n\n", encoding="utf-8")
     gen = DiffusersGenerator(template_dir=tmp_path)
-    assert gen.prompt("  red   car ", 5) == "red car | top | dim"
+    assert gen.prompt("  red   car ", 5) == "a red car | top | dim"
     assert gen.template_version != DiffusersGenerator().template_version
     assert f"template={gen.template_version}" in gen.id
 
@@ -220,6 +136,8 @@ def test_id_names_every_setting():
     gen = DiffusersGenerator()
     assert "stabilityai/sd-turbo" in gen.id and "steps=1" in gen.id and "size=512" in gen.id
     assert "guidance=0" in gen.id and gen.template_version in gen.id
+    assert "|fp32|cpu|" in gen.id  # "auto" on a machine without a GPU
+    assert DiffusersGenerator(dtype="bfloat16").id != gen.id
     assert DiffusersGenerator(steps=2).id != gen.id
     assert DiffusersGenerator(size=256).id != gen.id
     assert DiffusersGenerator(guidance_scale=1.5).id != gen.id
@@ -259,7 +177,7 @@ def test_offline_hub_id_not_cached_raises_line_error_with_advice(monkeypatch):
         gen.render(["a cat"], [0])
     message = str(info.value)
     assert model in message
-    assert "huggingface-cli download" in message and "--generator diffusers:" in message
+    assert "hf download" in message and "--generator diffusers:" in message and "huggingface-cli" not in message
 
 
 def test_folder_that_is_not_a_pipeline_raises_line_error(tmp_path):
@@ -274,3 +192,128 @@ def test_folder_that_is_not_a_pipeline_raises_line_error(tmp_path):
         DiffusersGenerator(model=str(empty), size=SIZE).render(["a cat"], [0])
     with pytest.raises(LineError):
         DiffusersGenerator(model=str(tmp_path / "missing" / "folder"), size=SIZE).render(["a cat"], [0])
+
+
+# --- the prompt's article (issue 14, item 7) -------------------------------------------------
+@pytest.mark.parametrize("concept, subject", [
+    ("octagons", "octagons"), ("sand", "sand"), ("cat", "a cat"), ("owl", "an owl"), ("a cat", "a cat"),
+    ("red polka dots", "red polka dots"), ("dog on grass", "a dog on grass"), ("pile of sand", "a pile of sand"),
+    ("the eiffel tower", "the eiffel tower"), ("two dogs", "two dogs"), ("mice", "mice"), ("bus", "a bus"),
+    ("glass", "glass"), ("green grass", "green grass"), ("red", "red"), ("umbrella", "an umbrella"),
+    ("pair of shoes", "a pair of shoes"), ("lots of sand", "lots of sand"),
+])
+def test_the_prompt_gives_each_concept_the_article_it_takes(concept, subject):
+    gen = DiffusersGenerator()
+    prompt = gen.prompt(concept, 3)
+    assert prompt.startswith(f"a realistic photo of {subject}, "), prompt
+    assert gen.ablate(prompt, concept.split()[-1]).count(" of ") >= 1  # the ablated prompt is still a prompt
+
+
+def test_ablation_gives_the_remaining_subject_its_article():
+    gen = DiffusersGenerator()
+    assert gen.ablate(gen.prompt("striped owls", 1), "striped") == gen.prompt("owls", 1)
+    assert gen.ablate(gen.prompt("sand castle", 1), "castle") == gen.prompt("sand", 1)
+    assert gen.ablate(gen.prompt("orange umbrella", 1), "orange") == gen.prompt("umbrella", 1)
+
+
+# --- device, precision, batches (issue 14, items 1 and 2) ------------------------------------
+def test_auto_device_and_precision_resolve_for_this_machine():
+    gen = DiffusersGenerator()
+    assert (gen.device, gen.dtype) == ("cuda", "float16") if torch.cuda.is_available() else ("cpu", "float32")
+    assert DiffusersGenerator(device="cpu", dtype="bfloat16").dtype == "bfloat16"
+    with pytest.raises(LineError, match="generator.dtype"):
+        DiffusersGenerator(dtype="float8")
+    with pytest.raises(LineError, match="batch_size"):
+        DiffusersGenerator(batch_size=0)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the advice given where there is no GPU")
+def test_cuda_without_a_gpu_is_one_clear_error_naming_the_setting_and_a_real_flag():
+    with pytest.raises(LineError) as info:
+        DiffusersGenerator(device="cuda").id
+    assert "generator.device 'cuda'" in str(info.value) and "--device cpu" in str(info.value)
+    with pytest.raises(LineError, match="unknown generator.device"):
+        DiffusersGenerator(device="tpu:7").id
+
+
+def test_batches_are_pipeline_batches_of_batch_size(tiny_pipeline_dir):
+    gen = DiffusersGenerator(model=str(tiny_pipeline_dir), size=SIZE, batch_size=2)
+    prompts, seeds = [gen.prompt(c, 0) for c in ("cat", "dog", "car", "tree", "sand")], [0, 1, 2, 3, 4]
+    batches = [_pixels(b) for b in gen.batches(prompts, seeds)]
+    assert [len(b) for b in batches] == [2, 2, 1]
+    whole = _pixels(gen.render(prompts, seeds))
+    assert all(np.array_equal(a, b) for a, b in zip([im for b in batches for im in b], whole))
+
+
+def test_auto_batch_size_fits_the_free_memory(tiny_pipeline_dir):
+    from tools import devices
+
+    gen = DiffusersGenerator(model=str(tiny_pipeline_dir), size=SIZE)  # batch_size "auto"
+    assert 1 <= gen.pipeline_batch_size() <= devices.MAX_AUTO_BATCH
+    assert devices.auto_batch_size(free_bytes=8 << 30, bytes_per_image=1 << 30) == 4
+    assert devices.auto_batch_size(free_bytes=1 << 20, bytes_per_image=1 << 30) == 1
+    assert devices.auto_batch_size(free_bytes=1 << 40, bytes_per_image=1 << 20) == devices.MAX_AUTO_BATCH
+
+
+def test_a_batch_that_runs_out_of_memory_is_halved_and_tried_again(tiny_pipeline_dir, monkeypatch):
+    gen = DiffusersGenerator(model=str(tiny_pipeline_dir), size=SIZE, batch_size=8)
+    pipe = gen._pipeline()
+    sizes = []
+
+    def small_memory(**kwargs):
+        sizes.append(len(kwargs["prompt"]))
+        if len(kwargs["prompt"]) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return pipe(**kwargs)
+
+    monkeypatch.setattr(gen, "_pipe", small_memory)
+    prompts, seeds = [gen.prompt("cat", s) for s in range(5)], list(range(5))
+    images = gen.render(prompts, seeds)
+    assert sizes == [5, 4, 2, 2, 1] and gen.pipeline_batch_size() == 2  # 8 -> 4 -> 2, kept
+    assert [im.size for im in images] == [(SIZE, SIZE)] * 5  # every image, once (batches equal singles: above)
+
+    def no_memory(**kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(gen, "_pipe", no_memory)
+    with pytest.raises(LineError, match="does not fit"):
+        gen.render(prompts[:1], seeds[:1])
+
+
+# --- a folder's fingerprint (item 5) ---------------------------------------------------------
+def test_the_id_follows_the_weights_in_the_folder_not_its_name(tiny_pipeline_dir, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    copy = tmp_path / "sd"
+    shutil.copytree(tiny_pipeline_dir, copy)
+    digest = lambda gen: gen.id.split("@")[1].split("|")[0]  # noqa: E731
+    original = DiffusersGenerator(model=str(tiny_pipeline_dir), size=SIZE)
+    assert digest(DiffusersGenerator(model=str(copy), size=SIZE)) == digest(original)  # same weights, other place
+    weights = next((copy / "unet").glob("*.safetensors"))
+    tensors = load_file(weights)
+    name = next(iter(tensors))
+    tensors[name] = tensors[name] + 1.0
+    save_file(tensors, weights)
+    assert digest(DiffusersGenerator(model=str(copy), size=SIZE)) != digest(original)
+
+
+# --- quiet loading (item 4) ------------------------------------------------------------------
+def test_loading_is_quiet_unless_verbose(tiny_pipeline_dir, capfd, caplog):
+    import logging
+
+    def accelerate_notices() -> int:
+        return sum("accelerate" in record.getMessage() for record in caplog.records)
+
+    DiffusersGenerator(model=str(tiny_pipeline_dir), size=SIZE).render(["a cat"], [0])
+    err = capfd.readouterr().err
+    assert accelerate_notices() == 0 and "Loading pipeline components" not in err and "torchvision" not in err
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.INFO)  # `line -v`
+    try:
+        DiffusersGenerator(model=str(tiny_pipeline_dir), size=SIZE).render(["a cat"], [0])
+    finally:
+        root.setLevel(level)
+    assert accelerate_notices() == 1

@@ -281,7 +281,7 @@ def test_timm_errors(monkeypatch):
     monkeypatch.setitem(sys.modules, "timm", fake_timm(OSError("We couldn't connect to https://huggingface.co")))
     with pytest.raises(LineError) as err:
         load_target_model("timm:resnet18.a1_in1k")
-    assert "huggingface-cli download timm/resnet18.a1_in1k" in str(err.value)
+    assert "hf download timm/resnet18.a1_in1k" in str(err.value)
     assert "package.module:factory" in str(err.value)
     monkeypatch.setitem(sys.modules, "timm", fake_timm(RuntimeError("Unknown model (resnet50.a1_inik)")))
     with pytest.raises(LineError, match="resnet50.a1_in1k"):
@@ -323,7 +323,7 @@ def test_hf_hub_id_offline(monkeypatch):
         load_target_model("hf:someone/no-such-vit-model")
     msg = str(err.value)
     assert "someone/no-such-vit-model" in msg
-    assert "huggingface-cli download someone/no-such-vit-model --local-dir" in msg and "hf:<folder>" in msg
+    assert "hf download someone/no-such-vit-model --local-dir" in msg and "hf:<folder>" in msg
 
 
 def test_hf_missing_folder(tmp_path):

@@ -4,12 +4,19 @@ Specs:
 - `procedural:N` — N scenes from the procedural generator: N // 5 random concepts
   (deterministic), 5 seeds each (seeds from 10000 on); the concept is the class.
 - `dir:PATH` — every image under PATH; the class is the sub-folder's name, or taken from file
-  names like `<id>_<class>.jpg` (as in ImageNet sample folders), else the file's stem.
+  names like `<id>_<class>.jpg` (as in ImageNet sample folders), else the file's stem. A
+  sub-folder named by an id (ImageNet val's `n01440764/`) takes its name from a mapping file
+  at the top of PATH, `synset_words.txt` or `LOC_synset_mapping.txt` (lines `<id> <name>,
+  <synonyms>`), where there is one.
+- `auto` (settings only, resolved by `agent.engines.control_spec`) — `procedural:300` for
+  the procedural generator; for a photo generator, natural photos with classes: the
+  ImageNet samples of the shared data folder (`natural_images()`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +35,10 @@ IMAGES_PER_PROCEDURAL_CLASS = 5
 # concept named like a control class is scored on new images, not on the control's own.
 CONTROL_SEED_OFFSET = 10_000
 MAX_PROCEDURAL_IMAGES = 20_000
+AUTO = "auto"
+DEFAULT_PROCEDURAL = "procedural:300"
+NATURAL_SAMPLES = "imagenet-samples"  # 1000 photos named <wnid>_<class>.jpg, one per ImageNet class
+ID_MAPPING_FILES = ("synset_words.txt", "LOC_synset_mapping.txt")
 
 
 @dataclass
@@ -49,6 +60,26 @@ class ControlSet:
         return sorted(set(self.labels))
 
 
+def shared_data() -> Path:
+    """The shared data folder: $LINE_SHARED_DATA, else ../shared/data beside the repository."""
+    default = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+    return Path(os.environ.get("LINE_SHARED_DATA", default)).expanduser()
+
+
+def natural_images() -> str:
+    """The control spec of natural photos with classes that `control = "auto"` gives a photo
+    generator: the ImageNet samples in the shared data folder."""
+    folder = shared_data() / NATURAL_SAMPLES
+    if not folder.is_dir():
+        raise LineError(
+            f'control = "auto" with a photo generator needs natural photos with classes, and {str(folder)!r} '
+            "does not exist.",
+            'Set control = "dir:PATH" (ImageNet val as PATH/<class>/*.JPEG, or a folder of your own photos, one '
+            'sub-folder per class), or LINE_SHARED_DATA to a folder holding imagenet-samples/.',
+        )
+    return f"dir:{folder}"
+
+
 def generated_image_key(generator_id: str, prompt: str, seed: int) -> str:
     return content_key("image", generator_id, prompt, seed)
 
@@ -61,7 +92,7 @@ def load_control_set(spec: str, cache: DiskCache) -> ControlSet:
         return _directory(spec, Path(arg).expanduser())
     raise LineError(
         f"unknown control set {spec!r}.",
-        "Use procedural:N (e.g. procedural:300) or dir:PATH (a folder of images).",
+        "Use auto, procedural:N (e.g. procedural:300) or dir:PATH (a folder of images).",
     )
 
 
@@ -95,6 +126,7 @@ def _directory(spec: str, folder: Path) -> ControlSet:
         raise LineError(f"control folder {str(folder)!r} does not exist.", "Pass dir:PATH with a folder of images.")
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     keys, labels, paths, skipped = [], [], [], []
+    names = _id_names(folder)
     for path in files:
         data = path.read_bytes()
         try:
@@ -103,7 +135,8 @@ def _directory(spec: str, folder: Path) -> ControlSet:
             skipped.append(f"{path} ({error.__class__.__name__})")
             continue
         keys.append(content_key("file", bytes_key(data)))
-        labels.append(_class_of(path, folder))
+        label = _class_of(path, folder)
+        labels.append(names.get(label, label))
         paths.append(path)
     if skipped:
         log.warning("skipped %d unreadable image(s) in %s: %s", len(skipped), folder, "; ".join(skipped))
@@ -118,6 +151,17 @@ def _directory(spec: str, folder: Path) -> ControlSet:
 
 
 _ID_CLASS = re.compile(r"^[A-Za-z]?\d+_(.+)$")
+
+
+def _id_names(folder: Path) -> dict[str, str]:
+    """Class ids to names from a mapping file at the top of `folder` (`n01440764 tench, Tinca
+    tinca` -> {"n01440764": "tench"}); {} without one."""
+    for name in ID_MAPPING_FILES:
+        path = folder / name
+        if path.is_file():
+            pairs = (line.split(maxsplit=1) for line in path.read_text(encoding="utf-8", errors="replace").splitlines())
+            return {p[0]: p[1].split(",")[0].strip() for p in pairs if len(p) == 2 and p[1].split(",")[0].strip()}
+    return {}
 
 
 def _class_of(path: Path, root: Path) -> str:

@@ -136,16 +136,25 @@ class Engine:
         return refs, len(missing)
 
     def _render(self, prompts: Sequence[str], seeds: Sequence[int]) -> tuple[list[ImageRef], list[int]]:
-        """The images, and the positions of those that had to be rendered (in one call of
-        the generator, which batches them)."""
+        """The images, and the positions of those that had to be rendered: all of them in
+        one pass of the generator, which batches them across concepts (a pipeline batch of
+        `batch_size`). Each batch is cached as it comes, and reported to `progress` as
+        ("images", done, total), from ("images", 0, total) on."""
         keys = [generated_image_key(self.generator.id, p, s) for p, s in zip(prompts, seeds)]
         missing = [i for i, key in enumerate(keys) if not self.cache.has_image(key)]
         if missing:
             with self._render_lock:
-                images = self.generator.render([prompts[i] for i in missing], [seeds[i] for i in missing])
-            for i, image in zip(missing, images):
-                self.cache.save_image(keys[i], image)
-            self.cache.count("images_generated", len(missing))
+                missing = [i for i in missing if not self.cache.has_image(keys[i])]  # another thread's meanwhile
+                done = 0
+                if self.progress and missing:  # shown while the generator loads and draws its first batch
+                    self.progress("images", 0, len(missing))
+                for images in self.generator.batches([prompts[i] for i in missing], [seeds[i] for i in missing]):
+                    for i, image in zip(missing[done:], images):
+                        self.cache.save_image(keys[i], image)
+                    done += len(images)
+                    self.cache.count("images_generated", len(images))
+                    if self.progress:
+                        self.progress("images", done, len(missing))
         refs = [ImageRef(k, p, s, str(self.cache.image_path(k))) for k, p, s in zip(keys, prompts, seeds)]
         return refs, missing
 

@@ -14,6 +14,7 @@ spec loads as well:
   and `timm:` models, the file of `path/file.py:factory`, the module file of
   `package.module:factory` (found without importing it), or a file or folder named after any
   other scheme (`planted:suite.toml`).
+- `pipeline_fingerprint(model)`: the same for an image generator's folder or hub id.
 """
 
 from __future__ import annotations
@@ -123,6 +124,14 @@ def model_files(spec: str) -> list[Path]:
 def model_fingerprint(spec: str) -> str:
     """A digest of the files behind `spec`, or "" when none are known."""
     files = model_files(spec)
+    return fingerprint_paths(files) if files else ""
+
+
+def pipeline_fingerprint(model: str) -> str:
+    """A digest of a generator's weights: its folder's files, or the hub cache's revision of
+    a hub id; "" when neither is on disk."""
+    folder = Path(model).expanduser()
+    files = [folder] if folder.is_dir() else _hub_revision(model)
     return fingerprint_paths(files) if files else ""
 
 

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from tools.devices import resolve_device
 from tools.errors import LineError, UntrustedCode
 from tools.fingerprint import file_digest
 
@@ -238,6 +239,7 @@ def load_target_model(spec: str = DEFAULT_MODEL, device: str = "cpu", trust_code
     a spec that names code to import (`package.module:factory`, `file.py:factory`) raises
     `UntrustedCode` instead of running it."""
     spec = (spec or DEFAULT_MODEL).strip()
+    device = resolve_device(device, "device")
     if spec in MODEL_NAMES:
         loaded = MODEL_NAMES[spec]("", device)
     else:
@@ -274,7 +276,8 @@ def _finish(loaded, spec: str, device: str) -> TargetModel:
     try:
         tm.module = tm.module.to(device)
     except (RuntimeError, AssertionError) as exc:
-        raise LineError(f"cannot move model {spec!r} to device {device!r} ({exc}).", "Use --device cpu.") from exc
+        raise LineError(f"cannot move model {spec!r} to device {device!r} ({exc}).",
+                        'Set device = "cpu" in the config, or pass --device cpu.') from exc
     tm.device = device
     tm.module.eval()
     tm.input_size = int(tm.input_size)
@@ -334,7 +337,7 @@ def _load_timm(name: str, device: str) -> TargetModel:
             hub_id = getattr(cfg, "hf_hub_id", None) or hub_id
         raise LineError(
             f"cannot load pretrained weights for timm:{name} ({type(exc).__name__}: {text.splitlines()[0][:160] if text else ''}).",
-            f"Download them where there is network (`huggingface-cli download {hub_id}`; timm reads the "
+            f"Download them where there is network (`hf download {hub_id}`; timm reads the "
             f"Hugging Face cache, HF_HOME or ~/.cache/huggingface) and copy the cache here, then use "
             f"timm:{name}; or load your own weights in a function and use package.module:factory.",
         ) from exc
@@ -419,11 +422,11 @@ def _load_hf(ref: str, device: str) -> TargetModel:
             raise LineError(
                 f"cannot load a transformers model from folder {source!r} ({first}).",
                 "The folder needs config.json and weights, as written by save_pretrained or "
-                "`huggingface-cli download <id> --local-dir <folder>`.",
+                "`hf download <id> --local-dir <folder>`.",
             ) from error
         raise LineError(
             f"Hugging Face model {ref!r} is not available offline ({first}).",
-            f"Download it where there is network with `huggingface-cli download {ref} --local-dir <folder>`, "
+            f"Download it where there is network with `hf download {ref} --local-dir <folder>`, "
             "copy the folder here, then use hf:<folder>.",
         ) from error
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Iterator, Protocol, runtime_checkable
 
 from PIL import Image
 
@@ -55,6 +55,10 @@ class ImageGenerator(Protocol):
 
     def render(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
         """One RGB image per (prompt, seed) pair, in order."""
+
+    def batches(self, prompts: list[str], seeds: list[int]) -> Iterator[list[Image.Image]]:
+        """The images of `render`, in order, one batch at a time (a diffusion pipeline's
+        batch): the engine caches each batch and reports progress as it comes."""
 
     def drawn(self, concept: str, seed: int) -> str:
         """What was drawn for `concept` at `seed`, with the choices the generator made

@@ -78,6 +78,7 @@ import math
 import re
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -85,6 +86,7 @@ from PIL import Image
 from tools.generators.base import Atom, Interpretation
 
 VERSION = 1
+BATCH_SIZE = 64  # images per batch of `batches` (progress steps)
 
 # --------------------------------------------------------------------------- vocabulary
 
@@ -638,6 +640,11 @@ class ProceduralGenerator:
         if len(prompts) != len(seeds):
             raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
         return [self._render_one(_parse(p).scene, s) for p, s in zip(prompts, seeds)]
+
+    def batches(self, prompts: list[str], seeds: list[int]) -> Iterator[list[Image.Image]]:
+        """`render` in batches of BATCH_SIZE images (drawn one by one: batches only pace progress)."""
+        for start in range(0, len(prompts), BATCH_SIZE):
+            yield self.render(prompts[start : start + BATCH_SIZE], seeds[start : start + BATCH_SIZE])
 
     def ablate(self, prompt: str, concept: str) -> str:
         scene = _parse(prompt).scene
