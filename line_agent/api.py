@@ -310,7 +310,7 @@ class LabelRun:
             raise LineError(f"run {self.id} labels a torch module in memory ({self._engine.model_name}).",
                             f"Pass it again: line_agent.open_run({self.id!r}, model=module, ...).resume().")
         settings = resume_settings(self._run, overrides(changes))
-        engine = self._engine if settings == self.settings else build_engine(settings, model=self._target)
+        engine = build_engine(settings, model=self._target)  # resuming trusts the run's model, as `line label --resume`
         run = Run(self._run.folder, settings, self._run.units)
         run.label(build_context(settings, engine, chat))
         return LabelRun(run, engine, self._target)

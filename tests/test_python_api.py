@@ -142,3 +142,13 @@ def test_a_conversation_answers_with_its_tool_calls_and_the_cli_reads_its_histor
     capsys.readouterr()
     assert line(["history", chat.id, "--unit", "0", "--runs-dir", quick["runs_dir"], "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == history.model_dump(mode="json")
+
+
+def test_a_run_on_a_model_spec_is_read_untrusted_and_resumed(quick):
+    run = line_agent.label("tests.colour_net:colour_net", "relu", [0], chat=line_agent.ScriptedChatModel(replies=REPLIES),
+                           max_iterations=1, sweep=False, dedup=False, **{k: v for k, v in quick.items() if k not in PIXELS})
+    opened = line_agent.open_run(run.id, quick["runs_dir"])  # a run folder is data: its model is not imported
+    assert opened.labels[0].concept == run.labels[0].concept and "AUC" in opened.labels[0]._repr_html_()
+    with pytest.raises(line_agent.LineError, match="cannot change what the run scores"):
+        opened.resume(control="procedural:20")
+    assert opened.resume(cache_dir=quick["cache_dir"]).labels[0].concept == run.labels[0].concept
