@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from agent.config import GeneratorConfig, Settings
 from tools.cache import DiskCache
@@ -16,6 +17,9 @@ from tools.fingerprint import model_fingerprint
 from tools.generators.base import ImageGenerator
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from tools.models import TargetModel
 
 
 def make_generator(config: GeneratorConfig) -> ImageGenerator:
@@ -39,14 +43,18 @@ def control_spec(settings: Settings) -> str:
     return DEFAULT_PROCEDURAL if settings.generator.kind == "procedural" else natural_images()
 
 
-def build_engine(settings: Settings, progress: Progress | None = None, trust_code: bool = True) -> Engine:
-    """The engine of `settings`; its target model loads on first use (torch with it).
+def build_engine(settings: Settings, progress: Progress | None = None, trust_code: bool = True,
+                 model: TargetModel | None = None) -> Engine:
+    """The engine of `settings`; its target model loads on first use (torch with it), or is
+    `model`, already loaded (a module in memory: `tools.models.live_target_model`).
 
     With `trust_code=False` (settings read from a run folder nobody vouched for) a model
     spec that names code (`package.module:factory`, `file.py:factory`) is never imported:
     needing the model raises `UntrustedCode` instead."""
 
     def load_model():
+        if model is not None:
+            return model
         from tools.models import load_target_model
 
         return load_target_model(settings.model, settings.device, trust_code=trust_code)

@@ -48,9 +48,10 @@ SOURCE_COLOURS = {"init": "#98a2b3", "sweep": "#667085", "bank": "#0e9384", "llm
 
 
 # --- entry points ---------------------------------------------------------------------------
-def write_report(run: Run, unit: int | None = None, trust: bool = False) -> Path:
+def write_report(run: Run, unit: int | None = None, trust: bool = False, engine: Engine | None = None) -> Path:
     """Write the report of `run` (or only `unit`'s page) under `run.folder/report`; returns
-    the index (or that page). `trust`: the run's model may be loaded even when it names code."""
+    the index (or that page). `trust`: the run's model may be loaded even when it names code;
+    `engine`: the run's engine, already built (with a module in memory, say)."""
     states = run.states()
     if unit is not None and unit not in states:
         started = ", ".join(map(str, sorted(states))) or "none yet"
@@ -58,7 +59,7 @@ def write_report(run: Run, unit: int | None = None, trust: bool = False) -> Path
                         "Pass one of them with --unit, or leave --unit out.")
     folder = run.folder / "report"
     folder.mkdir(parents=True, exist_ok=True)
-    report = Report.of(run, trust)
+    report = Report.of(run, trust, engine)
     views = [UnitView(states[u], report.polysemanticity(states[u])) for u in ([unit] if unit is not None else sorted(states))]
     for view in views:
         write_text(folder / page_name(view.state.unit), unit_page(report, view))
@@ -113,11 +114,15 @@ class Report:
     _thumbnails: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, run: Run, trust: bool = False) -> Report:
+    def of(cls, run: Run, trust: bool = False, engine: Engine | None = None) -> Report:
         from agent.engines import build_engine
         from tools.text import default_embedder
 
-        return cls(run, build_engine(run.settings, trust_code=trust), default_embedder())
+        return cls(run, engine or build_engine(run.settings, trust_code=trust), default_embedder())
+
+    def criterion(self) -> Criterion:
+        loop = self.run.settings.loop
+        return Criterion(loop.criterion, loop.auc_gate)
 
     def polysemanticity(self, state: NeuronState) -> Polysemanticity:
         """The one stored in the label where the run stored it, else computed from the steps."""
@@ -213,18 +218,12 @@ def footer(run: Run) -> str:
 
 # --- the unit page ----------------------------------------------------------------------------
 def unit_page(report: Report, view: UnitView) -> str:
-    from agent.runner import labelled_without_llm, llm_failures_text
+    from agent.runner import llm_failures_text
 
-    state, step, poly = view.state, view.label_step, view.poly
-    gallery = [(f"the label: {step.concept}", report.concept_shots(step, state.unit)),
-               ("control images it fires on least", report.control_shots(state.unit, lowest=True)),
-               ("control images it fires on most", report.control_shots(state.unit, lowest=False))] if step else []
+    state, poly = view.state, view.poly
     senses = [(group, report.concept_shots(state.step(group.best), state.unit, GROUP_IMAGES))
               for group in poly.groups if group.auc >= poly.score_threshold]
-    criterion = Criterion(report.run.settings.loop.criterion, report.run.settings.loop.auc_gate)
-    pool = criterion.order([state.step(c) for c in state.pool if state.step(c)], lambda s: s.scores)
-    finalists = [(f, report.finalist_shots(f)) for f in criterion.order(state.finalists, lambda f: f.scores)]
-    top_control = report.control_shots(state.unit, lowest=False) if finalists else []
+    pool = report.criterion().order([state.step(c) for c in state.pool if state.step(c)], lambda s: s.scores)
     timeline = sorted([(True, s) for s in state.steps] + [(False, e) for e in state.events],
                       key=lambda item: (item[1].iteration, not item[0]))
     usage = state.usage
@@ -232,15 +231,29 @@ def unit_page(report: Report, view: UnitView) -> str:
             ("concepts scored", len(state.steps)), ("iterations", state.iteration),
             ("LLM calls", llm_failures_text(state)),
             ("tokens in / out", f"{usage.input_tokens} / {usage.output_tokens}"), ("time", f"{state.elapsed:.1f} s")]
-    missing = any(shot.activation is None for _, shots in gallery for shot in shots) or (gallery and not gallery[1][1])
-    warning = (f"labelled without the LLM ({llm_failures_text(state)}, no answer usable): operators and the initial "
-               "pool chose this label") if labelled_without_llm(state) else ""
-    return render("unit.html", run=report.run, state=state, step=step, scores=view.label_scores, poly=poly,
-                  missing_activations=missing, llm_warning=warning,
-                  gallery=gallery, senses=senses, finalists=finalists, top_control=top_control,
+    return render("unit.html", run=report.run, **label_context(report, view), senses=senses,
                   weak=[g for g in poly.groups if g.auc < poly.score_threshold], best_scores=best_scores(state.steps),
                   plot=score_plot(state.steps) if state.steps else None, pool=pool, timeline=timeline,
                   ablations=[e for e in state.events if e.kind == "ablation"], cost=cost, footer=footer(report.run))
+
+
+def label_context(report: Report, view: UnitView) -> dict:
+    """What `label.html` shows of a unit (its label, evidence and finalists): on the unit
+    page, and in a notebook (line_agent's display)."""
+    from agent.runner import labelled_without_llm, llm_failures_text
+
+    state, step = view.state, view.label_step
+    gallery = [(f"the label: {step.concept}", report.concept_shots(step, state.unit)),
+               ("control images it fires on least", report.control_shots(state.unit, lowest=True)),
+               ("control images it fires on most", report.control_shots(state.unit, lowest=False))] if step else []
+    finalists = [(f, report.finalist_shots(f)) for f in report.criterion().order(state.finalists, lambda f: f.scores)]
+    top_control = report.control_shots(state.unit, lowest=False) if finalists else []
+    missing = any(shot.activation is None for _, shots in gallery for shot in shots) or (gallery and not gallery[1][1])
+    warning = (f"labelled without the LLM ({llm_failures_text(state)}, no answer usable): operators and the initial "
+               "pool chose this label") if labelled_without_llm(state) else ""
+    return {"state": state, "step": step, "scores": view.label_scores, "poly": view.poly,
+            "missing_activations": missing, "llm_warning": warning, "gallery": gallery, "finalists": finalists,
+            "top_control": top_control}
 
 
 def score_plot(steps: list[Step], width: int = 900, height: int = 260) -> dict:

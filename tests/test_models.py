@@ -17,6 +17,7 @@ from tools.errors import LineError
 from tools.models import (
     MODEL_SCHEMES,
     TargetModel,
+    live_target_model,
     load_target_model,
     register_model_scheme,
 )
@@ -331,6 +332,55 @@ def test_hf_missing_folder(tmp_path):
         load_target_model(f"hf:{tmp_path}/absent")
     with pytest.raises(LineError, match="config.json"):
         load_target_model(f"hf:{tmp_path}")
+
+
+# --- live:<class>@<fingerprint>: a module in memory ---------------------------------------
+def test_a_live_module_is_named_by_its_weights_and_preprocessing():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    stats = dict(input_size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    live = live_target_model(net, **stats)
+    assert live.name.startswith("live:Sequential@") and not net.training
+    twin = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    twin.load_state_dict(net.state_dict())
+    assert live_target_model(twin, **stats).name == live.name  # same class, same weights: same activations
+    assert live_target_model(net, **{**stats, "input_size": 48}).name != live.name
+    with torch.no_grad():
+        net[0].bias.add_(1.0)
+    assert live_target_model(net, **stats).name != live.name
+    with pytest.raises(LineError, match=r"needs preprocess= .* \(mean, std missing\)"):
+        live_target_model(net, input_size=32)
+    with pytest.raises(LineError, match="not a torch.nn.Module"):
+        live_target_model("efficientnet-lite0", **stats)
+    with pytest.raises(LineError, match="live:Sequential@"):
+        load_target_model(live.name)  # a module in memory cannot be loaded by name
+
+
+def test_a_live_module_with_its_own_preprocess():
+    def preprocess(image):
+        return torch.from_numpy(np.asarray(image.resize((24, 24)), dtype=np.float32) / 255).permute(2, 0, 1)
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
+    live = live_target_model(net, preprocess=preprocess)
+    assert live.preprocess(random_images(2)).shape == (2, 3, 24, 24)
+    assert unit_count(live, "0") == 4  # the dummy input goes through preprocess too
+    other = live_target_model(net, preprocess=lambda image: preprocess(image.convert("L").convert("RGB")))
+    assert other.name != live.name
+    broken = live_target_model(net, preprocess=lambda image: torch.zeros(24, 24))
+    with pytest.raises(LineError, match=r"preprocess gave \(24, 24\)"):
+        broken.preprocess(random_images(1))
+
+
+def test_live_timm_and_transformers_modules_bring_their_preprocessing(monkeypatch, vit_folder):
+    monkeypatch.setitem(sys.modules, "timm", fake_timm())
+    timm_net = sys.modules["timm"].create_model("resnet18.a1_in1k")
+    live = live_target_model(timm_net)
+    assert (live.input_size, live.mean, live.std, live.crop_pct) == (64, (0.1, 0.2, 0.3), (0.4, 0.5, 0.6), 0.9)
+    from transformers import ViTForImageClassification
+
+    vit = live_target_model(ViTForImageClassification.from_pretrained(vit_folder, local_files_only=True))
+    assert (vit.input_size, vit.mean, vit.std) == (32, (0.4, 0.5, 0.6), (0.2, 0.3, 0.4))
+    assert live_target_model(vit.module, input_size=48).input_size == 48  # what is given wins
 
 
 # --- efficientnet-lite0, real weights from the installed package ------------------------

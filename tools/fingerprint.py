@@ -8,7 +8,8 @@ spec loads as well:
   config files). Files up to `FULL_DIGEST_BYTES` are digested whole, larger ones by their
   size and first and last MiB. Each file is read once per process and (size, mtime): a
   fully cached `line score` stays fast and never imports torch.
-- `fingerprint_module(module)`: a digest of a live torch module (its class and state_dict).
+- `fingerprint_module(module)`: a digest of a live torch module (its class and state_dict);
+  `fingerprint_live(module, preprocessing)` adds how images reach it (a notebook's module).
 - `model_files(spec)` / `model_fingerprint(spec)`: the files behind a target model spec: the
   shipped weights of `efficientnet-lite0`, the folder (or the hub cache's revision) of `hf:`
   and `timm:` models, the file of `path/file.py:factory`, the module file of
@@ -96,6 +97,29 @@ def fingerprint_module(module: Any) -> str:
     return digest.hexdigest()[:16]
 
 
+def fingerprint_live(module: Any, preprocessing: Any) -> str:
+    """The cache identity of a module in memory: `fingerprint_module`, and its preprocessing
+    (settings as text, or a callable by its code, the values it closes over and what it is
+    bound to; an object by its type and repr, which torchvision's transforms fill with their
+    settings)."""
+    text = preprocessing if isinstance(preprocessing, str) else _callable_text(preprocessing)
+    return hashlib.sha256(f"{fingerprint_module(module)}\0{text}".encode()).hexdigest()[:16]
+
+
+def _callable_text(fn: Any) -> str:
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return f"{type(fn).__module__}.{type(fn).__qualname__}: {fn!r}"
+    cells = [repr(cell.cell_contents) for cell in getattr(fn, "__closure__", None) or ()]
+    bound = getattr(fn, "__self__", None)
+    return f"{fn.__module__}.{fn.__qualname__}: {_code_text(code)} {cells} {bound!r}"
+
+
+def _code_text(code: Any) -> str:
+    consts = [_code_text(c) if hasattr(c, "co_code") else repr(c) for c in code.co_consts]
+    return f"{code.co_code.hex()} {consts} {code.co_names}"
+
+
 # --- target model specs ----------------------------------------------------------------------
 def model_files(spec: str) -> list[Path]:
     """The files a target model spec loads (see the module docstring); [] when unknown."""
@@ -105,6 +129,8 @@ def model_files(spec: str) -> list[Path]:
         return sorted(package.parent.glob("models/*.pth")) if package else []
     prefix, sep, rest = spec.partition(":")
     rest = rest.strip()
+    if prefix == "live" and sep:  # a module in memory: its fingerprint is in the name
+        return []
     if prefix == "hf" and sep:
         folder = Path(rest).expanduser()
         return [folder] if folder.is_dir() else _hub_revision(rest)

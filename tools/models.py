@@ -10,6 +10,10 @@ Accepted specs (see `SPEC_FORMS`):
   ``nn.Module`` (or a ready `TargetModel`); the module may define ``input_size``, ``mean``
   and ``std``.
 
+A torch module already in memory (a notebook's) becomes a `TargetModel` through
+`live_target_model`: its spec is ``live:<class>@<fingerprint>``, the fingerprint a digest of
+its weights and preprocessing, so caches tell modules (and weights) apart.
+
 Other code adds names or schemes with `register_model_name` / `register_model_scheme`.
 Installed packages add schemes through the ``line_agent.models`` entry-point group, loaded
 the first time their scheme is asked for: evals provides ``planted:<suite>`` this way, so
@@ -88,12 +92,16 @@ class TargetModel:
     interpolation: str = "bilinear"  # PIL resampling used by `preprocess`
     crop_pct: float = 1.0  # resize the short side to input_size / crop_pct, then center-crop
     device: str = "cpu"
+    transform: Callable[[Image.Image], torch.Tensor] | None = None  # a live module's own preprocess, per image
     _layers: list[LayerInfo] | None = field(default=None, init=False, repr=False, compare=False)
     _units: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     # --- images -------------------------------------------------------------------------
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
-        """N x 3 x S x S float32: RGB, short side resized, center crop, normalised."""
+        """N x 3 x S x S float32: RGB, short side resized, center crop, normalised (or
+        `transform` applied to each image)."""
+        if self.transform is not None and images:
+            return torch.stack([_transformed(self.transform, img.convert("RGB")) for img in images])
         size = int(self.input_size)
         short = max(size, int(round(size / self.crop_pct)))
         resample = _RESAMPLE.get(self.interpolation, Image.Resampling.BILINEAR)
@@ -135,6 +143,9 @@ class TargetModel:
         )
 
     def dummy_input(self, n: int = 1) -> torch.Tensor:
+        if self.transform is not None:
+            blank = Image.new("RGB", (self.input_size, self.input_size))
+            return self.preprocess([blank] * n).to(device=self.device, dtype=self.dtype)
         return torch.zeros(n, 3, self.input_size, self.input_size, device=self.device, dtype=self.dtype)
 
     @property
@@ -341,17 +352,20 @@ def _load_timm(name: str, device: str) -> TargetModel:
             f"Hugging Face cache, HF_HOME or ~/.cache/huggingface) and copy the cache here, then use "
             f"timm:{name}; or load your own weights in a function and use package.module:factory.",
         ) from exc
+    return TargetModel(name=f"timm:{name}", module=module, **timm_preprocessing(module))
+
+
+def timm_preprocessing(module: torch.nn.Module) -> dict:
+    """The TargetModel preprocessing fields of a timm model, from its pretrained config."""
     cfg = dict(getattr(module, "pretrained_cfg", None) or getattr(module, "default_cfg", None) or {})
     input_size = cfg.get("test_input_size") or cfg.get("input_size") or (3, 224, 224)
-    return TargetModel(
-        name=f"timm:{name}",
-        module=module,
-        input_size=int(input_size[-1]),
-        mean=tuple(cfg.get("mean", IMAGENET_MEAN)),  # type: ignore[arg-type]
-        std=tuple(cfg.get("std", IMAGENET_STD)),  # type: ignore[arg-type]
-        interpolation=str(cfg.get("interpolation", "bicubic")),
-        crop_pct=float(cfg.get("test_crop_pct") or cfg.get("crop_pct") or 1.0),
-    )
+    return {
+        "input_size": int(input_size[-1]),
+        "mean": tuple(cfg.get("mean", IMAGENET_MEAN)),
+        "std": tuple(cfg.get("std", IMAGENET_STD)),
+        "interpolation": str(cfg.get("interpolation", "bicubic")),
+        "crop_pct": float(cfg.get("test_crop_pct") or cfg.get("crop_pct") or 1.0),
+    }
 
 
 # --- hf:<hub id or folder> -------------------------------------------------------------
@@ -430,6 +444,12 @@ def _load_hf(ref: str, device: str) -> TargetModel:
             "copy the folder here, then use hf:<folder>.",
         ) from error
 
+    return TargetModel(name=f"hf:{ref}", module=module.float(), **hf_preprocessing(module, source, local_only))
+
+
+def hf_preprocessing(module: torch.nn.Module, source: str, local_only: bool = True) -> dict:
+    """The TargetModel preprocessing fields of a transformers model, from the image processor
+    config at `source` (a folder or hub id), else its model config and ImageNet statistics."""
     proc: dict = {}
     with contextlib.suppress(Exception):
         from transformers.image_processing_base import ImageProcessingMixin
@@ -451,16 +471,8 @@ def _load_hf(ref: str, device: str) -> TargetModel:
     interpolation = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}.get(resample, "bilinear")
     crop_pct = proc.get("crop_pct")
     crop_pct = float(crop_pct) if isinstance(crop_pct, (int, float)) and 0 < crop_pct <= 1 else 1.0
-    module = module.float()
-    return TargetModel(
-        name=f"hf:{ref}",
-        module=module,
-        input_size=int(size),
-        mean=tuple(mean),  # type: ignore[arg-type]
-        std=tuple(std),  # type: ignore[arg-type]
-        interpolation=interpolation,
-        crop_pct=crop_pct,
-    )
+    return {"input_size": int(size), "mean": tuple(mean), "std": tuple(std), "interpolation": interpolation,
+            "crop_pct": crop_pct}
 
 
 # --- package.module:factory / path/to/file.py:factory ----------------------------------
@@ -537,6 +549,75 @@ def _load_factory(spec: str, device: str) -> TargetModel:
     )
 
 
+# --- live:<class>@<fingerprint>: a module in memory ------------------------------------
+LIVE = "live"
+
+
+def live_target_model(module: torch.nn.Module, preprocess: Callable[[Image.Image], torch.Tensor] | None = None,
+                      input_size: int | None = None, mean: tuple[float, float, float] | None = None,
+                      std: tuple[float, float, float] | None = None, device: str | None = None) -> TargetModel:
+    """A torch module already in memory as a TargetModel, named ``live:<class>@<fingerprint>``
+    (`tools.fingerprint.fingerprint_live`: its weights and its preprocessing).
+
+    Images reach it through `preprocess` (a callable from a PIL image to a 3 x H x W tensor),
+    or resized to `input_size` and normalised with `mean` and `std`; timm and transformers
+    modules bring their own where they are not given. The module stays on its device (or
+    moves to `device`) and is put in eval mode."""
+    from tools.fingerprint import fingerprint_live
+
+    if not isinstance(module, torch.nn.Module):
+        raise LineError(f"model is a {type(module).__name__}, not a torch.nn.Module or a model spec.",
+                        "Pass a torch module, or a spec string such as 'efficientnet-lite0' or 'timm:resnet50'.")
+    given = {k: v for k, v in {"input_size": input_size, "mean": mean, "std": std}.items() if v is not None}
+    fields = {**_inferred_preprocessing(module), **given}
+    missing = [k for k in ("input_size", "mean", "std") if k not in fields]
+    if preprocess is None and missing:
+        raise LineError(f"the live {type(module).__name__} needs preprocess= (a callable on PIL images) or "
+                        f"input_size=, mean= and std= ({', '.join(missing)} missing).",
+                        "For an ImageNet model: input_size=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225).")
+    for key in ("mean", "std"):
+        if key in fields and (not isinstance(fields[key], (tuple, list)) or len(fields[key]) != 3):
+            raise LineError(f"{key}={fields[key]!r} is not three numbers (one per RGB channel).", f"Pass e.g. {key}=(0.5, 0.5, 0.5).")
+    target = TargetModel(name="", module=module, transform=preprocess,
+                         **{k: v for k, v in fields.items() if k not in missing})
+    if device is None:
+        device = next((str(p.device) for p in module.parameters()), "cpu")
+    spec = f"{LIVE}:{type(module).__name__}@{fingerprint_live(module, preprocess or _resize_text(target))}"
+    return _finish(target, spec, device)
+
+
+def _inferred_preprocessing(module: torch.nn.Module) -> dict:
+    """What timm and transformers modules say about their inputs; {} for other modules."""
+    if getattr(module, "pretrained_cfg", None) or getattr(module, "default_cfg", None):
+        return timm_preprocessing(module)
+    source = getattr(getattr(module, "config", None), "_name_or_path", None)
+    if source and type(module).__module__.startswith("transformers."):
+        return hf_preprocessing(module, source)
+    return {}
+
+
+def _resize_text(target: TargetModel) -> str:
+    return f"resize {target.input_size} crop {target.crop_pct} {target.interpolation} mean {target.mean} std {target.std}"
+
+
+def _transformed(transform: Callable[[Image.Image], torch.Tensor], image: Image.Image) -> torch.Tensor:
+    """A live module's preprocess applied to one image: a 3 x H x W tensor, or a LineError."""
+    x = transform(image)
+    if isinstance(x, torch.Tensor) and x.dim() == 4 and x.shape[0] == 1:
+        x = x[0]
+    if not (isinstance(x, torch.Tensor) and x.dim() == 3 and x.shape[0] == 3):
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise LineError(f"preprocess gave {shape} for an image, not a 3 x H x W tensor.",
+                        "Make preprocess return a float tensor of shape 3 x H x W (e.g. torchvision's ToTensor + Normalize).")
+    return x.float()
+
+
+def _needs_live_module(rest: str, device: str) -> TargetModel:
+    raise LineError(f"model live:{rest} was a torch module in memory; it cannot be loaded from its name.",
+                    "Pass the module again, e.g. line_agent.open_run(run_id, model=module).")
+
+
 register_model_name(DEFAULT_MODEL, _load_efficientnet_lite0)
+register_model_scheme(LIVE, _needs_live_module)
 register_model_scheme("timm", _load_timm)
 register_model_scheme("hf", _load_hf)
