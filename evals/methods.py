@@ -108,7 +108,8 @@ def graph_method(loop: Callable[[Settings], LoopConfig]) -> Method:
     def run(ctx: EvalContext) -> dict[int, UnitResult]:
         settings = ctx.settings_for(loop(ctx.settings))
         engine = build_engine(settings)
-        graph_run = Run.create(settings, ctx.units, f"{ctx.method}-{time.strftime('%Y%m%d-%H%M%S')}")
+        run_id = f"{ctx.method.replace('@', '.')}-{time.strftime('%Y%m%d-%H%M%S')}"  # run ids take no '@'
+        graph_run = Run.create(settings, ctx.units, run_id)
         states = graph_run.label(build_context(settings, engine, chat=ctx.chat))
         sweep_file = graph_run.folder / "sweep.json"
         sweep = json.loads(sweep_file.read_text()) if sweep_file.exists() else {}

@@ -276,7 +276,7 @@ def copy_histories(runs: Path, target: Path) -> None:
     """Keep each graph run's history.json (the checkpoints and images stay behind)."""
     for history in runs.glob("*/history.json"):
         target.mkdir(parents=True, exist_ok=True)
-        shutil.copy(history, target / f"{history.parent.name.split('-')[0]}.json")
+        shutil.copy(history, target / f"{history.parent.name.rsplit('-', 2)[0]}.json")  # without the time stamp
 
 
 if __name__ == "__main__":
