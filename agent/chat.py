@@ -67,6 +67,7 @@ class ChatState(NeuronState):
     """The neuron's history plus the conversation about it."""
 
     messages: Annotated[list[AnyMessage], add_messages] = Field(default_factory=list)
+    turn_start: int = Field(0, description="work_done() when the researcher's last message came")
 
 
 @dataclass
@@ -74,7 +75,8 @@ class ChatContext(LineContext):
     """LineContext plus how the chat LLM is driven."""
 
     tool_calling: bool = True  # False: choose tools through the JSON action schema
-    max_rounds: int = 8  # LLM tool rounds per message of the researcher
+    max_rounds: int = 8  # LLM tool rounds of new work per message of the researcher
+    min_experiments: int = 0  # JSON actions: new scores or ablations before the agent may answer
 
 
 class Reply(BaseModel):
@@ -82,16 +84,28 @@ class Reply(BaseModel):
     reply: str = Field(max_length=800)
 
 
-def _action_schema() -> type[BaseModel]:
+def _action_schema(reply: bool) -> type[BaseModel]:
     """One action of a model without native tool calling: a tool with its typed arguments,
-    or a reply. Each tool's arguments are part of the schema, so a grammar-constrained
-    provider cannot answer with arguments of the wrong shape."""
-    choices = [create_model(f"Call_{t.name}", tool=(Literal[t.name], ...), arguments=(t.tool_call_schema, ...))
+    or (with `reply`) an answer. Each tool's arguments are part of the schema, so a
+    grammar-constrained provider cannot answer with arguments of the wrong shape."""
+    choices = [create_model(f"Call_{t.name}", tool=(Literal[t.name], ...), arguments=(_own_unit(t.tool_call_schema), ...))
                for t in TOOLS]
+    if not reply:
+        return create_model("ChatExperiment", action=(Union[tuple(choices)], Field(discriminator="tool")))
     return create_model("ChatAction", action=(Union[(*choices, Reply)], Field(discriminator="tool")))
 
 
-ChatAction = _action_schema()
+def _own_unit(arguments: type[BaseModel]) -> type[BaseModel]:
+    """The arguments without `unit`: a model driven by actions studies the neuron at hand
+    (a small one fills optional fields at random; people compare units with /score ... @N)."""
+    if "unit" not in arguments.model_fields:
+        return arguments
+    fields = {name: (f.annotation, f) for name, f in arguments.model_fields.items() if name != "unit"}
+    return create_model(arguments.__name__, **fields)
+
+
+ChatAction = _action_schema(reply=True)
+ChatExperiment = _action_schema(reply=False)  # before the minimum of experiments: no answer yet
 
 
 # --- intake: slash commands ------------------------------------------------------------------
@@ -126,7 +140,7 @@ def intake(state: ChatState) -> Command:
     """A slash command becomes a tool call of the person's; anything else goes to the LLM."""
     last = state.messages[-1]
     if not (isinstance(last, HumanMessage) and str(last.content).startswith("/")):
-        return Command(goto="agent")
+        return Command(goto="agent", update={"turn_start": work_done(state)})
     call = slash_call(str(last.content))
     if call is None:
         return Command(goto=END, update={"messages": [AIMessage(prompts.text("chat_help"), name="line")]})
@@ -170,8 +184,9 @@ def ask_for_action(ctx: ChatContext, system: SystemMessage, state: ChatState) ->
     """For models without tool calling: a JSON action, turned into the same tool call."""
     instructions = prompts.render("chat_action", tools=tool_catalogue())
     transcript = plain_transcript(state.messages[-TRANSCRIPT_FOR_ACTIONS:])
+    schema = ChatAction if experiments(state) >= ctx.min_experiments else ChatExperiment
     reply = ask_structured(ctx.chat, [SystemMessage(f"{system.content}\n\n{instructions}"), *transcript],
-                           ChatAction, temperature=ctx.temperature, retries=ctx.llm_retries)
+                           schema, temperature=ctx.temperature, retries=ctx.llm_retries)
     update: dict = {"usage": reply.usage()}
     if reply.value is None:
         detail = " / ".join(reply.failures)[:500]
@@ -233,16 +248,24 @@ def dedup(state: ChatState, runtime: Runtime[ChatContext]) -> Command:
     ctx = runtime.context
     iteration, accepted, numbered = state.iteration, [], {}
     messages, events, steps = [], [], []
+    earlier_calls = [(c["name"], c["args"]) for m in _this_turn(state)[1:] for c in m.tool_calls]
     for call in last_tool_calls(state):
         concept = proposal(call, state.unit)
-        if concept is None:
+        repeated = source_of_call(call) == "llm" and (call["name"], call["args"]) in earlier_calls
+        if concept is None and not repeated:
             accepted.append(call)
             continue
         iteration += 1
         working = state.model_copy(update={"steps": state.steps + steps, "iteration": iteration})
-        offered = Proposal(concept=concept, source=source_of_call(call), iteration=iteration)
-        rejected = path.rejection(ctx, working, offered, also=[proposal(c, state.unit) for c in accepted
-                                                              if c["id"] in numbered])
+        if concept is None:  # the same call as earlier in this turn: acted on like a repeated concept
+            described = f"{call['name']}({', '.join(f'{k}={v!r}' for k, v in call['args'].items())})"
+            offered = Proposal(concept=described, source="llm", iteration=iteration)
+            rejected = Event(iteration=iteration, kind="duplicate", concept=described, source="llm",
+                             duplicate_of=described, reason="the same call again")
+        else:
+            offered = Proposal(concept=concept, source=source_of_call(call), iteration=iteration)
+            rejected = path.rejection(ctx, working, offered, also=[proposal(c, state.unit) for c in accepted
+                                                                  if c["id"] in numbered])
         if rejected is None:
             accepted.append(call)
             numbered[call["id"]] = iteration
@@ -254,7 +277,8 @@ def dedup(state: ChatState, runtime: Runtime[ChatContext]) -> Command:
         if substitute is not None:
             step = path.score(ctx, state.unit, [substitute])[0][0]
             steps.append(step)
-            text = prompts.render("chat_repeat", concept=concept, earlier=rejected.duplicate_of, reason=rejected.reason,
+            text = prompts.render("chat_repeat", concept=offered.concept, earlier=rejected.duplicate_of,
+                                  reason=rejected.reason,
                                   substitute=step.concept, how=substitute.reasoning,
                                   score=ScoreResult.of_step(step, state.unit).text())
             messages.append(ToolMessage(text, tool_call_id=call["id"], name=call["name"]))
@@ -346,6 +370,16 @@ def tool_rounds(state: ChatState) -> int:
     return len(_this_turn(state))
 
 
+def work_done(state: NeuronState) -> int:
+    """Concepts scored and ablations run in the history so far."""
+    return len(state.steps) + sum(e.kind == "ablation" for e in state.events)
+
+
+def experiments(state: ChatState) -> int:
+    """New scores and ablations since the researcher's last message."""
+    return work_done(state) - state.turn_start
+
+
 def work_rounds(state: ChatState) -> int:
     """Tool rounds that did new work: reading the history is not."""
     return sum(any(c["name"] != "inspect_history" for c in m.tool_calls) for m in _this_turn(state))
@@ -376,7 +410,9 @@ def chat_context(settings: Settings, engine, chat=None) -> ChatContext:
     base = build_context(settings, engine, chat)
     if base.chat is None:
         raise LineError("the chat needs an LLM, but loop.max_llm_calls is 0.", "Set loop.max_llm_calls above 0.")
-    return ChatContext(**vars(base), tool_calling=settings.llm.provider != "local")
+    tool_calling = settings.llm.provider != "local"
+    return ChatContext(**vars(base), tool_calling=tool_calling, max_rounds=settings.chat.max_rounds,
+                       min_experiments=0 if tool_calling else settings.chat.min_experiments)
 
 
 # --- a conversation --------------------------------------------------------------------------------
@@ -428,7 +464,7 @@ class ChatSession:
 
     def _stream(self, inputs, show: Printer | None) -> None:
         try:
-            config = self.config | {"recursion_limit": 4 * (self.context.max_rounds + 2)}
+            config = self.config | {"recursion_limit": 4 * (ROUND_LIMIT * self.context.max_rounds + 2)}
             for mode, chunk in self.graph.stream(inputs, config, context=self.context,
                                                  stream_mode=["messages", "updates"], durability="sync"):
                 if show:

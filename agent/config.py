@@ -104,6 +104,12 @@ class LoopConfig(Section):
         )
 
 
+class ChatConfig(Section):
+    max_rounds: int = Field(8, ge=1, description="LLM tool rounds of new work per message of the researcher")
+    min_experiments: int = Field(5, ge=0, description="JSON-action models (the embedded one): experiments, new "
+                                                     "scores or ablations, run before the agent may answer")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", toml_file=None
@@ -119,6 +125,7 @@ class Settings(BaseSettings):
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     loop: LoopConfig = Field(default_factory=LoopConfig)
+    chat: ChatConfig = Field(default_factory=ChatConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -12,7 +12,7 @@ from langchain_core.outputs import ChatGenerationChunk
 from rich.console import Console
 
 from agent import runner
-from agent.chat import STALL_NOTE, ChatSession, ConsolePrinter, chat_context
+from agent.chat import STALL_NOTE, ChatAction, ChatSession, ConsolePrinter, chat_context
 from agent.cli import build_parser
 from agent.config import load_settings
 from agent.llm import LLMUnavailable, ScriptedChatModel
@@ -137,8 +137,9 @@ def test_an_agent_that_always_repeats_one_call_still_scores_a_new_concept_every_
 
 def test_models_without_tool_calling_act_through_the_json_schema(settings, engine):
     replies = [action("score_concept", concept="green background"), "not json at all",
-               action("score_concept", concept="green", unit="one"), action("inspect_history", contains="green"),
+               action("score_concept", concept=["green"]), action("inspect_history", contains="green"),
                reply("Unit 1 likes green.")]
+    settings = settings_with(settings, chat={"min_experiments": 0})
     chat = ScriptedChatModel(replies=replies)
     session = ChatSession.start(settings, chat_context(settings, engine, chat), unit=1)
     assert not session.context.tool_calling  # the configured provider is the embedded model
@@ -147,7 +148,8 @@ def test_models_without_tool_calling_act_through_the_json_schema(settings, engin
     assert added[-1].content == "Unit 1 likes green."
     state = session.state()
     assert [s.concept for s in state.steps] == ["green background"] and state.steps[0].scores.auc > 0.9
-    assert state.usage.llm_calls == 5 and state.usage.llm_failures == 2  # prose, and a unit that is no number
+    assert state.usage.llm_calls == 5 and state.usage.llm_failures == 2  # prose, and a concept that is no text
+    assert "unit" not in json.dumps(ChatAction.model_json_schema())  # actions study the neuron at hand
     seen = chat.seen[-1]
     assert "score_concept" in seen[0].content and any("[result of score_concept]" in m.content for m in seen)
 
@@ -246,3 +248,13 @@ def test_an_llm_that_does_not_answer_leaves_slash_commands_working(scripted, eng
         session.send("Hello?")
     session.send("/score red background")
     assert [s.source for s in session.state().steps] == ["user"]
+
+
+def test_the_embedded_model_experiments_before_it_may_answer(settings, engine):
+    settings = settings_with(settings, chat={"min_experiments": 2})
+    replies = [reply("Too early."), action("score_concept", concept="green background"), reply("Still early."),
+               action("score_concept", concept="blue background"), reply("Green and blue both.")]
+    session = ChatSession.start(settings, chat_context(settings, engine, ScriptedChatModel(replies=replies)), unit=1)
+    added = session.send("What does it like?")
+    assert [s.concept for s in session.state().steps] == ["green background", "blue background"]
+    assert added[-1].content == "Green and blue both."  # the answers before two experiments were refused
