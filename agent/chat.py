@@ -12,14 +12,15 @@ LLM's repeat is answered with a new concept, the next operator proposal, scored 
 place; `tools` runs the four typed tools of `tools.agent_tools` through ToolNode's public
 interface; `stall` applies the labelling loop's stall test and, on a stall, scores the next
 operator proposal and says so. The state is the neuron's generation history (NeuronState)
-plus the conversation, checkpointed in SQLite: a thread lives in `runs/chat-.../` like a
-run, and resumes on another day.
+plus the conversation, checkpointed in the run's store (agent.store): a thread lives in
+`runs/chat-.../` like a run, and resumes on another day.
 """
 
 import json
 import random
 import re
 import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Annotated, Any, Callable, Literal, Union
 
@@ -42,7 +43,6 @@ from pydantic import BaseModel, Field, ValidationError, create_model
 
 import prompts
 from agent.config import Settings
-from agent.graph import sqlite_checkpointer
 from agent.llm import (
     ask_structured,
     check_reachable,
@@ -399,9 +399,9 @@ def build_chat_graph(checkpointer=None):
     return graph.compile(checkpointer=checkpointer)
 
 
-def chat_config(unit: int) -> dict:
+def chat_config(run: Run, unit: int) -> dict:
     """The thread, named like a labelling run's so that `line history` reads it too."""
-    return {"configurable": {"thread_id": f"unit-{unit}"}}
+    return {"configurable": {"thread_id": run.store.thread_id(unit)}}
 
 
 def chat_context(settings: Settings, engine, chat=None) -> ChatContext:
@@ -429,9 +429,9 @@ class ChatSession:
         self._writing = run.writer() if context is not None else None
         if self._writing is not None:
             self._writing.__enter__()
-        self._checkpointer = sqlite_checkpointer(run.folder / "checkpoints.sqlite")
-        self.graph = build_chat_graph(self._checkpointer)
-        self.config = chat_config(self.unit)
+        self._open = ExitStack()
+        self.graph = build_chat_graph(self._open.enter_context(run.store.checkpointer()))
+        self.config = chat_config(run, self.unit)
 
     @classmethod
     def start(cls, settings: Settings, context: ChatContext, unit: int, history: NeuronState | None = None,
@@ -473,7 +473,7 @@ class ChatSession:
             self.run.export()
 
     def close(self) -> None:
-        self._checkpointer.conn.close()
+        self._open.close()
         if self._writing is not None:
             self._writing.__exit__(None, None, None)
             self._writing = None

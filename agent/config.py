@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -110,6 +110,33 @@ class ChatConfig(Section):
                                                      "scores or ablations, run before the agent may answer")
 
 
+class ClusterConfig(Section):
+    backend: Literal["local", "ray"] = Field("local", description="local: units in threads of this process; ray: on Ray workers")
+    address: str = Field("local", description='ray: "local" (start Ray on this machine), "auto" (the cluster this '
+                                             'machine belongs to) or ray://HOST:PORT (Ray Client)')
+    workers: int = Field(2, ge=1, description="ray: worker processes (actors), each labelling one unit at a time")
+    cpus_per_worker: float = Field(1.0, gt=0, description="ray: CPUs each worker reserves (and its torch threads)")
+    gpus_per_worker: float = Field(0.0, ge=0, description="ray: GPUs each worker reserves (fractions share one)")
+
+
+class StoreConfig(Section):
+    url: str = Field("", description='"" (the run folder\'s checkpoints.sqlite, the bank under cache_dir), '
+                                     "sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
+
+    @field_validator("url")
+    @classmethod
+    def _known_and_without_password(cls, url: str) -> str:
+        from urllib.parse import parse_qs, urlsplit
+
+        if url and not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("give sqlite:///PATH, postgresql://USER@HOST:PORT/DB, or leave it empty")
+        parts = urlsplit(url)
+        if parts.password or "password" in parse_qs(parts.query):  # a LineError: pydantic would echo the value
+            raise LineError("store.url holds a password, which would be stored in run folders.",
+                            "Leave it out of the URL: put it in PGPASSWORD or ~/.pgpass, where the client finds it.")
+        return url
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", toml_file=None
@@ -126,6 +153,8 @@ class Settings(BaseSettings):
     llm: LLMConfig = Field(default_factory=LLMConfig)
     loop: LoopConfig = Field(default_factory=LoopConfig)
     chat: ChatConfig = Field(default_factory=ChatConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
 
     @classmethod
     def settings_customise_sources(

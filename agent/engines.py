@@ -10,6 +10,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from agent.config import GeneratorConfig, Settings
+from agent.store import open_store
 from tools.cache import DiskCache
 from tools.control import AUTO, DEFAULT_PROCEDURAL, load_control_set, natural_images
 from tools.engine import Engine, Progress
@@ -68,7 +69,7 @@ def build_engine(settings: Settings, progress: Progress | None = None, trust_cod
         make_generator(settings.generator),
         load_control_set(control, cache), cache,
         images_per_concept=settings.loop.images_per_concept, control_mode=settings.loop.control_mode,
-        progress=progress, fingerprint=model_fingerprint(settings.model),
+        progress=progress, fingerprint=model_fingerprint(settings.model), banks=open_store(settings).bank,
     )
 
 

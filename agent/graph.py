@@ -103,8 +103,9 @@ def serializer() -> JsonPlusSerializer:
 
 
 def sqlite_checkpointer(path: str | Path) -> SqliteSaver:
-    """Checkpoints in a SQLite file (WAL mode, shared by the threads of a batch run)."""
-    connection = sqlite3.connect(str(path), check_same_thread=False)
+    """Checkpoints in a SQLite file (WAL mode, shared by the threads of a batch run and by
+    the worker processes of one machine)."""
+    connection = sqlite3.connect(str(path), timeout=60, check_same_thread=False)
     connection.execute("PRAGMA journal_mode=WAL")
     return SqliteSaver(connection, serde=serializer())
 
@@ -115,8 +116,8 @@ def recursion_limit(loop) -> int:
     return 8 * (loop.max_iterations + 1) + 24
 
 
-def thread_config(unit: int, loop) -> dict:
-    return {"configurable": {"thread_id": f"unit-{unit}"}, "recursion_limit": recursion_limit(loop)}
+def thread_config(thread_id: str, loop) -> dict:
+    return {"configurable": {"thread_id": thread_id}, "recursion_limit": recursion_limit(loop)}
 
 
 def neuron_state(values) -> NeuronState:

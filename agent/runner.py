@@ -1,8 +1,11 @@
 """Runs: build the engine and context from settings, label units, resume, export.
 
-A run lives in `runs/<id>/`: `run.json` (settings and units), `checkpoints.sqlite` (one
-LangGraph thread per unit, written after every node), `history.json` (every neuron's
-history as JSON, rewritten as units finish) and `writer.lock` (the one writer, agent.lock).
+A run lives in `runs/<id>/`: `run.json` (settings and units), `history.json` (every
+neuron's history as JSON, rewritten as units finish) and `sweep.json` (the layer sweep's
+cost). Its store (agent.store, `[store] url`) keeps one LangGraph thread per unit, written
+after every node, the unit table and the writer lock: by default `checkpoints.sqlite` and
+`writer.lock` in the folder. `label` labels the units here, in threads (`concurrency`), or
+on Ray workers (`[cluster] backend = "ray"`, agent.cluster).
 """
 
 from __future__ import annotations
@@ -23,16 +26,11 @@ from langgraph.types import Command
 from agent.config import LoopConfig, Settings, load_settings
 from agent.dedup import Deduplicator
 from agent.engines import control_spec
-from agent.graph import (
-    build_label_graph,
-    neuron_state,
-    sqlite_checkpointer,
-    thread_config,
-)
+from agent.graph import build_label_graph, neuron_state, thread_config
 from agent.llm import make_chat_model
-from agent.lock import RunLock
 from agent.nodes import LineContext
 from agent.state import NeuronState
+from agent.store import DONE, RUNNING, WAITING, open_store
 from tools.cache import atomic_write
 from tools.criterion import Criterion
 from tools.engine import Engine
@@ -49,7 +47,7 @@ RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 # things run and are kept, the LLM (it only proposes), budgets. None changes what is scored.
 MAY_CHANGE_ON_RESUME = frozenset({
     "runs_dir", "cache_dir", "concurrency", "device", "generator.device", "generator.dtype", "generator.batch_size",
-    "llm", "loop.max_iterations", "loop.max_images", "loop.max_llm_calls", "loop.max_seconds",
+    "cluster", "llm", "loop.max_iterations", "loop.max_images", "loop.max_llm_calls", "loop.max_seconds",
 })
 
 
@@ -63,6 +61,34 @@ def build_context(settings: Settings, engine: Engine, chat=None) -> LineContext:
                        loop=loop, chat=chat, temperature=settings.llm.temperature, llm_retries=settings.llm.retries,
                        criterion=Criterion(loop.criterion, loop.auc_gate),
                        atoms=sweep_atoms(loop, engine.generator) if loop.sweep else [])
+
+
+def labelling_context(settings: Settings, engine: Engine, chat=None) -> LineContext | None:
+    """The runtime context to label here (`chat` overrides the configured LLM), built before
+    a run exists so that a failed start leaves nothing behind; None on Ray, whose workers
+    build their own from the settings."""
+    if settings.cluster.backend == "local":
+        return build_context(settings, engine, chat)
+    if chat is not None:
+        raise LineError("a chat model in memory cannot travel to Ray workers.",
+                        "Configure the LLM in [llm] (each worker builds its own), or set cluster.backend = \"local\".")
+    if engine.model_name.startswith("live:"):
+        raise LineError("a torch module in memory cannot travel to Ray workers.",
+                        "Give the model as a spec they can load (package.module:factory, timm:NAME...), or set "
+                        "cluster.backend = \"local\".")
+    return None
+
+
+def label(run: "Run", context: LineContext | None, on_update: Update | None = None,
+          reviewer: Reviewer | None = None) -> dict[int, NeuronState]:
+    """Label `run`'s units where its settings say (`[cluster] backend`): here with `context`
+    (from `labelling_context`), or on Ray workers (agent.cluster). On Ray a unit that waits
+    for review stays waiting: resume it with the local backend to be asked."""
+    if run.settings.cluster.backend == "ray":
+        from agent.cluster import label_on_ray
+
+        return label_on_ray(run, on_update)
+    return run.label(context, on_update, reviewer)
 
 
 def sweep_atoms(loop: LoopConfig, generator: ImageGenerator) -> list[Atom]:
@@ -91,8 +117,9 @@ class Run:
     def __init__(self, folder: Path, settings: Settings, units: list[int]):
         self.folder, self.settings, self.units = folder, settings, units
         self.id = folder.name
+        self.store = open_store(settings).run(self.id, folder)
         self._lock = threading.Lock()
-        self._writer: RunLock | None = None
+        self._writer = None
         self._stop = threading.Event()
 
     # --- creating and opening ------------------------------------------------------------
@@ -108,8 +135,9 @@ class Run:
         folder = Path(settings.runs_dir) / (run_id or new_run_id(settings))
         if (folder / "run.json").exists():
             raise LineError(f"run {folder.name!r} exists already.", f"Resume it with line label --resume {folder.name}.")
-        folder.mkdir(parents=True, exist_ok=True)
         run = cls(folder, settings, units)
+        run.store.register()
+        folder.mkdir(parents=True, exist_ok=True)
         atomic_write(folder / "run.json", json.dumps(
             {"id": run.id, "created": datetime.now().isoformat(timespec="seconds"),
              "settings": settings.public(), "units": units}, indent=2).encode())
@@ -145,11 +173,12 @@ class Run:
     # --- the one writer -------------------------------------------------------------------
     @contextmanager
     def writer(self) -> Iterator["Run"]:
-        """Hold the run's writer lock (agent.lock) for the block; nested blocks share it."""
+        """Hold the run's writer lock (its store's: agent.lock, or a lease in Postgres) for
+        the block; nested blocks share it."""
         if self._writer is not None:
             yield self
             return
-        lock = RunLock(self.folder).acquire()
+        lock = self.store.lock().acquire()
         if lock.note:
             log.warning(lock.note)
         self._writer = lock
@@ -162,32 +191,29 @@ class Run:
     # --- labelling ------------------------------------------------------------------------
     def label(self, context: LineContext, on_update: Update | None = None,
               reviewer: Reviewer | None = None) -> dict[int, NeuronState]:
-        """Label every unit (skipping finished ones); resumes where checkpoints stop.
+        """Label every unit here (skipping finished ones); resumes where checkpoints stop.
 
         Ctrl-C stops at once: with one unit at a time the units run in the calling thread,
         so the interrupt lands wherever it is (a node, rendering, an LLM call); with
         several, each stops after the node at hand. Finished nodes are checkpointed, and
         `history.json` is written before the interrupt goes on up."""
         with self.writer():
-            context.engine.control_activations()
-            self.sweep(context)
-            checkpointer = sqlite_checkpointer(self.folder / "checkpoints.sqlite")
-            graph = build_label_graph(checkpointer)
+            self.record_sweep(prepare(context))
+            with self.store.checkpointer() as checkpointer:
+                graph = build_label_graph(checkpointer)
 
-            def one(unit: int) -> NeuronState:
-                result = self._label_unit(graph, context, unit, on_update, reviewer)
-                self.export(graph)
-                return result
+                def one(unit: int) -> NeuronState:
+                    result = self.label_unit(graph, context, unit, on_update, reviewer)
+                    self.export(graph)
+                    return result
 
-            try:
-                if self.settings.concurrency == 1:
-                    return {unit: one(unit) for unit in self.units}
-                return self._label_side_by_side(one)
-            except BaseException:
-                self.export(graph)
-                raise
-            finally:
-                checkpointer.conn.close()
+                try:
+                    if self.settings.concurrency == 1:
+                        return {unit: one(unit) for unit in self.units}
+                    return self._label_side_by_side(one)
+                except BaseException:
+                    self.export(graph)
+                    raise
 
     def _label_side_by_side(self, one: Callable[[int], NeuronState]) -> dict[int, NeuronState]:
         """Units in worker threads; on an error or Ctrl-C the others stop after their node."""
@@ -202,34 +228,35 @@ class Run:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def sweep(self, context: LineContext) -> dict:
-        """Score the attribute sweep once for the layer (free when it is in the bank) and
-        record its one-off cost in `sweep.json`."""
+    def record_sweep(self, cost: dict | None) -> None:
+        """Keep the sweep's one-off cost in `sweep.json` (a sweep that found everything in
+        the bank leaves the cost recorded when it ran)."""
         path = self.folder / "sweep.json"
-        if not context.atoms:
-            return {}
-        start = time.perf_counter()
-        rendered = context.engine.sweep([a.concept for a in context.atoms])
-        if path.exists() and not rendered:
-            return json.loads(path.read_text())
-        cost = {"concepts": len(context.atoms), "images_rendered": rendered,
-                "seconds": round(time.perf_counter() - start, 2), "layer_units": context.engine.units}
+        if cost is None or (path.exists() and not cost["images_rendered"]):
+            return
         atomic_write(path, json.dumps(cost, indent=1).encode())
-        return cost
 
-    def _label_unit(self, graph, context: LineContext, unit: int, on_update: Update | None,
-                    reviewer: Reviewer | None) -> NeuronState:
-        config = thread_config(unit, self.settings.loop)
+    def thread_config(self, unit: int) -> dict:
+        return thread_config(self.store.thread_id(unit), self.settings.loop)
+
+    def label_unit(self, graph, context: LineContext, unit: int, on_update: Update | None = None,
+                   reviewer: Reviewer | None = None) -> NeuronState:
+        """Label one unit from where its checkpoints stop, keeping the unit table up to date."""
+        config = self.thread_config(unit)
         snapshot = graph.get_state(config)
         inputs = None if snapshot.values else NeuronState(unit=unit)
+        taken = False
         while True:
             # Finished: no task left. (`next` alone is not enough: after a kill, a node's
             # writes may be saved while the checkpoint that follows them is not.)
             if snapshot.values and not snapshot.tasks:
-                return neuron_state(snapshot.values)
+                return self._settled(unit, DONE, snapshot.values)
+            if snapshot.interrupts and reviewer is None:
+                return self._settled(unit, WAITING, snapshot.values)  # waits for a person; resumable later
+            if not taken:
+                self.store.mark(unit, RUNNING)
+                taken = True
             if snapshot.interrupts:
-                if reviewer is None:
-                    return neuron_state(snapshot.values)  # waits for a person; resumable later
                 inputs = Command(resume=reviewer(snapshot.interrupts[0].value))
             # "updates" names the node that ran; "values" then brings the whole state, so
             # progress needs no extra read of the checkpoint.
@@ -246,33 +273,52 @@ class Run:
             snapshot = graph.get_state(config)
             inputs = None
 
+    def _settled(self, unit: int, status: str, values) -> NeuronState:
+        self.store.mark(unit, status)
+        return neuron_state(values)
+
+    def unfinished(self) -> list[int]:
+        """The units the unit table does not record as finished, in the run's order."""
+        table = self.store.units()
+        return [unit for unit in self.units if unit not in table or table[unit].status != DONE]
+
     def states(self, graph=None) -> dict[int, NeuronState]:
         """The current state of every unit that has started."""
-        own = graph is None
-        checkpointer = sqlite_checkpointer(self.folder / "checkpoints.sqlite") if own else None
-        graph = graph or build_label_graph(checkpointer)
-        try:
-            result = {}
-            for unit in self.units:
-                values = graph.get_state(thread_config(unit, self.settings.loop)).values
-                # A unit whose input is saved but not applied yet (another thread is starting
-                # it) shows only its reducers' defaults: it has not started.
-                if values and "unit" in values:
-                    result[unit] = neuron_state(values)
-            return result
-        finally:
-            if own:
-                checkpointer.conn.close()
+        if graph is None:
+            with self.store.checkpointer() as checkpointer:
+                return self.states(build_label_graph(checkpointer))
+        result = {}
+        for unit in self.units:
+            values = graph.get_state(self.thread_config(unit)).values
+            # A unit whose input is saved but not applied yet (another thread is starting
+            # it) shows only its reducers' defaults: it has not started.
+            if values and "unit" in values:
+                result[unit] = neuron_state(values)
+        return result
 
-    def export(self, graph=None) -> Path:
-        """Write `history.json`: every neuron's full history."""
+    def export(self, graph=None, states: dict[int, NeuronState] | None = None) -> Path:
+        """Write `history.json`: every neuron's full history (`states`, or read from the store)."""
         with self._lock:
-            states = self.states(graph)
+            states = self.states(graph) if states is None else states
             path = self.folder / "history.json"
             atomic_write(path, json.dumps(
                 {"run": self.id, "settings": self.settings.public(),
-                 "units": {str(u): s.model_dump(mode="json") for u, s in states.items()}}, indent=1).encode())
+                 "units": {str(u): states[u].model_dump(mode="json") for u in self.units if u in states}},
+                indent=1).encode())
             return path
+
+
+def prepare(context: LineContext) -> dict | None:
+    """What every unit of the layer needs first: the control set's activations, and the
+    attribute sweep, scored once for the layer (free when it is in the bank). Returns the
+    sweep's one-off cost, None without a sweep."""
+    context.engine.control_activations()
+    if not context.atoms:
+        return None
+    start = time.perf_counter()
+    rendered = context.engine.sweep([a.concept for a in context.atoms])
+    return {"concepts": len(context.atoms), "images_rendered": rendered,
+            "seconds": round(time.perf_counter() - start, 2), "layer_units": context.engine.units}
 
 
 def resume_settings(run: Run, changes: dict[str, Any], units: list[int] | None = None) -> Settings:

@@ -8,7 +8,6 @@ the layer's concept bank, so later units can start from concepts already paid fo
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Callable, Literal, Sequence
 import numpy as np
 from PIL import Image
 
+from tools.bank import ConceptBank, FileBank
 from tools.cache import DiskCache, content_key
 from tools.concepts import concept_problem
 from tools.control import ControlSet, generated_image_key
@@ -75,6 +75,7 @@ class Engine:
         batch_size: int = 32,
         progress: Progress | None = None,
         fingerprint: str = "",
+        banks: Callable[[str], ConceptBank] | None = None,
     ):
         self.model_name, self.layer, self.generator = model_name, layer, generator
         # cache keys name the model by its spec and a digest of what the spec loads (tools.fingerprint)
@@ -90,7 +91,9 @@ class Engine:
         self._control_acts: np.ndarray | None = None
         self._bank_acts: dict[str, np.ndarray] = {}
         self._banked: set[str] | None = None
-        self._bank_path = cache.root / "banks" / f"{content_key(self.model_id, layer, generator.id)}.jsonl"
+        # the layer's concept bank: a JSONL file in the cache by default, or a store's table (agent.store)
+        bank_key = content_key(self.model_id, layer, generator.id)
+        self.concept_bank = banks(bank_key) if banks else FileBank(cache.root / "banks" / f"{bank_key}.jsonl")
 
     @property
     def model(self) -> TargetModel:
@@ -246,22 +249,15 @@ class Engine:
 
     # --- concept bank ------------------------------------------------------------------
     def bank(self) -> dict[str, list[ImageRef]]:
-        """Every concept scored so far on this (model, layer, generator), across runs.
-
-        One JSON line per concept, appended: a line cut by a crash is skipped (that
-        concept is only scored again when next proposed), and so is a concept that fails
-        the concept check (tools.concepts): the cache folder is not trusted."""
-        try:
-            lines = self._bank_path.read_text().splitlines()
-        except FileNotFoundError:
-            return {}
+        """Every concept scored so far on this (model, layer, generator), across runs and
+        processes (tools.bank). A concept that fails the concept check (tools.concepts), or
+        an entry that does not parse, is skipped: the cache folder is not trusted."""
         bank = {}
-        for line in lines:
+        for concept, images in self.concept_bank.entries():
             try:
-                entry = json.loads(line)
-                if concept_problem(entry["concept"], self.generator) is None:
-                    bank[entry["concept"]] = [ImageRef(**r) for r in entry["images"]]
-            except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+                if concept_problem(concept, self.generator) is None:
+                    bank[concept] = [ImageRef(**r) for r in images]
+            except (KeyError, TypeError, AttributeError):
                 continue
         return bank
 
@@ -292,13 +288,11 @@ class Engine:
 
     def _bank_add(self, concept: str, refs: list[ImageRef]) -> None:
         with self._bank_lock:
-            if self._banked is None:  # read the file once; afterwards only append
+            if self._banked is None:  # what this process knows is banked; the bank itself keeps concepts unique
                 self._banked = set(self.bank())
             if concept in self._banked or concept_problem(concept, self.generator) is not None:
                 return
-            self._bank_path.parent.mkdir(parents=True, exist_ok=True)
-            with self._bank_path.open("a") as handle:
-                handle.write(json.dumps({"concept": concept, "images": [r.__dict__ for r in refs]}) + "\n")
+            self.concept_bank.add(concept, [r.__dict__ for r in refs])
             self._banked.add(concept)
 
 
