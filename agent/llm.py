@@ -121,11 +121,16 @@ def make_chat_model(config: LLMConfig) -> BaseChatModel:
 
 class ScriptedChatModel(BaseChatModel):
     """Replies from a list, in order (then the last one again). Each reply is a string or
-    an AIMessage (which may carry tool calls). For tests and reproducible demos."""
+    an AIMessage (which may carry tool calls). For tests and reproducible demos.
+
+    Each graph thread (a unit's conversation) is answered from the first reply on, so a
+    unit gets the same replies whichever units run before or beside it, in threads or on
+    Ray workers; calls outside a graph share one sequence. `calls` counts all of them."""
 
     replies: list[Any]
     calls: int = 0
     seen: list[list[BaseMessage]] = []
+    thread_calls: dict[str, int] = {}
 
     @property
     def _llm_type(self) -> str:
@@ -135,7 +140,10 @@ class ScriptedChatModel(BaseChatModel):
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         if not self.replies:
             raise LineError("the scripted LLM has no replies.", "Set llm.script in the config.")
-        reply = self.replies[min(self.calls, len(self.replies) - 1)]
+        thread = str((run_manager.metadata if run_manager else {}).get("thread_id", ""))
+        index = self.thread_calls.get(thread, 0)
+        self.thread_calls[thread] = index + 1
+        reply = self.replies[min(index, len(self.replies) - 1)]
         self.calls += 1
         self.seen.append(list(messages))
         if isinstance(reply, BaseException):
