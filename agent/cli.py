@@ -119,7 +119,7 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 def cmd_label(args: argparse.Namespace) -> None:
     from agent.engines import build_engine
-    from agent.runner import Run, build_context, units_text
+    from agent.runner import Run, label, labelling_context, units_text
     from tools.engine import parse_units
 
     with ExitStack() as stack:
@@ -131,20 +131,23 @@ def cmd_label(args: argparse.Namespace) -> None:
                 err_console.print(f"run {safe(run.id)} resumes with mended settings: {safe(', '.join(mended))}",
                                   highlight=False, soft_wrap=True)
             engine = build_engine(settings, progress=progress())
-            context = build_context(settings, engine)
+            context = labelling_context(settings, engine)
         else:
             settings = settings_from_args(args, runs_dir=args.runs_dir, concurrency=args.concurrency)
             engine = build_engine(settings, progress=progress())
             units = parse_units(args.units or "0", engine.units)
-            context = build_context(settings, engine)  # before the run exists: a failed start leaves nothing behind
+            context = labelling_context(settings, engine)  # before the run exists: a failed start leaves nothing behind
             run = Run.create(settings, units, args.run_id)
             stack.enter_context(run.writer())
         resume = f"line label --resume {run.id}" + (f" --runs-dir {settings.runs_dir}" if settings.runs_dir != "runs" else "")
+        cluster = settings.cluster
+        where = (f", on Ray ({cluster.workers} workers at {safe(cluster.address)})" if cluster.backend == "ray" else "")
         console.print(f"run [bold]{safe(run.id)}[/]: {safe(settings.model)} / {safe(settings.layer)}, "
-                      f"units {units_text(run.units)}, LLM {safe(settings.llm.provider)}, generator {safe(engine.generator.id)}")
+                      f"units {units_text(run.units)}, LLM {safe(settings.llm.provider)}, generator {safe(engine.generator.id)}"
+                      + where)
         try:
             with _live_progress(run) as on_update:
-                states = run.label(context, on_update=on_update, reviewer=_ask_person if sys.stdin.isatty() else None)
+                states = label(run, context, on_update=on_update, reviewer=_ask_person if sys.stdin.isatty() else None)
         except KeyboardInterrupt:
             err_console.print(f"interrupted: every finished step is saved ({safe(run.folder / 'history.json')}). "
                               f"Resume with: {safe(resume)}", highlight=False, soft_wrap=True)
@@ -192,21 +195,25 @@ def _ask_person(question: dict) -> str:
 
 
 class _live_progress:
-    """Progress bars per unit while a run labels; where stderr is no terminal (a log file,
-    CI), a plain line per unit and iteration instead."""
+    """One progress display over all units while a run labels: units finished of all, and a
+    bar for each unit in progress (here or on Ray workers). Where stderr is no terminal (a
+    log file, CI), a plain line per unit and iteration instead."""
 
     def __init__(self, run):
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.run = run
         self.plain = not err_console.is_terminal
-        self.bar = Progress(TextColumn("unit {task.fields[unit]:>4}"), BarColumn(), TextColumn("{task.description}"),
-                            TimeElapsedColumn(), console=err_console)
+        self.bar = Progress(TextColumn("{task.fields[name]:>9}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console)
         self.tasks: dict[int, Any] = {}
         self.shown: dict[int, tuple] = {}
+        self.total = None
 
     def __enter__(self):
         if not self.plain:
+            finished = len(self.run.units) - len(self.run.unfinished())
+            self.total = self.bar.add_task("", total=len(self.run.units), completed=finished, name="units")
             self.bar.start()
         return self.update
 
@@ -220,10 +227,14 @@ class _live_progress:
                 self.shown[unit] = moment
                 err_console.print(f"unit {unit:>4}: {' '.join(text.split())}", highlight=False, soft_wrap=True)
             return
+        if node == "finalize":  # the unit is done: its bar gives way to the count
+            if unit in self.tasks:
+                self.bar.remove_task(self.tasks.pop(unit))
+            self.bar.advance(self.total)
+            return
         if unit not in self.tasks:
-            self.tasks[unit] = self.bar.add_task("", total=limit + 1, unit=unit)
-        done = limit + 1 if node == "finalize" else state.iteration
-        self.bar.update(self.tasks[unit], completed=done, description=text)
+            self.tasks[unit] = self.bar.add_task("", total=limit, name=f"unit {unit}")
+        self.bar.update(self.tasks[unit], completed=min(state.iteration, limit), description=text)
 
     def __exit__(self, *exc):
         if not self.plain:

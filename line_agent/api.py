@@ -304,7 +304,7 @@ class LabelRun:
         """Go on labelling where the run stopped, with its own settings (as `line label
         --resume`): `cache_dir`, `runs_dir` and `concurrency` may change, nothing that
         changes what is scored. A run on a module in memory needs it: open_run(id, model=...)."""
-        from agent.runner import Run, build_context, resume_settings
+        from agent.runner import Run, label as label_run, labelling_context, resume_settings
 
         if self._engine.model_name.startswith("live:") and self._target is None:
             raise LineError(f"run {self.id} labels a torch module in memory ({self._engine.model_name}).",
@@ -312,7 +312,7 @@ class LabelRun:
         settings = resume_settings(self._run, overrides(changes))
         engine = build_engine(settings, model=self._target)  # resuming trusts the run's model, as `line label --resume`
         run = Run(self._run.folder, settings, self._run.units)
-        run.label(build_context(settings, engine, chat))
+        label_run(run, labelling_context(settings, engine, chat))
         return LabelRun(run, engine, self._target)
 
     def report_view(self):
@@ -341,13 +341,13 @@ def label(model: Any, layer: Any, units: int | str | Iterable[int], config: str 
     `units`: 17, '0-9', '1,5,9-12', 'all' or a list. `chat`: a LangChain chat model to use
     instead of the one `llm.provider` configures. Ctrl-C (interrupting the kernel) keeps every
     finished step: `open_run(run_id).resume()` goes on."""
-    from agent.runner import Run, build_context
+    from agent.runner import Run, label as label_run, labelling_context
 
     setup = Setup.of(model, layer, config, settings)
     chosen = unit_list(units, setup.engine)
-    context = build_context(setup.settings, setup.engine, chat)  # before the run exists: a failed start leaves nothing
+    context = labelling_context(setup.settings, setup.engine, chat)  # before the run exists: a failed start leaves nothing
     run = Run.create(setup.settings, chosen, run_id)
-    run.label(context)
+    label_run(run, context)
     return LabelRun(run, setup.engine, setup.target)
 
 
