@@ -59,3 +59,31 @@ def shared_photos(tmp_path, monkeypatch) -> Path:
         (root / "imagenet-samples" / f"{name}.jpg").write_bytes((source / f"{name}.jpg").read_bytes())
     monkeypatch.setenv("LINE_SHARED_DATA", str(root))
     return root / "imagenet-samples"
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """The URL of a PostgreSQL server started for this test session (tests/postgres.py)."""
+    from tests.postgres import throwaway_postgres
+
+    with throwaway_postgres() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray cluster for this test session: 2 CPUs, no dashboard. Token authentication
+    is turned off in this process (and so its workers) only."""
+    import ray
+
+    previous = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        if previous is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = previous
