@@ -84,8 +84,12 @@ class UnitWorker:
 
 def label_on_ray(run: Run, on_update: Update | None = None) -> dict[int, NeuronState]:
     """Label `run`'s unfinished units on Ray workers; returns every started unit's state."""
-    import ray
-    from ray.util.queue import Queue
+    try:
+        import ray
+        from ray.util.queue import Queue
+    except ImportError as error:
+        raise LineError("cluster.backend = \"ray\" needs Ray, which is not installed.",
+                        "Install the cluster extra: pip install -e '.[cluster]' (make setup does).") from error
 
     cluster = run.settings.cluster
     started = connect(cluster)

@@ -103,7 +103,10 @@ class Database:
 
 
 def connect_postgres(url: str, **options: Any):
-    import psycopg
+    try:
+        import psycopg
+    except ImportError as error:
+        raise missing_extra() from error
 
     try:
         return psycopg.connect(url, autocommit=True, connect_timeout=10, **options)
@@ -116,6 +119,11 @@ def create_tables(connection, postgres: bool) -> None:
     with schema_lock(connection, postgres):
         for statement in SCHEMA:
             connection.execute(statement)
+
+
+def missing_extra() -> LineError:
+    return LineError("a postgresql:// store needs psycopg and langgraph-checkpoint-postgres, which are not installed.",
+                     "Install the cluster extra: pip install -e '.[cluster]' (make setup does).")
 
 
 @contextmanager
@@ -292,8 +300,11 @@ _postgres_ready: set[str] = set()
 
 
 def postgres_saver(url: str):
-    from langgraph.checkpoint.postgres import PostgresSaver
-    from psycopg.rows import dict_row
+    try:
+        from langgraph.checkpoint.postgres import PostgresSaver
+        from psycopg.rows import dict_row
+    except ImportError as error:
+        raise missing_extra() from error
 
     from agent.graph import serializer
 
