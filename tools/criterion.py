@@ -13,9 +13,9 @@ strongly the unit fires. The criteria:
   ties broken by MAD.
 
 Parsimony: a shorter concept (fewer words) takes the winner's place only when it is as
-strong: it passes the gate and its value is within `AS_STRONG_Z` standard errors of the
-winner's (MAD's standard error comes with the scores; AUC's and the top share's tolerance
-is one image's worth).
+strong: it passes the gate and its MAD is within `AS_STRONG_Z` standard errors of the
+winner's, or within `AS_STRONG_SHARE` of it (a unit that saturates shows no spread); the
+`auc` criterion's tolerance is 0.02 AUC, the top share's one image's worth.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from tools.scoring import Scores
 CriterionName = Literal["auc", "mad", "gated-mad", "top-share"]
 CRITERIA: tuple[str, ...] = ("auc", "mad", "gated-mad", "top-share")
 AS_STRONG_Z = 2.0
+AS_STRONG_SHARE = 0.05  # ... or within this share of the winner's MAD (saturated units have no spread)
 AUC_TOLERANCE = 0.02  # the `auc` criterion's "as strong": the legacy label tolerance
 
 T = TypeVar("T")
@@ -71,7 +72,8 @@ class Criterion:
             return False
         if self.name == "auc":
             return candidate.auc >= winner.auc - AUC_TOLERANCE
-        mad_ok = candidate.mad >= winner.mad - AS_STRONG_Z * math.hypot(candidate.mad_se, winner.mad_se)
+        noise = max(AS_STRONG_Z * math.hypot(candidate.mad_se, winner.mad_se), AS_STRONG_SHARE * abs(winner.mad))
+        mad_ok = candidate.mad >= winner.mad - noise
         if self.name == "top-share":
             one_image = 1 / max(1, min(candidate.images or 1, winner.images or 1))
             return candidate.top_share >= winner.top_share - one_image and mad_ok
