@@ -411,7 +411,8 @@ def chat_context(settings: Settings, engine, chat=None) -> ChatContext:
     if base.chat is None:
         raise LineError("the chat needs an LLM, but loop.max_llm_calls is 0.", "Set loop.max_llm_calls above 0.")
     tool_calling = settings.llm.provider != "local"
-    return ChatContext(**vars(base), tool_calling=tool_calling, max_rounds=settings.chat.max_rounds,
+    loop = base.loop.model_copy(update={"patience": settings.chat.patience})
+    return ChatContext(**vars(base) | {"loop": loop}, tool_calling=tool_calling, max_rounds=settings.chat.max_rounds,
                        min_experiments=0 if tool_calling else settings.chat.min_experiments)
 
 

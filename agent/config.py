@@ -63,31 +63,31 @@ class LLMConfig(Section):
 
 
 class LoopConfig(Section):
-    images_per_concept: int = Field(4, ge=2)
-    init_top: int = Field(3, ge=0, description="top-activating control classes in the initial pool")
-    init_random: int = Field(1, ge=0, description="random control classes in the initial pool")
+    images_per_concept: int = Field(3, ge=2)
+    init_top: int = Field(1, ge=0, description="top-activating control classes in the initial pool")
+    init_random: int = Field(0, ge=0, description="random control classes in the initial pool")
     sweep: bool = Field(True, description="score the generator's atoms once for the whole layer first")
     sweep_concepts: str = Field("", description="a file of concepts (one a line) to sweep instead of the generator's atoms")
     sweep_top: int = Field(4, ge=0, description="the unit's best atoms of the sweep in the initial pool (no new images)")
     bank_top: int = Field(2, ge=0, description="best other concepts from the layer's concept bank (no new images)")
     pool_size: int = Field(10, ge=2)
-    max_iterations: int = Field(10, ge=0, description="proposals (LLM or operator) per neuron")
-    max_images: int = Field(80, ge=1, description="images scored for the unit: proposals, initial pool, confirmation")
+    max_iterations: int = Field(8, ge=0, description="proposals (LLM or operator) per neuron")
+    max_images: int = Field(60, ge=1, description="images scored for the unit: proposals, initial pool, confirmation")
     max_llm_calls: int = Field(30, ge=0)
     max_seconds: float = Field(900.0, gt=0)
     dedup: bool = True
     dedup_threshold: float = Field(0.88, gt=0, le=1, description="text-embedding cosine similarity of a paraphrase")
     stall: bool = True
-    patience: int = Field(4, ge=1, description="iterations without a new best before a strategy change")
+    patience: int = Field(2, ge=1, description="iterations without a new best before the LLM and the operators swap")
     duplicate_streak: int = Field(3, ge=1, description="iterations whose LLM proposal was rejected before operators take over")
     failure_streak: int = Field(3, ge=1, description="unusable or undrawable LLM answers before operators take over")
     summary: bool = True
     simplify: bool = Field(True, description="generalise the best concept when the LLM's summary is unusable")
-    criterion: CriterionName = Field("gated-mad", description="how concepts are compared: auc, mad, gated-mad, top-share")
+    criterion: CriterionName = Field("top-share", description="how concepts are compared: auc, mad, gated-mad, top-share")
     auc_gate: float = Field(0.05, ge=0, le=1, description="gated-mad: concepts this far below the best AUC are out")
     confirm: bool = Field(True, description="score the finalists on fresh images before choosing the label")
-    confirm_top: int = Field(3, ge=1, description="finalists: the best concepts by the criterion")
-    confirm_images: int = Field(4, ge=1, description="fresh images per finalist")
+    confirm_top: int = Field(2, ge=1, description="finalists: the best concepts by the criterion")
+    confirm_images: int = Field(3, ge=1, description="fresh images per finalist")
     control_mode: Literal["all", "class"] = "all"
     review: bool = Field(False, description="pause for a person's approval before finalising")
     seed: int = 0
@@ -108,6 +108,8 @@ class ChatConfig(Section):
     max_rounds: int = Field(8, ge=1, description="LLM tool rounds of new work per message of the researcher")
     min_experiments: int = Field(5, ge=0, description="JSON-action models (the embedded one): experiments, new "
                                                      "scores or ablations, run before the agent may answer")
+    patience: int = Field(4, ge=1, description="tool rounds without a new best before the stall node scores an "
+                                               "operator concept (a conversation's pace is slower than the loop's)")
 
 
 class ClusterConfig(Section):

@@ -28,14 +28,14 @@ def test_each_criterion_orders_the_same_concepts_its_own_way():
 
 
 def test_better_compares_two_concepts_like_the_order_does():
-    gated = Criterion()
+    gated = Criterion("gated-mad")
     assert gated.better(ITEMS["strong"], ITEMS["weak look-alike"])
     assert gated.better(ITEMS["weak look-alike"], ITEMS["one wild image"])
     assert not gated.better(ITEMS["weak look-alike"], ITEMS["strong"])
 
 
 def test_a_shorter_concept_wins_only_when_it_is_as_strong():
-    gated = Criterion()
+    gated = Criterion("gated-mad")
     close = {"red polka dots on white background": scores(mad=10.0, se=0.5), "red polka dots": scores(mad=9.5, se=0.4)}
     choice = gated.choose(list(close), close.get, str)
     assert choice.winner == "red polka dots" and "as strong" in choice.reason
@@ -47,7 +47,7 @@ def test_a_shorter_concept_wins_only_when_it_is_as_strong():
 
 
 def test_the_reason_names_the_criterion_and_the_figures():
-    choice = Criterion().choose(list(ITEMS), ITEMS.get, str)
+    choice = Criterion("gated-mad").choose(list(ITEMS), ITEMS.get, str)
     assert choice.winner == "strong" and "MAD 20.00" in choice.reason and "gate: AUC ≥ 0.950" in choice.reason
     assert "highest AUC (1.000)" in Criterion("auc").choose(list(ITEMS), ITEMS.get, str).reason
 

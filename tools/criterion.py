@@ -7,15 +7,17 @@ strongly the unit fires. The criteria:
 - ``auc``: AUC, ties broken by MAD (the LINE paper's choice).
 - ``mad``: MAD alone (the mean activation above the control's, in control standard
   deviations; for one unit the same order as the mean activation).
-- ``gated-mad`` (default): AUC as a gate, then MAD. Concepts more than ``auc_gate`` below
+- ``gated-mad``: AUC as a gate, then MAD. Concepts more than ``auc_gate`` below
   the best AUC among those compared are out; the rest are ordered by MAD.
-- ``top-share``: the share of the concept's images above the control's 99th percentile,
-  ties broken by MAD.
+- ``top-share`` (default): the share of the concept's images above the control's 99th
+  percentile, ties broken by MAD. It asks that the concept's images drive the unit like
+  its strongest control images do, and ignores how far above the control's floor the rest
+  sit (a concept drawn constantly a little above a floor of zeros gets a high AUC).
 
 Parsimony: a shorter concept (fewer words) takes the winner's place only when it is as
-strong: it passes the gate and its value is within `AS_STRONG_Z` standard errors of the
-winner's (MAD's standard error comes with the scores; AUC's and the top share's tolerance
-is one image's worth).
+strong: it passes the gate and its MAD is within `AS_STRONG_Z` standard errors of the
+winner's, or within `AS_STRONG_SHARE` of it (a unit that saturates shows no spread); the
+`auc` criterion's tolerance is 0.02 AUC, the top share's one image's worth.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from tools.scoring import Scores
 CriterionName = Literal["auc", "mad", "gated-mad", "top-share"]
 CRITERIA: tuple[str, ...] = ("auc", "mad", "gated-mad", "top-share")
 AS_STRONG_Z = 2.0
+AS_STRONG_SHARE = 0.05  # ... or within this share of the winner's MAD (saturated units have no spread)
 AUC_TOLERANCE = 0.02  # the `auc` criterion's "as strong": the legacy label tolerance
 
 T = TypeVar("T")
@@ -36,7 +39,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Criterion:
-    name: CriterionName = "gated-mad"
+    name: CriterionName = "top-share"
     auc_gate: float = 0.05
 
     # --- ordering ----------------------------------------------------------------------
@@ -71,7 +74,8 @@ class Criterion:
             return False
         if self.name == "auc":
             return candidate.auc >= winner.auc - AUC_TOLERANCE
-        mad_ok = candidate.mad >= winner.mad - AS_STRONG_Z * math.hypot(candidate.mad_se, winner.mad_se)
+        noise = max(AS_STRONG_Z * math.hypot(candidate.mad_se, winner.mad_se), AS_STRONG_SHARE * abs(winner.mad))
+        mad_ok = candidate.mad >= winner.mad - noise
         if self.name == "top-share":
             one_image = 1 / max(1, min(candidate.images or 1, winner.images or 1))
             return candidate.top_share >= winner.top_share - one_image and mad_ok
