@@ -83,7 +83,7 @@ class LoopConfig(Section):
     failure_streak: int = Field(3, ge=1, description="unusable or undrawable LLM answers before operators take over")
     summary: bool = True
     simplify: bool = Field(True, description="generalise the best concept when the LLM's summary is unusable")
-    criterion: CriterionName = Field("top-share", description="how concepts are compared: auc, mad, gated-mad, top-share")
+    criterion: CriterionName = Field("gated-mad", description="how concepts are compared: auc, mad, gated-mad, top-share")
     auc_gate: float = Field(0.05, ge=0, le=1, description="gated-mad: concepts this far below the best AUC are out")
     confirm: bool = Field(True, description="score the finalists on fresh images before choosing the label")
     confirm_top: int = Field(2, ge=1, description="finalists: the best concepts by the criterion")

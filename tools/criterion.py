@@ -7,9 +7,9 @@ strongly the unit fires. The criteria:
 - ``auc``: AUC, ties broken by MAD (the LINE paper's choice).
 - ``mad``: MAD alone (the mean activation above the control's, in control standard
   deviations; for one unit the same order as the mean activation).
-- ``gated-mad``: AUC as a gate, then MAD. Concepts more than ``auc_gate`` below
+- ``gated-mad`` (default): AUC as a gate, then MAD. Concepts more than ``auc_gate`` below
   the best AUC among those compared are out; the rest are ordered by MAD.
-- ``top-share`` (default): the share of the concept's images above the control's 99th
+- ``top-share``: the share of the concept's images above the control's 99th
   percentile, ties broken by MAD. It asks that the concept's images drive the unit like
   its strongest control images do, and ignores how far above the control's floor the rest
   sit (a concept drawn constantly a little above a floor of zeros gets a high AUC).
@@ -39,7 +39,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Criterion:
-    name: CriterionName = "top-share"
+    name: CriterionName = "gated-mad"
     auc_gate: float = 0.05
 
     # --- ordering ----------------------------------------------------------------------
