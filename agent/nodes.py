@@ -298,9 +298,9 @@ def pool_with(ctx: LineContext, state: NeuronState, step: Step) -> list[str]:
 
 # --- when to stop, and how to go on ----------------------------------------------------------
 def stall(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
-    """Between iterations: stop on a spent budget; on a stall, change strategy (the LLM and
-    the operators take turns; when the LLM keeps failing, the operators take over for
-    good); then start the next iteration."""
+    """Between iterations: stop on a spent budget; on a stall (with `loop.stall`), change
+    strategy (the LLM and the operators take turns; when the LLM keeps failing, the
+    operators take over for good); then start the next iteration."""
     ctx = runtime.context
     if state.stop_reason:
         return {}
@@ -308,7 +308,7 @@ def stall(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     if reason:
         return {"stop_reason": reason, "events": [Event(iteration=state.iteration, kind="stop", reason=reason)]}
     update: dict = {"iteration": state.iteration + 1}
-    if state.llm_retired or ctx.chat is None:
+    if state.llm_retired or ctx.chat is None or not ctx.loop.stall:
         return update
     trigger, failing = stall_trigger(state, ctx.loop, ctx.criterion)
     following = "operators" if failing else next_strategy(state, ctx.criterion)

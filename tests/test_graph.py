@@ -186,6 +186,15 @@ def test_the_paper_loop_neither_generalises_nor_prefers_short_labels(settings):
     assert state.label.concept == state.best(Criterion("auc")).concept and state.label.criterion == "auc"
 
 
+def test_without_stall_handling_the_llm_proposes_every_iteration(settings):
+    settings = with_loop(settings, stall=False, patience=1, max_iterations=4, summary=False)
+    ideas = ["blue noise", "green stripes", "white rings", "black dots"]
+    _, chat, states = run_units(settings, [say(idea) for idea in ideas])
+    state = states[0]
+    assert [(s.source, s.concept) for s in searched(state)] == [("llm", idea) for idea in ideas]
+    assert not [e for e in state.events if e.kind == "strategy"] and chat.calls == 4
+
+
 # --- choosing the label: a target with known units, a control set without red ------------------
 @pytest.fixture
 def red_settings(tmp_path):
