@@ -188,7 +188,7 @@ def test_the_paper_loop_neither_generalises_nor_prefers_short_labels(settings):
 
 def test_without_stall_handling_the_llm_proposes_every_iteration(settings):
     settings = with_loop(settings, stall=False, patience=1, max_iterations=4, summary=False)
-    ideas = ["blue noise", "green stripes", "white rings", "black dots"]
+    ideas = ["blue noise", "green stripes", "white rings", "orange zigzag"]
     _, chat, states = run_units(settings, [say(idea) for idea in ideas])
     state = states[0]
     assert [(s.source, s.concept) for s in searched(state)] == [("llm", idea) for idea in ideas]
