@@ -87,3 +87,15 @@ def ray_cluster():
             os.environ.pop("RAY_AUTH_MODE", None)
         else:
             os.environ["RAY_AUTH_MODE"] = previous
+
+
+def line(capsys, *argv) -> tuple[int, str, str]:
+    """`line ARGV` in-process: exit code, stdout, stderr (argparse's exits included)."""
+    from agent.cli import main
+
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as stop:
+        code = stop.code
+    out, err = capsys.readouterr()
+    return code, out, err

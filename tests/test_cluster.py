@@ -20,11 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import main
 from agent.config import load_settings
 from agent.engines import build_engine
 from agent.runner import Run, label, labelling_context, resume_settings
-from tests.conftest import COLOUR_NET
+from tests.conftest import COLOUR_NET, line
 from tests.writers import add_concepts, write_entries
 from tools.errors import LineError
 
@@ -45,14 +44,6 @@ def cluster_settings(tmp_path, name: str, **sections):
                          runs_dir=str(tmp_path / "runs"), llm={"provider": "scripted", "script": [say(c) for c in CONCEPTS]},
                          loop=loop, **sections)
 
-
-def line(capsys, *argv) -> tuple[int, str, str]:
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as stop:
-        code = stop.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def steps(state) -> list[tuple[str, str]]:

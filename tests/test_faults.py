@@ -20,23 +20,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.cli import main
-from tests.conftest import COLOUR_NET
+from tests.conftest import COLOUR_NET, line
 from tests.fake_openai import FakeOpenAI
 from tools.errors import LineError
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "sk-test-never-stored-4f1d9a"
 
-
-def line(capsys, *argv) -> tuple[int, str, str]:
-    """`line ARGV` in-process: exit code, stdout, stderr (argparse's exits included)."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as stop:
-        code = stop.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_line_error(code: int, err: str, *words: str) -> bool:

@@ -16,23 +16,14 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from agent.cli import main
 from agent.config import load_settings
 from agent.engines import _warn_drawings_for_photos, build_engine, control_spec
-from tests.conftest import COLOUR_NET, NATURAL_CLASSES
+from tests.conftest import COLOUR_NET, NATURAL_CLASSES, line
 from tests.fake_openai import FakeOpenAI
 from tools.errors import LineError
 
 SIZE = 32
 
-
-def line(capsys, *argv) -> tuple[int, str, str]:
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as stop:
-        code = stop.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def diffusers_settings(tmp_path, pipeline, **extra):
