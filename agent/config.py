@@ -86,7 +86,7 @@ class LoopConfig(Section):
     criterion: CriterionName = Field("gated-mad", description="how concepts are compared: auc, mad, gated-mad, top-share")
     auc_gate: float = Field(0.05, ge=0, le=1, description="gated-mad: concepts this far below the best AUC are out")
     confirm: bool = Field(True, description="score the finalists on fresh images before choosing the label")
-    confirm_top: int = Field(2, ge=1, description="finalists: the best concepts by the criterion")
+    confirm_top: int = Field(3, ge=1, description="finalists: the best concepts by the criterion, AUC and MAD in turn")
     confirm_images: int = Field(3, ge=1, description="fresh images per finalist")
     control_mode: Literal["all", "class"] = "all"
     review: bool = Field(False, description="pause for a person's approval before finalising")

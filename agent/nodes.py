@@ -418,17 +418,14 @@ def confirm(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
 
 
 def pick_finalists(ctx: LineContext, state: NeuronState) -> list[tuple[str, str]]:
-    """(concept, why): the best few by the criterion, the summary concept, and shorter ones:
-    the shortest concepts scored so far that are as strong as the best (else the first
-    shorter form of the best, not scored yet); one per scene."""
-    ranked = state.ranked(ctx.criterion)
-    chosen = [(s.concept, f"top {i + 1} by {ctx.criterion.name}") for i, s in enumerate(ranked[: ctx.loop.confirm_top])]
+    """(concept, why): the best few by the criterion, AUC and MAD in turn, the summary
+    concept, and shorter ones: the shortest concepts scored so far that are as strong as the
+    best (else the first shorter form of the best, not scored yet); one per scene."""
+    criterion = ctx.criterion
+    chosen = [(s.concept, why) for s, why in criterion.finalists(state.steps, lambda s: s.scores, ctx.loop.confirm_top)]
     chosen += [(s.concept, "the summary") for s in state.steps if s.source == "summary"]
-    best = ranked[0]
-    floor = ctx.criterion.gate([s.scores for s in state.steps])
-    words = len(best.concept.split())
-    known = sorted((s for s in ranked if len(s.concept.split()) < words
-                    and ctx.criterion.as_strong(s.scores, best.scores, floor)), key=lambda s: len(s.concept.split()))
+    best = state.ranked(criterion)[0]
+    known = criterion.shorter(state.steps, lambda s: s.scores, lambda s: s.concept)
     chosen += [(s.concept, f"shorter than {best.concept!r} and as strong") for s in known[:MAX_SHORTER]]
     if not known:
         scored = {path.canonical(ctx, s.concept) for s in state.steps}

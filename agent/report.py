@@ -6,7 +6,8 @@ control images it fires on least and most, polysemanticity, the score curve (inl
 the final pool, the history with the LLM's reasoning and the loop's events, ablations where
 run, and the cost. Images are inlined as base64 JPEG thumbnails: no network, opens from disk.
 The pages are Jinja2 templates in `agent/report_templates/` (document.html around every page,
-unit.html, index.html with index_row.html, macros.html); every value is autoescaped.
+unit.html, index.html and the notebook's run table around units_table.html, macros.html); every
+value is autoescaped.
 
 A run folder is data: unless trusted (`--trust-run`), a run whose model names code is
 reported from what is stored and cached, and activations the cache lacks are left out.

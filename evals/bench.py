@@ -10,7 +10,8 @@
     python -m evals.bench diffusion [--shape tiny|sd-turbo] [--size 64] [--device auto] [--dtype auto]
                                            # images/s of a random-weight diffusers pipeline at pipeline
                                            # batch sizes 1, 4 and 16 (interleaved runs, medians)
-    python -m evals.bench scale [--units 16] [--layer _blocks.10] [--loops embedded,operators]
+    python -m evals.bench scale [--units 16] [--layer _blocks.10] [--loops embedded,operators,remote]
+                                [--llm-latency 2.9]
                                            # units per minute on the local backend against Ray with 1
                                            # and 2 workers, images and LLM calls per unit, the bank's savings
     python -m evals.bench all              # speed and cost
@@ -155,26 +156,42 @@ def _means(rows: list[dict]) -> dict:
 
 
 SCALE_BACKENDS = (("local", 1), ("ray", 1), ("ray", 2))  # (backend, workers) on the machine's cores
-SCALE_LOOPS = {"embedded": {}, "operators": {"max_llm_calls": 0}}  # the embedded SmolLM2; no LLM at all
+# the embedded SmolLM2; no LLM at all; an endpoint on another machine (see `scale`)
+SCALE_LOOPS = {"embedded": {}, "operators": {"max_llm_calls": 0}, "remote": {}}
+DEFAULT_LOOPS = ",".join(SCALE_LOOPS)
+REMOTE_LATENCY_S = 2.9  # the embedded SmolLM2's seconds per call on this machine (bench-scale.json, local)
 
 
-def scale(units: int, layer: str, loops: list[str]) -> dict:
+def scale(units: int, layer: str, loops: list[str], latency: float = REMOTE_LATENCY_S) -> dict:
     """`units` units of `layer` labelled on the local backend and on Ray with 1 and 2 workers
     (Ray started by the run, address "local"), for each loop of SCALE_LOOPS. The machine's
     cores are split between the workers: each gets cores / workers CPUs, as many torch and
     llama.cpp threads. Every configuration starts from a copy of one cache that holds the
     control set's activations and the layer sweep (the one-off start of a layer, timed
-    once), so each renders its own concept images and grows its own bank."""
+    once), so each renders its own concept images and grows its own bank.
+
+    The `remote` loop stands in for an LLM endpoint on another machine (a vLLM server
+    shared by the workers): an OpenAI-compatible server in this process answers each call
+    after `latency` seconds of waiting, using none of this machine's cores, with the
+    scripted LLM's closed-vocabulary concepts in turn."""
     import os
     import shutil
+    from contextlib import ExitStack
 
     from agent.config import load_settings
     from agent.engines import build_engine
     from agent.runner import Run, build_context, label, labelling_context, prepare
+    from evals.fake_openai import FakeOpenAI
+    from evals.run import scripted_replies
 
     cores = os.cpu_count() or 1
-    result: dict = {"layer": layer, "units": units, "cores": cores, "loops": {}}
-    with tempfile.TemporaryDirectory() as root:
+    result: dict = {"layer": layer, "units": units, "cores": cores, "loops": {}, "remote_latency_s": latency}
+    with tempfile.TemporaryDirectory() as root, ExitStack() as servers:
+        if "remote" in loops:
+            endpoint = servers.enter_context(FakeOpenAI("ok", reply=scripted_replies(), latency=latency))
+            llm_of = {"remote": {"provider": "openai-compatible", "base_url": endpoint.url, "model": "remote"}}
+        else:
+            llm_of = {}
         warm = Path(root) / "warm-cache"
         base = {"model": MODEL, "layer": layer, "runs_dir": f"{root}/runs"}
         prepared = load_settings(**base, cache_dir=str(warm), loop={"max_llm_calls": 0})
@@ -186,7 +203,8 @@ def scale(units: int, layer: str, loops: list[str]) -> dict:
                 name = f"{loop}-{backend}-{workers}"
                 shutil.copytree(warm, Path(root) / name)
                 settings = load_settings(
-                    **base, cache_dir=f"{root}/{name}", loop=SCALE_LOOPS[loop], llm={"threads": max(1, cores // workers)},
+                    **base, cache_dir=f"{root}/{name}", loop=SCALE_LOOPS[loop],
+                    llm={"threads": max(1, cores // workers), **llm_of.get(loop, {})},
                     cluster={"backend": backend, "workers": workers, "cpus_per_worker": cores / workers, "address": "local"})
                 moments: list[float] = []
                 load = os.getloadavg()[0]  # what else ran: recorded beside the figures
@@ -273,7 +291,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--units", type=int, help="units for ours vs paper (default 4), for scale (default 16)")
     parser.add_argument("--layer-units", type=int, default=32, help="units of the layer sweep (0: skip)")
     parser.add_argument("--layer", default="_blocks.10", help="scale: the layer")
-    parser.add_argument("--loops", default="embedded,operators", help="scale: embedded (SmolLM2), operators (no LLM)")
+    parser.add_argument("--loops", default=DEFAULT_LOOPS,
+                        help="scale: embedded (SmolLM2), operators (no LLM), remote (an endpoint elsewhere)")
+    parser.add_argument("--llm-latency", type=float, default=REMOTE_LATENCY_S, help="scale: the remote endpoint's seconds per call")
     parser.add_argument("--shape", choices=["tiny", "sd-turbo"], default="tiny", help="diffusion: the pipeline's shape")
     parser.add_argument("--size", type=int, default=64, help="diffusion: image side in pixels")
     parser.add_argument("--device", default="auto", help="diffusion: auto, cpu, cuda")
@@ -285,9 +305,10 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     parts = {"speed": lambda: speed(args.rounds), "cost": lambda: cost(args.units or 4, args.layer_units),
              "diffusion": lambda: diffusion(args.shape, args.size, args.device, args.dtype, args.images, args.rounds),
-             "scale": lambda: scale(args.units or 16, args.layer, args.loops.split(","))}
+             "scale": lambda: scale(args.units or 16, args.layer, args.loops.split(","), args.llm_latency)}
     for name in (["speed", "cost"] if args.part == "all" else [args.part]):
-        suffix = f"-{args.shape}-{args.size}px" if name == "diffusion" else ""
+        suffix = {"diffusion": f"-{args.shape}-{args.size}px",
+                  "scale": "" if args.loops == DEFAULT_LOOPS else "-" + args.loops.replace(",", "-")}.get(name, "")
         result = {"part": name, "machine": f"{torch.get_num_threads()} threads", **parts[name]()}
         path = args.out / f"bench-{name}{suffix}.json"
         path.write_text(json.dumps(result, indent=1))

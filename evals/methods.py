@@ -3,7 +3,7 @@
 - ``ours``: the line-agent graph with the configured loop (default `LoopConfig`).
 - ``paper``: the same graph with `LoopConfig.paper()`, the LINE paper's loop (labels by AUC).
 - ``closed``: every concept of a closed vocabulary scored, the best kept after the same
-  confirmation as ours (an upper bound for closed-vocabulary labellers). Images are shared
+  confirmation as ours (the same finalists, less the summary) (an upper bound for closed-vocabulary labellers). Images are shared
   by all units of the layer, so its per-unit image cost is the total divided by the number
   of units.
 - ``top-class``: the best control class by the criterion, on its control images; no
@@ -36,7 +36,7 @@ import prompts
 from agent.config import LoopConfig, Settings
 from agent.engines import build_engine
 from agent.llm import ask_structured
-from agent.nodes import ConceptAnswer, vocabulary_hint
+from agent.nodes import MAX_SHORTER, ConceptAnswer, vocabulary_hint
 from agent.runner import Run, build_context
 from evals.planted import PlantedUnit
 from tools.criterion import Criterion
@@ -132,8 +132,9 @@ def _paper_loop(settings: Settings) -> LoopConfig:
 def closed_vocabulary(generator: ProceduralGenerator, extra: list[str] = ()) -> list[str]:
     """Colours, patterns, shapes and textures alone, colour x pattern, colour x shape,
     orientation and size x pattern, colour x orientation x stripes, colour x size x polka
-    dots, then `extra` concepts (e.g. Broden labels) the generator can draw; one concept per
-    canonical scene (same scene, same images)."""
+    dots, black and white x pattern, shape or texture (and its sizes x pattern), then `extra`
+    concepts (e.g. Broden labels) the generator can draw; one concept per canonical scene
+    (same scene, same images)."""
     colours, shapes = list(COLOURS), [s + ("es" if s.endswith(("s", "x")) else "s") for s in SHAPES]
     kinds = list(PATTERNS) + shapes + ["blobs"]
     orientations, sizes = ("horizontal", "vertical", "diagonal"), ("small", "large")
@@ -143,7 +144,8 @@ def closed_vocabulary(generator: ProceduralGenerator, extra: list[str] = ()) -> 
         (f"{o} {p}" for o in orientations for p in PATTERNS),
         (f"{s} {p}" for s in sizes for p in PATTERNS),
         (f"{c} {o} stripes" for c in colours for o in orientations),
-        (f"{s} {c} polka dots" for c in colours for s in sizes), extra,
+        (f"{s} {c} polka dots" for c in colours for s in sizes),
+        (f"black and white {k}" for k in [*kinds, *TEXTURES]), (f"{s} black and white {p}" for s in sizes for p in PATTERNS), extra,
     )
     by_scene: dict[str, str] = {}
     for concept in candidates:
@@ -170,7 +172,9 @@ def closed(extra: list[str] = ()) -> Method:
             ranked = judge.order(scored, lambda item: item[1])
             label, confirmed, note = ranked[0][0], 0, f"{len(scored)} concepts, images shared by units"
             if settings.loop.confirm:
-                top = [(c, f"top {i + 1} by {judge.name}") for i, (c, _) in enumerate(ranked[: settings.loop.confirm_top])]
+                top = [(c, why) for (c, _), why in judge.finalists(scored, lambda item: item[1], settings.loop.confirm_top)]
+                shorter = judge.shorter(scored, lambda item: item[1], lambda item: item[0])
+                top += [(c, "shorter than the best and as strong") for c, _ in shorter[:MAX_SHORTER] if c not in dict(top)]
                 finalists = confirm_finalists(engine, u, top, settings.loop.confirm_images)
                 label = judge.choose(finalists, lambda f: f.scores, lambda f: f.concept).winner.concept
                 confirmed = sum(f.images_rendered for f in finalists)

@@ -130,8 +130,13 @@ def make_chat(settings: Settings):
     """The one chat model every method shares; `scripted` proposes closed-vocabulary concepts."""
     if settings.llm.provider != "scripted" or settings.llm.script:
         return make_chat_model(settings.llm)
+    return ScriptedChatModel(replies=scripted_replies())
+
+
+def scripted_replies() -> list[str]:
+    """The scripted LLM's answers: SCRIPTED_CONCEPTS closed-vocabulary concepts in a fixed order."""
     concepts = closed_vocabulary(ProceduralGenerator())[::7][:SCRIPTED_CONCEPTS]
-    return ScriptedChatModel(replies=[json.dumps({"reasoning": "scripted", "concept": c}) for c in concepts])
+    return [json.dumps({"reasoning": "scripted", "concept": c}) for c in concepts]
 
 
 def broden_drawable() -> list[str]:

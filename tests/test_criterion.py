@@ -55,3 +55,22 @@ def test_the_reason_names_the_criterion_and_the_figures():
 def test_nothing_to_choose_from_is_an_error():
     with pytest.raises(ValueError):
         Criterion().choose([], lambda s: s, str)
+
+
+def test_finalists_take_the_best_of_the_criterion_of_auc_and_of_mad_in_turn():
+    # on a few images the gate can hide the strongest concept, and AUC alone a steadier one
+    finalists = Criterion("gated-mad").finalists(list(ITEMS), ITEMS.get, 3)
+    assert finalists == [("strong", "top 1 by gated-mad"), ("weak look-alike", "top 1 by auc"),
+                         ("one wild image", "top 1 by mad")]
+    assert [c for c, _ in Criterion("auc").finalists(list(ITEMS), ITEMS.get, 2)] == ["weak look-alike", "one wild image"]
+    # one concept first in every view: the second of each view fills the places
+    alone = {"best": scores(auc=1.0, mad=9.0), "second": scores(auc=0.99, mad=5.0), "third": scores(auc=0.9, mad=1.0)}
+    assert Criterion("gated-mad").finalists(list(alone), alone.get, 2) == [("best", "top 1 by gated-mad"),
+                                                                          ("second", "top 2 by gated-mad")]
+    assert len(Criterion().finalists(list(alone), alone.get, 10)) == 3
+
+
+def test_shorter_lists_the_concepts_as_strong_as_the_best_shortest_first():
+    close = {"plain red on white background": scores(mad=10.0), "plain red": scores(mad=10.0),
+             "plain": scores(mad=10.0), "red": scores(mad=2.0)}
+    assert Criterion().shorter(list(close), close.get, str) == ["plain", "plain red"]

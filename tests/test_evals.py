@@ -5,8 +5,10 @@ import json
 import pytest
 
 from evals import run
+from evals.methods import closed_vocabulary
 from evals.planted import load_planted, load_suite, parse_detector
 from tools.errors import LineError
+from tools.generators.procedural import ProceduralGenerator
 
 METHODS = ["oracle", "ours", "paper", "closed", "top-class", "one-shot"]
 
@@ -56,3 +58,14 @@ def test_planted_model_has_one_layer_of_units():
     layers = model.layers()
     assert [layer.name for layer in layers] == ["units"] and layers[0].units == 4
     assert model.mean == (0.0, 0.0, 0.0) and model.std == (1.0, 1.0, 1.0)
+
+
+def test_the_closed_vocabulary_draws_every_planted_truth():
+    """The closed method is the upper bound of closed-vocabulary labellers: it must score
+    every planted unit's truth (for an OR unit, each of its concepts)."""
+    generator = ProceduralGenerator()
+    scenes = {generator.interpret(c).canonical for c in closed_vocabulary(generator)}
+    for suite in ("planted", "dev"):
+        for unit in load_suite(suite).units:
+            truths = unit.concepts if unit.kind == "polysemantic" else (unit.truth,)
+            assert all(generator.interpret(t.label).canonical in scenes for t in truths), (suite, unit.name)

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import COLOUR_NET, line
-from tests.fake_openai import FakeOpenAI
+from evals.fake_openai import FakeOpenAI
 from tools.errors import LineError
 
 ROOT = Path(__file__).resolve().parent.parent

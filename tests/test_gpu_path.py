@@ -19,7 +19,7 @@ from rich.console import Console
 from agent.config import load_settings
 from agent.engines import _warn_drawings_for_photos, build_engine, control_spec
 from tests.conftest import COLOUR_NET, NATURAL_CLASSES, line
-from tests.fake_openai import FakeOpenAI
+from evals.fake_openai import FakeOpenAI
 from tools.errors import LineError
 
 SIZE = 32

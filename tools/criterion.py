@@ -14,6 +14,10 @@ strongly the unit fires. The criteria:
   its strongest control images do, and ignores how far above the control's floor the rest
   sit (a concept drawn constantly a little above a floor of zeros gets a high AUC).
 
+Finalists: the concepts worth scoring on fresh images are taken in turn from three views
+of the evidence, this criterion's order, AUC's and MAD's, because on a few images a gate
+or a tie can hide the best concept from any one view; the fresh images then decide.
+
 Parsimony: a shorter concept (fewer words) takes the winner's place only when it is as
 strong: it passes the gate and its MAD is within `AS_STRONG_Z` standard errors of the
 winner's, or within `AS_STRONG_SHARE` of it (a unit that saturates shows no spread); the
@@ -67,6 +71,32 @@ class Criterion:
         floor = self.gate([a, b])
         return (a.auc >= floor, *self.key(a)) > (b.auc >= floor, *self.key(b))
 
+    # --- finalists ---------------------------------------------------------------------
+    def views(self) -> list["Criterion"]:
+        """This criterion, then AUC and MAD alone: the orders finalists are drawn from."""
+        return [self] + [Criterion(name, self.auc_gate) for name in ("auc", "mad") if name != self.name]
+
+    def finalists(self, items: Sequence[T], scores_of: Callable[[T], Scores], count: int) -> list[tuple[T, str]]:
+        """(item, why) for `count` distinct items: the first of each view, then the second of
+        each, and so on."""
+        orders = [(view.name, view.order(items, scores_of)) for view in self.views()]
+        chosen: dict[int, tuple[T, str]] = {}
+        for rank in range(len(items)):
+            for name, order in orders:
+                if len(chosen) == count:
+                    return list(chosen.values())
+                chosen.setdefault(id(order[rank]), (order[rank], f"top {rank + 1} by {name}"))
+        return list(chosen.values())
+
+    def shorter(self, items: Sequence[T], scores_of: Callable[[T], Scores], name_of: Callable[[T], str]) -> list[T]:
+        """The items shorter than the best and as strong as it, shortest first."""
+        ranked = self.order(items, scores_of)
+        if not ranked:
+            return []
+        best, floor = ranked[0], self.gate([scores_of(i) for i in items])
+        return sorted((i for i in ranked[1:] if _words(name_of(i)) < _words(name_of(best))
+                       and self.as_strong(scores_of(i), scores_of(best), floor)), key=lambda i: _words(name_of(i)))
+
     # --- parsimony ---------------------------------------------------------------------
     def as_strong(self, candidate: Scores, winner: Scores, floor: float = -math.inf) -> bool:
         """Whether `candidate` is as strong as `winner`, within the noise of their images."""
@@ -90,9 +120,8 @@ class Criterion:
             raise ValueError("nothing to choose from")
         floor = self.gate([scores_of(i) for i in items])
         best = ranked[0]
-        shorter = [i for i in ranked[1:] if parsimony and _words(name_of(i)) < _words(name_of(best))
-                   and self.as_strong(scores_of(i), scores_of(best), floor)]
-        winner = min(shorter, key=lambda i: _words(name_of(i))) if shorter else best
+        shorter = self.shorter(items, scores_of, name_of) if parsimony else []
+        winner = shorter[0] if shorter else best
         reason = self.describe(scores_of(best), name_of(best), floor, len(items))
         if winner is not best:
             w, b = scores_of(winner), scores_of(best)

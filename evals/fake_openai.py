@@ -1,9 +1,12 @@
-"""A misbehaving OpenAI-compatible chat server on 127.0.0.1, for fault tests.
+"""An OpenAI-compatible chat server on 127.0.0.1 that does no work: for fault tests, and as
+the stand-in for an endpoint on another machine in `evals.bench scale`.
 
     with FakeOpenAI("error") as server:      # every request: HTTP 500
         make_chat_model(LLMConfig(provider="openai-compatible", base_url=server.url, ...))
+    with FakeOpenAI("ok", reply=[a, b, c], latency=2.0):   # a, b, c, a, ... each after 2 s
 
-Modes: "ok" (a chat completion whose content is `reply`), "garbage" (HTTP 200 whose body is
+Modes: "ok" (a chat completion whose content is `reply`, or the next of a list of
+replies in turn, after `latency` seconds spent waiting, not computing), "garbage" (HTTP 200 whose body is
 not JSON), "error" (HTTP 500), "hang" (no answer until the server stops) and "drop" (the
 connection closes without an answer). `requests` counts the requests that reached it, `headers` keeps their headers (names in lower case).
 """
@@ -18,9 +21,10 @@ MODES = ("ok", "garbage", "error", "hang", "drop")
 
 
 class FakeOpenAI:
-    def __init__(self, mode: str, reply: str = "{}"):
+    def __init__(self, mode: str, reply: str | list[str] = "{}", latency: float = 0.0):
         assert mode in MODES, mode
-        self.mode, self.reply, self.requests = mode, reply, 0
+        self.mode, self.latency, self.requests = mode, latency, 0
+        self.replies = [reply] if isinstance(reply, str) else list(reply)
         self.headers: list[dict[str, str]] = []
         self._released = threading.Event()
         self._lock = threading.Lock()
@@ -51,6 +55,8 @@ class FakeOpenAI:
                 with server._lock:
                     server.requests += 1
                     server.headers.append({k.lower(): v for k, v in self.headers.items()})
+                    reply = server.replies[(server.requests - 1) % len(server.replies)]
+                server._released.wait(server.latency)
                 if server.mode == "hang":
                     server._released.wait(60)
                     self.close_connection = True
@@ -63,7 +69,7 @@ class FakeOpenAI:
                 elif server.mode == "garbage":
                     self._send(200, b"<html>\x00\xff not json at all")
                 else:
-                    self._send(200, json.dumps(completion(server.reply)).encode())
+                    self._send(200, json.dumps(completion(reply)).encode())
 
             def _send(self, status: int, body: bytes) -> None:
                 self.send_response(status)
