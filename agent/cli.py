@@ -242,7 +242,7 @@ class _live_progress:
 
 
 def _print_summary(run, states) -> None:
-    from agent.runner import llm_failures_text, summary_row
+    from agent.runner import no_answer, summary_row, unused_answers_text
 
     table = Table(title="labels")
     for column in ("unit", "label", "AUC", "runners-up", "iter", "images", "LLM calls", "stop", "s"):
@@ -258,10 +258,13 @@ def _print_summary(run, states) -> None:
     console.print(table)
     for unit, row in rows.items():
         if row["without_llm"]:
+            usage = states[unit].usage
+            advice = ("Check the LLM (llm.provider, llm.base_url)" if no_answer(states[unit]) == usage.llm_calls
+                      else "A stronger LLM (llm.provider, llm.model) proposes better")
             err_console.print(
-                f"[yellow]warning:[/] unit {unit} was labelled without the LLM: {llm_failures_text(states[unit])}, and "
-                f"no answer was usable; operators and the initial pool chose {safe(repr(row['label']))}. "
-                f"Check the LLM (llm.provider, llm.base_url); details: line history {safe(run.id)} --unit {unit}",
+                f"[yellow]warning:[/] unit {unit} was labelled without the LLM: none of its {usage.llm_calls} answers "
+                f"was scored ({unused_answers_text(states[unit])}); operators and the initial pool chose "
+                f"{safe(repr(row['label']))}. {advice}; details: line history {safe(run.id)} --unit {unit}",
                 highlight=False, soft_wrap=True)
 
 

@@ -241,7 +241,7 @@ def unit_page(report: Report, view: UnitView) -> str:
 def label_context(report: Report, view: UnitView) -> dict:
     """What `label.html` shows of a unit (its label, evidence and finalists): on the unit
     page, and in a notebook (line_agent's display)."""
-    from agent.runner import labelled_without_llm, llm_failures_text
+    from agent.runner import labelled_without_llm, unused_answers_text
 
     state, step = view.state, view.label_step
     gallery = [(f"the label: {step.concept}", report.concept_shots(step, state.unit)),
@@ -250,8 +250,9 @@ def label_context(report: Report, view: UnitView) -> dict:
     finalists = [(f, report.finalist_shots(f)) for f in report.criterion().order(state.finalists, lambda f: f.scores)]
     top_control = report.control_shots(state.unit, lowest=False) if finalists else []
     missing = any(shot.activation is None for _, shots in gallery for shot in shots) or (gallery and not gallery[1][1])
-    warning = (f"labelled without the LLM ({llm_failures_text(state)}, no answer usable): operators and the initial "
-               "pool chose this label") if labelled_without_llm(state) else ""
+    warning = (f"labelled without the LLM (none of its {state.usage.llm_calls} answers was scored: "
+               f"{unused_answers_text(state)}): operators and the initial pool chose this label"
+               if labelled_without_llm(state) else "")
     return {"state": state, "step": step, "scores": view.label_scores, "poly": view.poly,
             "missing_activations": missing, "llm_warning": warning, "gallery": gallery, "finalists": finalists,
             "top_control": top_control}

@@ -285,9 +285,21 @@ def test_llm_failures_are_counted_and_shown(capsys, base, tmp_path, monkeypatch)
     assert server.requests == 2 * usage["llm_calls"]  # the client's one retry per call, not retries squared
     assert sum(e["kind"] == "llm_failure" and "HTTP 500" in e["reason"] for e in state["events"]) == usage["llm_calls"]
     assert f"{usage['llm_calls']} ({usage['llm_calls']} failed)" in " ".join(out.split())
-    assert "warning: unit 0 was labelled without the LLM" in " ".join(err.split())
+    warning = " ".join(err.split())
+    assert "warning: unit 0 was labelled without the LLM" in warning
+    assert f"({usage['llm_calls']} got no answer" in warning and "Check the LLM" in warning
     assert line(capsys, "report", "r", "--runs-dir", runs, "--trust-run")[0] == 0
     assert "labelled without the LLM" in (runs / "r" / "report" / "unit-0.html").read_text()
+
+
+def test_an_llm_whose_answers_are_never_scored_is_told_apart_from_a_dead_one(capsys, base, tmp_path):
+    runs, config = tmp_path / "runs", tmp_path / "line.toml"
+    config.write_text("[llm]\nprovider = 'scripted'\nscript = ['{\"reasoning\": \"r\", \"concept\": \"the smell of rain\"}']\n"
+                      "[loop]\nimages_per_concept = 2\ninit_top = 1\nbank_top = 0\nmax_iterations = 3\n")
+    code, _, err = line(capsys, "label", *base, "--config", config, "--run-id", "r", "--runs-dir", runs)
+    warning = " ".join(err.split())
+    assert code == 0 and "was labelled without the LLM" in warning, warning
+    assert "were unusable" in warning and "A stronger LLM" in warning and "Check the LLM" not in warning, warning[-400:]
 
 
 # --- 12. small ones ---------------------------------------------------------------------------------------
