@@ -242,7 +242,7 @@ class _live_progress:
 
 
 def _print_summary(run, states) -> None:
-    from agent.runner import no_answer, summary_row, unused_answers_text
+    from agent.runner import summary_row, unused_answers_text
 
     table = Table(title="labels")
     for column in ("unit", "label", "AUC", "runners-up", "iter", "images", "LLM calls", "stop", "s"):
@@ -259,7 +259,7 @@ def _print_summary(run, states) -> None:
     for unit, row in rows.items():
         if row["without_llm"]:
             usage = states[unit].usage
-            advice = ("Check the LLM (llm.provider, llm.base_url)" if no_answer(states[unit]) == usage.llm_calls
+            advice = ("Check the LLM (llm.provider, llm.base_url)" if usage.unanswered == usage.llm_calls
                       else "A stronger LLM (llm.provider, llm.model) proposes better")
             err_console.print(
                 f"[yellow]warning:[/] unit {unit} was labelled without the LLM: none of its {usage.llm_calls} answers "

@@ -380,14 +380,9 @@ def unused_answers_text(state: NeuronState) -> str:
     timeouts), 2 were unusable, 5 repeated earlier concepts'."""
     usage = state.usage
     rejected = [e.kind for e in state.events if e.source == "llm" and e.kind in ("duplicate", "undrawable")]
-    parts = [(no_answer(state), "got no answer (HTTP errors, timeouts)"), (usage.llm_failures - no_answer(state), "were unusable"),
+    parts = [(usage.unanswered, "got no answer (HTTP errors, timeouts)"), (usage.llm_failures - usage.unanswered, "were unusable"),
              (rejected.count("duplicate"), "repeated earlier concepts"), (rejected.count("undrawable"), "could not be drawn")]
     return ", ".join(f"{n} {what}" for n, what in parts if n) or "none was proposed"
-
-
-def no_answer(state: NeuronState) -> int:
-    """The LLM calls that got no answer at all: HTTP errors and timeouts."""
-    return state.usage.llm_http_errors + state.usage.llm_timeouts
 
 
 def llm_failures_text(state: NeuronState) -> str:

@@ -47,6 +47,11 @@ class Usage(Record):
     input_tokens: int = 0
     output_tokens: int = 0
 
+    @property
+    def unanswered(self) -> int:
+        """The calls that got no answer at all: HTTP errors and timeouts."""
+        return self.llm_http_errors + self.llm_timeouts
+
     def __add__(self, other: "Usage") -> "Usage":
         return Usage(**{k: getattr(self, k) + getattr(other, k) for k in Usage.model_fields})
 

@@ -187,11 +187,10 @@ def scale(units: int, layer: str, loops: list[str], latency: float = REMOTE_LATE
     cores = os.cpu_count() or 1
     result: dict = {"layer": layer, "units": units, "cores": cores, "loops": {}, "remote_latency_s": latency}
     with tempfile.TemporaryDirectory() as root, ExitStack() as servers:
+        llm_of: dict[str, dict] = {}  # a loop's [llm] settings beyond the defaults
         if "remote" in loops:
             endpoint = servers.enter_context(FakeOpenAI("ok", reply=scripted_replies(), latency=latency))
-            llm_of = {"remote": {"provider": "openai-compatible", "base_url": endpoint.url, "model": "remote"}}
-        else:
-            llm_of = {}
+            llm_of["remote"] = {"provider": "openai-compatible", "base_url": endpoint.url, "model": "remote"}
         warm = Path(root) / "warm-cache"
         base = {"model": MODEL, "layer": layer, "runs_dir": f"{root}/runs"}
         prepared = load_settings(**base, cache_dir=str(warm), loop={"max_llm_calls": 0})

@@ -3,9 +3,9 @@
 - ``ours``: the line-agent graph with the configured loop (default `LoopConfig`).
 - ``paper``: the same graph with `LoopConfig.paper()`, the LINE paper's loop (labels by AUC).
 - ``closed``: every concept of a closed vocabulary scored, the best kept after the same
-  confirmation as ours (the same finalists, less the summary) (an upper bound for closed-vocabulary labellers). Images are shared
-  by all units of the layer, so its per-unit image cost is the total divided by the number
-  of units.
+  confirmation as ours: the same finalists, less the summary. An upper bound for
+  closed-vocabulary labellers. Images are shared by all units of the layer, so its per-unit
+  image cost is the total divided by the number of units.
 - ``top-class``: the best control class by the criterion, on its control images; no
   images, no LLM.
 - ``one-shot``: the LLM proposes once from the top-activating control classes; no loop.
@@ -173,8 +173,9 @@ def closed(extra: list[str] = ()) -> Method:
             label, confirmed, note = ranked[0][0], 0, f"{len(scored)} concepts, images shared by units"
             if settings.loop.confirm:
                 top = [(c, why) for (c, _), why in judge.finalists(scored, lambda item: item[1], settings.loop.confirm_top)]
-                shorter = judge.shorter(scored, lambda item: item[1], lambda item: item[0])
-                top += [(c, "shorter than the best and as strong") for c, _ in shorter[:MAX_SHORTER] if c not in dict(top)]
+                taken = {c for c, _ in top}
+                shorter = judge.shorter(scored, lambda item: item[1], lambda item: item[0])[:MAX_SHORTER]
+                top += [(c, "shorter than the best and as strong") for c, _ in shorter if c not in taken]
                 finalists = confirm_finalists(engine, u, top, settings.loop.confirm_images)
                 label = judge.choose(finalists, lambda f: f.scores, lambda f: f.concept).winner.concept
                 confirmed = sum(f.images_rendered for f in finalists)
