@@ -25,7 +25,7 @@ postgres:
 	  { echo "the tests need PostgreSQL's server: apt-get install postgresql (as root)"; exit 1; }
 
 demo: setup
-	$(PY) -m agent.cli label --model efficientnet-lite0 --layer _blocks.6 --units 0-2
+	$(PY) -m agent.ui.cli label --model efficientnet-lite0 --layer _blocks.6 --units 0-2
 
 test: setup postgres
 	$(PY) -m pytest

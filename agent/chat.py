@@ -7,12 +7,12 @@
 
 `intake` turns slash commands (`/score red stripes`) into tool calls without the LLM;
 `agent` asks the LLM for tool calls (native tool calling, or a JSON action schema for
-models without it); `dedup` checks each proposed concept on the one path (agent.path): the
+models without it); `dedup` checks each proposed concept on the one path (agent.loop.concept_path): the
 LLM's repeat is answered with a new concept, the next operator proposal, scored in its
 place; `tools` runs the four typed tools of `tools.agent_tools` through ToolNode's public
 interface; `stall` applies the labelling loop's stall test and, on a stall, scores the next
 operator proposal and says so. The state is the neuron's generation history (NeuronState)
-plus the conversation, checkpointed in the run's store (agent.store): a thread lives in
+plus the conversation, checkpointed in the run's store (agent.runs.store): a thread lives in
 `runs/chat-.../` like a run, and resumes on another day.
 """
 
@@ -49,11 +49,15 @@ from agent.llm import (
     describe_failure,
     transport_failure,
 )
-from agent import path
-from agent.nodes import LineContext, stall_trigger, vocabulary_hint
-from agent.runner import Run, build_context, new_run_id
-from agent.state import NeuronState, Proposal, Usage
-from agent.terminal import printable, safe
+from agent.loop import concept_path as path
+from agent.loop.context import LineContext
+from agent.loop.stall import stall_trigger
+from agent.loop.proposal import vocabulary_hint
+from agent.runs.run import Run, new_run_id
+from agent.runs.context import build_context
+from agent.loop.state import NeuronState, Proposal
+from agent.llm import Usage
+from agent.ui.terminal import printable, safe
 from tools.agent_tools import TOOLS, USER_CALL_PREFIX, ScoreConceptArgs, ScoreResult
 from tools.errors import LineError
 from tools.history import Event
@@ -242,7 +246,7 @@ def after_agent(state: ChatState) -> str:
 # --- dedup: a repeat is acted on, not replayed -----------------------------------------------
 def dedup(state: ChatState, runtime: Runtime[ChatContext]) -> Command:
     """Number each proposal (a score of the neuron's unit) and check it on the one path
-    (agent.path). The LLM's repeat is acted on: the next operator proposal is scored in its
+    (agent.loop.concept_path). The LLM's repeat is acted on: the next operator proposal is scored in its
     place, and the answer says so. A person's repeat is answered from the history. The
     other calls go to the tools together, as ToolNode's public list of tool calls."""
     ctx = runtime.context
@@ -425,7 +429,7 @@ class ChatSession:
 
     def __init__(self, run: Run, context: ChatContext | None):
         """`context` may be None to read the thread only; otherwise the session is the
-        thread's one writer until `close()` (agent.lock)."""
+        thread's one writer until `close()` (agent.runs.lock)."""
         self.run, self.context, self.unit = run, context, run.units[0]
         self._writing = run.writer() if context is not None else None
         if self._writing is not None:
@@ -482,8 +486,8 @@ class ChatSession:
 
 # --- the command line -----------------------------------------------------------------------------
 def cmd_chat(args) -> None:
-    from agent.console import console, progress, settings_from_args
-    from agent.engines import build_engine
+    from agent.ui.console import console, progress, settings_from_args
+    from agent.runs.engine_factory import build_engine
 
     runs_dir = args.runs_dir or "runs"
     trusted = True
@@ -591,7 +595,7 @@ class ConsolePrinter:
         state = session.state()
         if not (state.steps or state.messages):
             return
-        best = ", ".join(f"{s.concept} ({s.scores.auc:.3f})" for s in state.ranked()[:3])
+        best = ", ".join(f"{s.concept} ({s.scores.auc:.3f})" for s in state.ranked(session.run.settings.loop.judge())[:3])
         self.console.print(f"history: {len(state.steps)} concepts scored; best: {safe(best or '-')}")
         for message in state.messages[-4:]:
             self.message("recap", message)

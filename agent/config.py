@@ -22,7 +22,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from tools.criterion import CriterionName
+from tools.criterion import Criterion, CriterionName
 from tools.errors import LineError
 
 ENV_PREFIX = "LINE_"
@@ -102,6 +102,10 @@ class LoopConfig(Section):
             max_iterations=10, max_images=10_000, max_llm_calls=1_000, dedup=False, stall=False, summary=True,
             simplify=False, criterion="auc", confirm=False,
         )
+
+    def judge(self) -> Criterion:
+        """The run's criterion: what "best" means wherever concepts are compared or shown."""
+        return Criterion(self.criterion, self.auc_gate)
 
 
 class ChatConfig(Section):

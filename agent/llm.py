@@ -32,11 +32,11 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.utils.json import parse_partial_json
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from agent.config import LLMConfig
-from agent.state import Usage
 from tools.errors import LineError
+from tools.history import Record
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +157,29 @@ class ScriptedChatModel(BaseChatModel):
 
     def bind_tools(self, tools: Sequence[Any], **kwargs: Any):
         return self  # scripted replies already carry the tool calls they mean
+
+
+class Usage(Record):
+    """What a unit's LLM calls cost and how many failed (summed over the graph's updates)."""
+
+    llm_calls: int = 0
+    llm_failures: int = Field(0, description="calls that gave nothing usable, for whatever reason")
+    llm_http_errors: int = Field(0, description="of those: HTTP errors (after the client's retries)")
+    llm_timeouts: int = Field(0, description="of those: requests that timed out (after the client's retries)")
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def unanswered(self) -> int:
+        """The calls that got no answer at all: HTTP errors and timeouts."""
+        return self.llm_http_errors + self.llm_timeouts
+
+    def __add__(self, other: "Usage | dict") -> "Usage":
+        other = Usage.model_validate(other)  # a checkpoint of an older layout holds the fields as a dict
+        return Usage(**{k: getattr(self, k) + getattr(other, k) for k in Usage.model_fields})
+
+    def __radd__(self, other: dict) -> "Usage":
+        return Usage.model_validate(other) + self
 
 
 # --- structured answers ------------------------------------------------------------------

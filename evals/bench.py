@@ -98,7 +98,7 @@ def _line(*argv: str) -> tuple[float, int]:
     """Wall seconds and peak RSS (MB) of one `line` command in a fresh process."""
     start = time.perf_counter()
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run([sys.executable, "-m", "agent.cli", *argv], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "agent.ui.cli", *argv], check=True, stdout=subprocess.DEVNULL)
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return time.perf_counter() - start, max(peak, before) // 1024
 
@@ -120,13 +120,15 @@ def speed(rounds: int) -> dict:
 
 
 def _label(settings, units: list[int], run_id: str) -> list[dict]:
-    from agent.engines import build_engine
-    from agent.runner import Run, build_context, summary_row
+    from agent.runs.engine_factory import build_engine
+    from agent.runs.run import Run
+    from agent.runs.context import build_context
+    from agent.ui.summaries import summary_row
 
     engine = build_engine(settings)
     run = Run.create(settings, units, run_id)
     states = run.label(build_context(settings, engine))
-    return [summary_row(s) for s in states.values()]
+    return [summary_row(s, settings.loop.judge()) for s in states.values()]
 
 
 def cost(units: int, layer_units: int) -> dict:
@@ -179,8 +181,10 @@ def scale(units: int, layer: str, loops: list[str], latency: float = REMOTE_LATE
     from contextlib import ExitStack
 
     from agent.config import load_settings
-    from agent.engines import build_engine
-    from agent.runner import Run, build_context, label, labelling_context, prepare
+    from agent.runs.engine_factory import build_engine
+    from agent.runs.run import Run, prepare
+    from agent.runs.context import build_context, labelling_context
+    from agent.runs.backends import label
     from evals.fake_openai import FakeOpenAI
     from evals.run import scripted_replies
 

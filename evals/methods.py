@@ -34,10 +34,11 @@ from langchain_core.messages import HumanMessage, SystemMessage
 
 import prompts
 from agent.config import LoopConfig, Settings
-from agent.engines import build_engine
+from agent.runs.engine_factory import build_engine
 from agent.llm import ask_structured
-from agent.nodes import MAX_SHORTER, ConceptAnswer, vocabulary_hint
-from agent.runner import Run, build_context
+from agent.loop.proposal import ConceptAnswer, vocabulary_hint
+from agent.runs.run import Run
+from agent.runs.context import build_context
 from evals.planted import PlantedUnit
 from tools.criterion import Criterion
 from tools.engine import Engine
@@ -89,7 +90,7 @@ class EvalContext:
 
     def judge(self) -> Criterion:
         loop = self.settings_for().loop
-        return Criterion(loop.criterion, loop.auc_gate)
+        return loop.judge()
 
 
 def split_name(method: str) -> tuple[str, str | None]:
@@ -172,10 +173,8 @@ def closed(extra: list[str] = ()) -> Method:
             ranked = judge.order(scored, lambda item: item[1])
             label, confirmed, note = ranked[0][0], 0, f"{len(scored)} concepts, images shared by units"
             if settings.loop.confirm:
-                top = [(c, why) for (c, _), why in judge.finalists(scored, lambda item: item[1], settings.loop.confirm_top)]
-                taken = {c for c, _ in top}
-                shorter = judge.shorter(scored, lambda item: item[1], lambda item: item[0])[:MAX_SHORTER]
-                top += [(c, "shorter than the best and as strong") for c, _ in shorter if c not in taken]
+                top = [(c, why) for (c, _), why in judge.shortlist(scored, lambda item: item[1], lambda item: item[0],
+                                                                  settings.loop.confirm_top)]
                 finalists = confirm_finalists(engine, u, top, settings.loop.confirm_images)
                 label = judge.choose(finalists, lambda f: f.scores, lambda f: f.concept).winner.concept
                 confirmed = sum(f.images_rendered for f in finalists)

@@ -2,7 +2,7 @@
 
     python -m evals.report_screenshot RUN_ID [--unit N] [--runs-dir runs] [--png FILE]
 
-Writes the report (`agent.report.write_report`), screenshots the index (or the unit's page),
+Writes the report (`agent.ui.report.write_report`), screenshots the index (or the unit's page),
 then loads every page with a probe script that counts the images that decoded and the units
 shown. Prints one JSON line per page; exits 1 when an image is broken or a unit is missing.
 Needs Debian's chromium (`apt-get install chromium`) at /usr/bin/chromium.
@@ -74,8 +74,8 @@ def check(folder: Path, units: list[int]) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from agent.report import write_report
-    from agent.runner import Run
+    from agent.ui.report import write_report
+    from agent.runs.run import Run
 
     parser = argparse.ArgumentParser(prog="python -m evals.report_screenshot", description=__doc__.splitlines()[0])
     parser.add_argument("run_id")

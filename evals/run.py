@@ -29,10 +29,10 @@ from rich.console import Console
 from rich.table import Table
 
 from agent.config import Settings, load_settings
-from agent.console import progress
-from agent.engines import build_engine
+from agent.ui.console import progress
+from agent.runs.engine_factory import build_engine
 from agent.llm import ScriptedChatModel, make_chat_model
-from agent.terminal import safe
+from agent.ui.terminal import safe
 from evals import metrics
 from evals.methods import EvalContext, UnitResult, closed_vocabulary, methods, split_name
 from evals.planted import PlantedUnit, load_suite, pinned_spec

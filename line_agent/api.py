@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 from pydantic import BaseModel
 
 from agent.config import Settings, load_settings
-from agent.engines import build_engine
+from agent.runs.engine_factory import build_engine
 from tools.concepts import check_concept
 from tools.engine import Engine, ImageRef, parse_units
 from tools.errors import LineError
@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
 
     from agent.chat import ChatSession
-    from agent.runner import Run
-    from agent.state import NeuronState
+    from agent.runs.run import Run
+    from agent.loop.state import NeuronState
     from tools.history import Finalist
     from tools.models import TargetModel
     from tools.polysemantic import Polysemanticity
@@ -289,22 +289,24 @@ class LabelRun:
 
     def report(self, unit: int | None = None) -> Path:
         """Write the HTML report (`line report`); returns the index, or the unit's page."""
-        from agent.report import write_report
+        from agent.ui.report import write_report
 
         return write_report(self._run, unit, trust=True, engine=self._engine)
 
     def to_pandas(self) -> pandas.DataFrame:
         """One row per started unit: the summary table of `line label`."""
-        from agent.runner import summary_row
+        from agent.ui.summaries import summary_row
 
         states = self._run.states()
-        return _pandas().DataFrame([summary_row(states[u]) for u in self._run.units if u in states]).set_index("unit")
+        return _pandas().DataFrame([summary_row(states[u], self._run.settings.loop.judge()) for u in self._run.units if u in states]).set_index("unit")
 
     def resume(self, *, chat: BaseChatModel | None = None, **changes: Any) -> "LabelRun":
         """Go on labelling where the run stopped, with its own settings (as `line label
         --resume`): `cache_dir`, `runs_dir` and `concurrency` may change, nothing that
         changes what is scored. A run on a module in memory needs it: open_run(id, model=...)."""
-        from agent.runner import Run, label as label_run, labelling_context, resume_settings
+        from agent.runs.run import Run, resume_settings
+        from agent.runs.backends import label as label_run
+        from agent.runs.context import labelling_context
 
         if self._engine.model_name.startswith("live:") and self._target is None:
             raise LineError(f"run {self.id} labels a torch module in memory ({self._engine.model_name}).",
@@ -316,8 +318,8 @@ class LabelRun:
         return LabelRun(run, engine, self._target)
 
     def report_view(self):
-        """The report's view of the run (agent.report.Report), for the displays."""
-        from agent.report import Report
+        """The report's view of the run (agent.ui.report.Report), for the displays."""
+        from agent.ui.report import Report
         from line_agent.display import LazyEmbedder
 
         if self._report is None:
@@ -341,7 +343,9 @@ def label(model: Any, layer: Any, units: int | str | Iterable[int], config: str 
     `units`: 17, '0-9', '1,5,9-12', 'all' or a list. `chat`: a LangChain chat model to use
     instead of the one `llm.provider` configures. Ctrl-C (interrupting the kernel) keeps every
     finished step: `open_run(run_id).resume()` goes on."""
-    from agent.runner import Run, label as label_run, labelling_context
+    from agent.runs.run import Run
+    from agent.runs.backends import label as label_run
+    from agent.runs.context import labelling_context
 
     setup = Setup.of(model, layer, config, settings)
     chosen = unit_list(units, setup.engine)
@@ -358,7 +362,7 @@ def open_run(run_id: str, runs_dir: str | Path = "runs", *, model: Any = None, t
     `trust` (activations come from the cache). A run on a module in memory reads from the
     cache too; pass `model=` (and its `preprocess=` or `input_size=`, `mean=`, `std=`) to
     resume it: the module must be the one the run labelled (same weights)."""
-    from agent.runner import Run
+    from agent.runs.run import Run
 
     run = Run.open(str(run_id), runs_dir)
     target = live_model(model, preprocessing)

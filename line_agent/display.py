@@ -1,6 +1,6 @@
 """How results show themselves in Jupyter: HTML fragments from the report's templates.
 
-The fragments reuse `agent/report_templates/` (the label's part of a unit page, the index's
+The fragments reuse `agent/ui/report_templates/` (the label's part of a unit page, the index's
 rows, the image strips) inside `notebook.html`, which scopes the report's stylesheet to the
 fragment so that the notebook around it keeps its own look. Every value is autoescaped.
 """
@@ -12,10 +12,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from agent.report import Report, Shot, UnitView, data_uri, index_entry, label_context, render, templates
+from agent.ui.report import Report, Shot, UnitView, data_uri, index_entry, label_context, render, templates
 
 if TYPE_CHECKING:
-    from agent.state import NeuronState
+    from agent.loop.state import NeuronState
     from line_agent.api import ConceptScore, ScoreTable
 
 TABLE_ROWS = 20  # units shown in a score table's display
@@ -58,13 +58,13 @@ def table_html(table: ScoreTable) -> str:
 
 
 def label_html(report: Report, state: NeuronState) -> str:
-    view = UnitView(state, report.polysemanticity(state))
+    view = UnitView(state, report.polysemanticity(state), report.criterion())
     return fragment("notebook_label.html", **label_context(report, view))
 
 
 def run_html(report: Report, states: Sequence[NeuronState], pages: Path) -> str:
     """The run's index table; rows link to the report's unit pages under `pages`."""
-    views = [UnitView(state, report.polysemanticity(state)) for state in states]
+    views = [UnitView(state, report.polysemanticity(state), report.criterion()) for state in states]
     return fragment("notebook_run.html", run=report.run, rows=[index_entry(report, view) for view in views],
                     page_name=lambda unit: (pages / f"unit-{unit}.html").as_posix())
 

@@ -26,9 +26,9 @@ from pydantic_core import core_schema
 
 from agent.chat import build_chat_graph, chat_context
 from agent.config import load_settings
-from agent.engines import build_engine
-from agent.graph import build_label_graph, recursion_limit
-from agent.runner import build_context
+from agent.runs.engine_factory import build_engine
+from agent.loop.graph import build_label_graph, recursion_limit
+from agent.runs.context import build_context
 
 
 class RunContext(BaseModel):

@@ -3,13 +3,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import COLOUR_NET, NATURAL_CLASSES, shared_data
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-COLOUR_NET = "tests.colour_net:colour_net"
-
-
-def shared_data() -> Path:
-    root = Path(__file__).resolve().parent.parent
-    return Path(os.environ.get("LINE_SHARED_DATA", root.parent / "shared" / "data"))
 
 
 @pytest.fixture
@@ -27,7 +23,7 @@ def settings(tmp_path):
 
 @pytest.fixture
 def engine(settings):
-    from agent.engines import build_engine
+    from agent.runs.engine_factory import build_engine
 
     return build_engine(settings)
 
@@ -39,11 +35,6 @@ def tiny_pipeline(tmp_path_factory) -> Path:
     from evals.tiny_diffusion import save_tiny_pipeline
 
     return save_tiny_pipeline(tmp_path_factory.mktemp("tiny-sd"))
-
-
-NATURAL_CLASSES = ("n01440764_tench", "n01443537_goldfish", "n01530575_brambling", "n02085620_Chihuahua",
-                   "n02123045_tabby", "n02504458_African_elephant", "n03417042_garbage_truck", "n07920052_espresso",
-                   "n09472597_volcano", "n04254680_soccer_ball")
 
 
 @pytest.fixture
@@ -87,15 +78,3 @@ def ray_cluster():
             os.environ.pop("RAY_AUTH_MODE", None)
         else:
             os.environ["RAY_AUTH_MODE"] = previous
-
-
-def line(capsys, *argv) -> tuple[int, str, str]:
-    """`line ARGV` in-process: exit code, stdout, stderr (argparse's exits included)."""
-    from agent.cli import main
-
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as stop:
-        code = stop.code
-    out, err = capsys.readouterr()
-    return code, out, err

@@ -11,9 +11,9 @@ from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, Too
 from langchain_core.outputs import ChatGenerationChunk
 from rich.console import Console
 
-from agent import runner
+from agent.runs import context as run_context
 from agent.chat import STALL_NOTE, ChatAction, ChatSession, ConsolePrinter, chat_context
-from agent.cli import build_parser
+from agent.ui.cli import build_parser
 from agent.config import load_settings
 from agent.llm import LLMUnavailable, ScriptedChatModel
 from tools.agent_tools import ablate
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(autouse=True)
 def no_text_encoder(monkeypatch):
     """Dedup by words and scene only: loading the sentence encoder would cost seconds per test."""
-    monkeypatch.setattr(runner, "default_embedder", lambda: None)
+    monkeypatch.setattr(run_context, "default_embedder", lambda: None)
 
 
 def call(name: str, **args) -> AIMessage:
@@ -79,12 +79,12 @@ def test_conversation_runs_all_four_tools_then_resumes_in_a_new_process(scripted
     script = """
 import json, sys
 from langchain_core.messages import AIMessage
-from agent import runner
-runner.default_embedder = lambda: None
+from agent.runs import context
+context.default_embedder = lambda: None
 from agent.chat import ChatSession, chat_context
 from agent.llm import LLMUnavailable, ScriptedChatModel
-from agent.engines import build_engine
-from agent.runner import Run
+from agent.runs.engine_factory import build_engine
+from agent.runs.run import Run
 run = Run.open(sys.argv[1], sys.argv[2])
 before = ChatSession(run, None).state()
 reply = AIMessage("", tool_calls=[{"name": "score_concept", "args": {"concept": "blue background"}, "id": "call-1"}])

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from agent.cli import main
-from tests.conftest import COLOUR_NET
+from agent.ui.cli import main
+from tests.helpers import COLOUR_NET
 
 
 def run_cli(capsys, *argv):

@@ -21,19 +21,17 @@ from pathlib import Path
 import pytest
 
 from agent.config import load_settings
-from agent.engines import build_engine
-from agent.runner import Run, label, labelling_context, resume_settings
-from tests.conftest import COLOUR_NET, line
+from agent.runs.engine_factory import build_engine
+from agent.runs.run import Run, resume_settings
+from agent.runs.backends import label
+from agent.runs.context import labelling_context
+from tests.helpers import COLOUR_NET, line, say
 from tests.writers import add_concepts, write_entries
 from tools.errors import LineError
 
 ROOT = Path(__file__).resolve().parent.parent
 CONCEPTS = [f"{c} {p}" for c, p in product(["red", "green", "blue", "yellow", "purple", "orange", "white"],
                                            ["stripes", "grid", "waves", "zigzag", "checkerboard", "spiral"])]
-
-
-def say(concept: str) -> str:
-    return json.dumps({"concept": concept, "reasoning": "next"})
 
 
 def cluster_settings(tmp_path, name: str, **sections):
@@ -64,7 +62,7 @@ def test_ctrl_c_on_ray_then_resume_hands_out_only_unfinished_units(capsys, ray_c
         "max_iterations = 6\nsummary = false\n"
         "[cluster]\nbackend = 'ray'\naddress = 'local'\nworkers = 2\n")
     env = os.environ | {"RAY_AUTH_MODE": "disabled"}
-    process = subprocess.Popen([sys.executable, "-m", "agent.cli", "label", "--config", str(config), "--units", "0-3",
+    process = subprocess.Popen([sys.executable, "-m", "agent.ui.cli", "label", "--config", str(config), "--units", "0-3",
                                 "--run-id", "c"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     runs = tmp_path / "runs"
     deadline = time.monotonic() + 240
@@ -165,7 +163,7 @@ def test_two_workers_adding_the_same_concepts_leave_one_entry_each(ray_cluster, 
     bank_file = str(tmp_path / "bank.jsonl")
     start = time.time() + 3
     added = ray_cluster.get([add.remote(postgres_url, bank_file, concepts, start) for _ in range(2)])
-    from agent.store import Store
+    from agent.runs.store import Store
     from tools.bank import FileBank
 
     for entries, flags in ((Store(postgres_url, "").bank("layer").entries(), [a[:40] for a in added]),

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from agent.dedup import Deduplicator
+from tools.concepts import ConceptRules
 from tools.generators.procedural import ProceduralGenerator
 from tools.text import TextEmbedder, default_embedder, normalise
 
@@ -22,15 +22,15 @@ def test_normalise_keeps_different_words_apart():
 
 @pytest.fixture(scope="module")
 def dedup():
-    return Deduplicator(ProceduralGenerator(), default_embedder(), threshold=0.88)
+    return ConceptRules(ProceduralGenerator(), default_embedder(), threshold=0.88)
 
 
 def test_same_words_same_scene_and_paraphrase(dedup):
     tried = ["red polka dots", "blue stripes", "three yellow stars on blue"]
-    assert dedup.check("Red polka-dot", tried).duplicate_of == "red polka dots"
-    verdict = dedup.check("red spots", tried)
+    assert dedup.accept("Red polka-dot", tried).duplicate_of == "red polka dots"
+    verdict = dedup.accept("red spots", tried)
     assert verdict.duplicate_of == "red polka dots" and "same scene" in verdict.reason
-    assert dedup.check("green checkerboard", tried).accepted
+    assert dedup.accept("green checkerboard", tried).accepted
 
 
 def test_paraphrase_by_meaning_for_open_vocabulary():
@@ -40,14 +40,14 @@ def test_paraphrase_by_meaning_for_open_vocabulary():
         def interpret(self, concept):
             return Interpretation(concept, concept.split(), [], None)
 
-    dedup = Deduplicator(OpenVocabulary(), default_embedder(), threshold=0.88)
-    verdict = dedup.check("polka dots in red", ["red polka dots", "a dog"])
+    dedup = ConceptRules(OpenVocabulary(), default_embedder(), threshold=0.88)
+    verdict = dedup.accept("polka dots in red", ["red polka dots", "a dog"])
     assert verdict.duplicate_of == "red polka dots" and "paraphrase" in verdict.reason
-    assert dedup.check("a cat on a sofa", ["red polka dots", "a dog"]).accepted
+    assert dedup.accept("a cat on a sofa", ["red polka dots", "a dog"]).accepted
 
 
 def test_undrawable_concept_is_rejected(dedup):
-    verdict = dedup.check("golden retriever", [])
+    verdict = dedup.accept("golden retriever", [])
     assert verdict.undrawable and not verdict.accepted
 
 
@@ -64,5 +64,25 @@ def test_building_the_text_encoder_changes_no_environment_or_global_setting(monk
 
 def test_different_scenes_of_a_closed_vocabulary_are_never_paraphrases(dedup):
     # MiniLM puts these 0.94 apart; the generator draws different images for them
-    assert dedup.check("vertical stripes", ["horizontal stripes"]).accepted
-    assert dedup.check("large gray stripes on red background", ["large gray and cyan stripes on red background"]).accepted
+    assert dedup.accept("vertical stripes", ["horizontal stripes"]).accepted
+    assert dedup.accept("large gray stripes on red background", ["large gray and cyan stripes on red background"]).accepted
+
+
+def test_the_one_rule_refuses_long_and_undrawable_concepts_even_without_dedup():
+    """`loop.dedup = false` (the paper preset) lets repeats through, never what cannot be drawn."""
+    rules = ConceptRules(ProceduralGenerator(size=16), None, dedup=False)
+    assert rules.accept("red stripes", ["red stripes"]).accepted  # repeats allowed
+    assert not rules.accept("golden retriever").accepted
+    long = rules.accept("red " * 2_500)
+    assert long.undrawable and "characters" in long.reason
+    wordy = rules.accept(" ".join(["red"] * 12))
+    assert wordy.undrawable and "words" in wordy.reason
+    # operators must propose new concepts whatever the setting
+    assert not rules.accept("red stripes", ["red stripes"], require_new=True).accepted
+
+
+def test_fully_drawn_refuses_words_the_generator_ignores():
+    rules = ConceptRules(ProceduralGenerator(size=16), None)
+    assert rules.accept("red stripes", fully_drawn=True).accepted
+    verdict = rules.accept("red stripes of a zebra", fully_drawn=True)
+    assert not verdict.accepted and "ignores" in verdict.reason

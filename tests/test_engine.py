@@ -7,8 +7,9 @@ import pytest
 from PIL import Image
 
 from agent.config import load_settings
-from agent.engines import build_engine
-from tests.conftest import COLOUR_NET
+from agent.runs.engine_factory import build_engine
+from tests.helpers import COLOUR_NET
+from tools.criterion import Criterion
 from tools.errors import LineError
 
 
@@ -81,8 +82,8 @@ def test_parse_units_and_out_of_range(engine):
 def test_bank_ranks_scored_concepts_for_any_unit(engine):
     for concept in ("red background", "blue background", "white background"):
         engine.evaluate(concept)
-    assert [c for c, _ in engine.bank_best(2, 1)] == ["blue background"]
-    assert [c for c, _ in engine.bank_best(0, 1, exclude=["red background"])] != ["red background"]
+    assert [c for c, _ in engine.bank_best(2, 1, Criterion())] == ["blue background"]
+    assert [c for c, _ in engine.bank_best(0, 1, Criterion(), exclude=["red background"])] != ["red background"]
 
 
 def test_scoring_some_units_equals_the_full_table(engine, settings):

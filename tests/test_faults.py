@@ -20,29 +20,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import COLOUR_NET, line
+from tests.helpers import COLOUR_NET, line, one_line_error, say, write_config
 from evals.fake_openai import FakeOpenAI
 from tools.errors import LineError
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "sk-test-never-stored-4f1d9a"
 
-
-
-def one_line_error(code: int, err: str, *words: str) -> bool:
-    return code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1 and all(w in err for w in words)
-
-
-def say(concept: str, reasoning: str = "a guess") -> str:
-    return json.dumps({"concept": concept, "reasoning": reasoning})
-
-
-def write_config(path: Path, replies: list[str], **loop) -> Path:
-    loop = {"images_per_concept": 2, "init_top": 1, "init_random": 0, "bank_top": 0, "max_iterations": 2,
-            "dedup": False, "summary": False} | loop
-    path.write_text("[llm]\nprovider = 'scripted'\nscript = " + json.dumps(replies) + "\n[loop]\n"
-                    + "".join(f"{k} = {json.dumps(v)}\n" for k, v in loop.items()))
-    return path
 
 
 @pytest.fixture
@@ -53,10 +37,10 @@ def base(tmp_path):
 # --- 1. two writers on one run ------------------------------------------------------------------
 def test_one_writer_per_run(capsys, base, tmp_path):
     from agent.chat import ChatSession, chat_context
-    from agent.engines import build_engine
+    from agent.runs.engine_factory import build_engine
     from agent.llm import ScriptedChatModel
-    from agent.lock import RunLock
-    from agent.runner import Run
+    from agent.runs.lock import RunLock
+    from agent.runs.run import Run
 
     runs = tmp_path / "runs"
     config = write_config(tmp_path / "line.toml", [say("red background")])
@@ -70,7 +54,7 @@ def test_one_writer_per_run(capsys, base, tmp_path):
                           f"host {socket.gethostname()}")
     assert line(capsys, "history", "r", "--unit", "0", "--runs-dir", runs)[0] == 0  # readers are never locked out
 
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from agent.lock import RunLock; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from agent.runs.lock import RunLock; "
                                "lock = RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)", runs / "r"],
                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
@@ -159,7 +143,7 @@ def test_caches_know_when_the_model_changed(capsys, tmp_path):
     factory.write_text(FACTORY.format(channels=4, sign=1.0))
     first, again = score(), score()
     assert again["units"] == first["units"] and again["cache"].get("activation_miss", 0) == 0
-    warm = subprocess.run([sys.executable, "-c", "import sys; from agent.cli import main; main(sys.argv[1:]); "
+    warm = subprocess.run([sys.executable, "-c", "import sys; from agent.ui.cli import main; main(sys.argv[1:]); "
                            "print('torch' in sys.modules)", *map(str, args), "--unit", "0"],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert warm.stdout.split()[-1] == "False", warm.stderr  # the fingerprint keeps a cached score free of torch
@@ -180,7 +164,7 @@ def test_undrawable_concepts_are_refused_and_never_banked(capsys, base, tmp_path
     assert [json.loads(entry)["concept"] for entry in bank.read_text().splitlines()] == ["red"]
 
     from agent.config import load_settings
-    from agent.engines import build_engine
+    from agent.runs.engine_factory import build_engine
 
     with bank.open("a") as handle:  # a bank written by hand (or an older version): only what passes is read
         handle.write(json.dumps({"concept": "../../etc/passwd", "images": []}) + "\n")
@@ -191,14 +175,14 @@ def test_undrawable_concepts_are_refused_and_never_banked(capsys, base, tmp_path
 
 # --- 7. Ctrl-C stops within seconds and keeps every finished step ---------------------------------------
 def test_ctrl_c_stops_within_seconds_and_keeps_every_step(tmp_path):
-    from agent.runner import Run
+    from agent.runs.run import Run
 
     concepts = [f"{c} {p}" for c, p in product(["red", "green", "blue", "yellow", "purple", "orange", "white"],
                                                ["stripes", "grid", "waves", "zigzag", "checkerboard", "spiral"])]
     config = write_config(tmp_path / "line.toml", [say(c) for c in concepts], max_iterations=40, max_images=1000,
                           max_llm_calls=1000, stall=False)
     runs = tmp_path / "runs"
-    label = [sys.executable, "-m", "agent.cli", "label", "--model", COLOUR_NET, "--layer", "relu", "--control",
+    label = [sys.executable, "-m", "agent.ui.cli", "label", "--model", COLOUR_NET, "--layer", "relu", "--control",
              "procedural:40", "--cache-dir", str(tmp_path / "cache"), "--config", str(config), "--units", "0-2",
              "--run-id", "c", "--runs-dir", str(runs)]
     process = subprocess.Popen(label, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -323,7 +307,7 @@ def test_small_ones(capsys, base, tmp_path, monkeypatch):
     result = json.loads(out)
     assert path.stat().st_size > 0 and result["cache"]["image_repaired"] == 1
 
-    from agent.runner import Run
+    from agent.runs.run import Run
 
     Run.create(Run.open("r", runs).settings, [0, 1], "waiting")
     assert one_line_error(*line(capsys, "history", "waiting", "--unit", "1", "--runs-dir", runs)[::2], "not started yet")
@@ -384,7 +368,7 @@ def test_llm_through_a_misbehaving_server(mode, outcome):
 
     from agent.config import LLMConfig
     from agent.llm import LLMUnavailable, ask_structured, make_chat_model
-    from agent.nodes import ConceptAnswer
+    from agent.loop.proposal import ConceptAnswer
 
     retries = 1
     with FakeOpenAI(mode, reply=say("red stripes")) as server:

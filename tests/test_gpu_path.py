@@ -17,8 +17,8 @@ from PIL import Image
 from rich.console import Console
 
 from agent.config import load_settings
-from agent.engines import _warn_drawings_for_photos, build_engine, control_spec
-from tests.conftest import COLOUR_NET, NATURAL_CLASSES, line
+from agent.runs.engine_factory import _warn_drawings_for_photos, build_engine, control_spec
+from tests.helpers import COLOUR_NET, NATURAL_CLASSES, line
 from evals.fake_openai import FakeOpenAI
 from tools.errors import LineError
 
@@ -119,10 +119,10 @@ def test_concepts_are_rendered_together_in_pipeline_batches_with_progress(tmp_pa
 
 def test_line_label_on_a_tiny_pipeline_with_auto_device_shows_rendering_progress(
         capsys, tmp_path, tiny_pipeline, shared_photos, monkeypatch):
-    import agent.console
+    import agent.ui.console
 
     terminal = io.StringIO()
-    monkeypatch.setattr(agent.console, "err_console", Console(file=terminal, force_terminal=True, width=120))
+    monkeypatch.setattr(agent.ui.console, "err_console", Console(file=terminal, force_terminal=True, width=120))
     config = tmp_path / "line.toml"
     config.write_text(f"""model = "{COLOUR_NET}"
 layer = "relu"

@@ -5,34 +5,14 @@ import json
 import pytest
 
 from agent.config import load_settings
-from agent.engines import build_engine
+from agent.runs.engine_factory import build_engine
 from agent.llm import ScriptedChatModel
-from agent.nodes import choose_label
-from agent.runner import Run, build_context
+from agent.loop.label_choice import choose_label
+from agent.runs.run import Run
+from agent.runs.context import build_context
 from tools.criterion import Criterion
 from tools.errors import LineError
-
-
-def say(concept: str, reasoning: str = "a guess") -> str:
-    return json.dumps({"reasoning": reasoning, "concept": concept})
-
-
-def run_units(settings, replies, units=(0,), run_id="t"):
-    engine = build_engine(settings)
-    chat = ScriptedChatModel(replies=replies)
-    run = Run.create(settings, list(units), run_id)
-    return run, chat, run.label(build_context(settings, engine, chat=chat))
-
-
-def with_loop(settings, **loop):
-    data = settings.model_dump()
-    data["loop"].update(loop)
-    return load_settings(**data)
-
-
-def searched(state):
-    """The search's steps: one per iteration, proposed by the LLM or an operator."""
-    return [s for s in state.steps if s.source in ("llm", "operator")]
+from tests.helpers import run_units, say, searched, with_loop
 
 
 def test_duplicates_and_plurals_are_never_rescored_and_the_llm_is_told(settings):

@@ -7,7 +7,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 import prompts
 from agent.config import LLMConfig
 from agent.llm import ask_structured, local_server, make_chat_model
-from agent.nodes import answer_schema
+from agent.loop.proposal import answer_schema
 from tools.generators.procedural import ProceduralGenerator
 
 

@@ -2,7 +2,7 @@
 
 import random
 
-from agent import operators
+from agent.loop import operators
 from tools.generators.procedural import ProceduralGenerator
 
 GENERATOR = ProceduralGenerator(64)

@@ -9,10 +9,10 @@ import torch
 from langchain_core.messages import AIMessage
 
 import line_agent
-from agent import runner
-from agent.cli import main as line
+from agent.runs import context as run_context
+from agent.ui.cli import main as line
 from tests.colour_net import colour_net
-from tests.test_graph import say
+from tests.helpers import say
 
 PIXELS = dict(input_size=64, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 REPLIES = [say("red background"), say("blue stripes"), say("red squares"), say("green circles")]
@@ -21,7 +21,7 @@ REPLIES = [say("red background"), say("blue stripes"), say("red squares"), say("
 @pytest.fixture(autouse=True)
 def no_text_encoder(monkeypatch):
     """Dedup by words and scene only: loading the sentence encoder would cost seconds per test."""
-    monkeypatch.setattr(runner, "default_embedder", lambda: None)
+    monkeypatch.setattr(run_context, "default_embedder", lambda: None)
 
 
 @pytest.fixture

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from agent import report
-from agent.cli import build_parser
+from agent.ui import report
+from agent.ui.cli import build_parser
 from agent.config import load_settings
-from agent.engines import build_engine
+from agent.runs.engine_factory import build_engine
 from agent.llm import ScriptedChatModel
-from agent.runner import Run, build_context
-from tests.conftest import COLOUR_NET
-from tests.test_graph import say
+from agent.runs.run import Run
+from agent.runs.context import build_context
+from tests.helpers import COLOUR_NET
+from tests.helpers import say
 from tools.errors import LineError
 from tools.history import Event
 from tools.polysemantic import analyse
@@ -112,7 +113,7 @@ def test_text_from_the_llm_and_the_history_is_escaped(run):
 
 
 def test_a_unit_with_nothing_scored_yet_has_a_page_and_a_row(run):
-    from agent.state import NeuronState
+    from agent.loop.state import NeuronState
 
     rep = report.Report.of(run)
     state = NeuronState(unit=5)

@@ -9,8 +9,8 @@ import time
 from itertools import product
 from pathlib import Path
 
-from agent.runner import Run
-from tests.conftest import COLOUR_NET
+from agent.runs.run import Run
+from tests.helpers import COLOUR_NET
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,7 +26,7 @@ def test_kill_9_then_resume(tmp_path):
         "[llm]\nprovider = 'scripted'\nscript = " + json.dumps(replies) + "\n"
         "[loop]\nimages_per_concept = 3\ninit_top = 1\ninit_random = 0\nbank_top = 0\nstall = false\n"
         "max_iterations = 16\nmax_images = 1000\nmax_llm_calls = 1000\nsummary = false\n")
-    label = [sys.executable, "-m", "agent.cli", "label", "--config", str(config), "--run-id", "killed"]
+    label = [sys.executable, "-m", "agent.ui.cli", "label", "--config", str(config), "--run-id", "killed"]
     process = subprocess.Popen(label, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run_folder = tmp_path / "runs" / "killed"
     deadline = time.monotonic() + 120
@@ -44,7 +44,7 @@ def test_kill_9_then_resume(tmp_path):
     saved = [s.concept for s in Run.open("killed", tmp_path / "runs").states()[0].steps]
     assert saved[: len(steps_before)] == steps_before
 
-    resumed = subprocess.run([sys.executable, "-m", "agent.cli", "label", "--resume", "killed",
+    resumed = subprocess.run([sys.executable, "-m", "agent.ui.cli", "label", "--resume", "killed",
                               "--runs-dir", str(tmp_path / "runs")], cwd=ROOT, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     final = Run.open("killed", tmp_path / "runs").states()[0]

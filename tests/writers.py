@@ -23,7 +23,7 @@ def write_entries(root: str, worker: int) -> None:
 def add_concepts(url: str, bank_file: str, concepts: list[str], start: float) -> list[bool]:
     """Add every concept to the store's bank table and to a bank file, from `start` on;
     whether each add was the one that banked it."""
-    from agent.store import Store
+    from agent.runs.store import Store
     from tools.bank import FileBank
 
     table, file = Store(url, "").bank("layer"), FileBank(bank_file)

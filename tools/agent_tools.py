@@ -1,8 +1,9 @@
 """The four typed tools an LLM agent calls to investigate one neuron.
 
 Thin wrappers over the shared `Engine`: the same rendering, caching and scoring as the CLI
-and the autonomous graph. The heavy runtime (engine, deduplicator) comes from the graph's
-runtime context through `ToolRuntime`; the neuron and its history from the graph state.
+and the autonomous graph. The heavy runtime comes from the graph's runtime context through
+`ToolRuntime`, typed by `ToolContext` (what the tools need of it, nothing of the agent's
+own context class); the neuron and its history from the graph state.
 Tools that add to the history return a `Command` that appends a Step or an Event, so the
 graph state stays the one generation history. Bad arguments raise `ToolArgumentError` (or
 fail validation), which the tool node hands back to the LLM as an error message.
@@ -10,7 +11,7 @@ fail validation), which the tool node hands back to the LLM as an error message.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import numpy as np
 from langchain_core.messages import ToolMessage
@@ -19,11 +20,21 @@ from langgraph.prebuilt import ToolRuntime
 from langgraph.types import Command
 from pydantic import AfterValidator, BaseModel, Field
 
-from tools.concepts import text_problem, tidy_concept
+from tools.concepts import ConceptRules, text_problem, tidy_concept
+from tools.criterion import Criterion
+from tools.engine import Engine
 from tools.errors import LineError
 from tools.history import Event, History, Step, event_text, score_step
 from tools.polysemantic import analyse
 from tools.text import default_embedder, normalise
+
+class ToolContext(Protocol):
+    """What the tools need of the graph's runtime context."""
+
+    engine: Engine  # renders, caches and scores
+    rules: ConceptRules  # the one rule for an acceptable concept (tools.concepts)
+    criterion: Criterion  # what "best" means in this run (tools.criterion)
+
 
 USER_CALL_PREFIX = "user-"  # tool calls a person made with a slash command, not the LLM
 MAX_IMAGES = 16
@@ -204,10 +215,8 @@ def generate_images(concepts: list[str], n: int = 4, seeds: list[int] | None = N
     engine = runtime.context.engine
     sets = []
     for concept in concepts:
+        _acceptable(runtime.context, concept)
         interpretation = engine.generator.interpret(concept)
-        if not interpretation.drawable:
-            raise ToolArgumentError(f"the image generator can draw nothing of {concept!r}; "
-                                    "use inspect_history to see the words it knows.")
         refs, rendered = engine.concept_images(concept, seeds or engine.seeds(n))
         sets.append(ImageSet(concept=concept, understood=interpretation.understood, ignored=interpretation.ignored,
                              images=_refs_info(refs), rendered=rendered))
@@ -244,8 +253,9 @@ def inspect_history(top: int = 5, contains: str | None = None, since_iteration: 
     most recent steps, rejected duplicates, stalls and ablations, and the image
     generator's words not yet used in any concept. Use it before proposing something new."""
     history = history_of(runtime.state)
-    table = history_table(history, runtime.context.engine.generator.vocabulary(), top, contains, since_iteration)
-    meanings = analyse(history.steps, runtime.context.dedup.embedder or default_embedder())
+    ctx: ToolContext = runtime.context
+    table = history_table(history, ctx.engine.generator.vocabulary(), ctx.criterion, top, contains, since_iteration)
+    meanings = analyse(history.steps, ctx.rules.embedder or default_embedder())
     table += f"\nmeanings: {meanings.describe()}"
     return _answer(runtime, inspect_history.name, HistoryResult(table=table))
 
@@ -258,7 +268,8 @@ def ablate_concept(concept: str, unit: int | None = None, scene: str | None = No
     A large drop means the concept itself drives the neuron; no drop means something else
     in the scene does (or the generator could not remove it). The result enters the history."""
     history, chosen = history_of(runtime.state), _unit(runtime, unit)
-    scene = scene or default_scene(history, concept)
+    scene = scene or default_scene(history, concept, runtime.context.criterion)
+    _acceptable(runtime.context, scene)
     result = ablate(runtime.context.engine, concept, scene, chosen)
     event = Event(iteration=history.iteration, kind="ablation", concept=concept,
                   detail=f"unit {chosen}, scene {scene!r}: drop {result.drop_mean:.4f} ± {result.drop_std:.4f}, "
@@ -271,10 +282,19 @@ TOOLS: list[BaseTool] = [generate_images, score_concept, inspect_history, ablate
 
 
 # --- the work behind the tools -------------------------------------------------------------
-def default_scene(history: History, concept: str) -> str:
-    """The best scored concept that mentions every word of `concept`, else the concept."""
+def default_scene(history: History, concept: str, criterion: Criterion) -> str:
+    """The best scored concept (by the run's criterion) that mentions every word of
+    `concept`, else the concept."""
     words = set(normalise(concept).split())
-    return next((s.concept for s in history.ranked() if words <= set(normalise(s.concept).split())), concept)
+    return next((s.concept for s in history.ranked(criterion) if words <= set(normalise(s.concept).split())), concept)
+
+
+def _acceptable(ctx: ToolContext, concept: str) -> None:
+    """Raise a ToolArgumentError for a concept the one rule refuses (tools.concepts)."""
+    verdict = ctx.rules.accept(concept)
+    if not verdict.accepted:
+        raise ToolArgumentError(f"{concept!r} cannot be drawn: {verdict.reason}; "
+                                "use inspect_history to see the words the generator knows.")
 
 
 def ablate(engine, concept: str, scene: str, unit: int) -> AblationResult:
@@ -318,15 +338,16 @@ def _ablation_verdict(concept: str, scene: str, unchanged: bool, excess: float, 
                   f"{concept!r} drives the unit.")
 
 
-def history_table(history: History, vocabulary: dict[str, list[str]], top: int = 5,
+def history_table(history: History, vocabulary: dict[str, list[str]], criterion: Criterion, top: int = 5,
                   contains: str | None = None, since_iteration: int | None = None) -> str:
-    """The history as compact text: best concepts, recent steps, events, untried words."""
+    """The history as compact text: best concepts (by the run's criterion), recent steps,
+    events, untried words."""
     since = since_iteration or 0
     steps = [s for s in history.steps if s.iteration >= since and (not contains or contains.lower() in s.concept)]
     events = [e for e in history.events if e.iteration >= since and (not contains or contains.lower() in e.concept)]
     lines = [f"unit {history.unit}: {len(history.steps)} concepts scored, {len(history.events)} events, "
              f"iteration {history.iteration}"]
-    ranked = sorted(steps, key=lambda s: (-s.scores.auc, -s.scores.mad))
+    ranked = criterion.order(steps, lambda s: s.scores)
     lines += _section("best concepts", [_step_row(s) for s in ranked[:top]], "it  concept | AUC | MAD | source")
     lines += _section("recent steps", [_step_row(s) for s in steps[-top:]], "it  concept | AUC | MAD | source")
     lines += _section("events", [f"{e.iteration:>2}  {e.kind}: {e.concept} {event_text(e)}".rstrip()

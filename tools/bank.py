@@ -4,7 +4,7 @@ with its images, shared by every run, thread and process that scores that layer.
 `ConceptBank` is what the engine needs: `entries()` in the order they were added, and
 `add()`, which keeps the first entry of a concept and loses none when several processes
 add at once. `FileBank` is the default (a JSONL file under the cache folder); a database
-table (agent.store) serves workers on several machines.
+table (agent.runs.store) serves workers on several machines.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Specs:
   sub-folder named by an id (ImageNet val's `n01440764/`) takes its name from a mapping file
   at the top of PATH, `synset_words.txt` or `LOC_synset_mapping.txt` (lines `<id> <name>,
   <synonyms>`), where there is one.
-- `auto` (settings only, resolved by `agent.engines.control_spec`) — `procedural:300` for
+- `auto` (settings only, resolved by `agent.runs.engine_factory.control_spec`) — `procedural:300` for
   the procedural generator; for a photo generator, natural photos with classes: the
   ImageNet samples of the shared data folder (`natural_images()`).
 """

@@ -37,6 +37,7 @@ CRITERIA: tuple[str, ...] = ("auc", "mad", "gated-mad", "top-share")
 AS_STRONG_Z = 2.0
 AS_STRONG_SHARE = 0.05  # ... or within this share of the winner's MAD (saturated units have no spread)
 AUC_TOLERANCE = 0.02  # the `auc` criterion's "as strong": the legacy label tolerance
+MAX_SHORTER = 2  # finalists: the shortest concepts as strong as the best
 
 T = TypeVar("T")
 
@@ -96,6 +97,23 @@ class Criterion:
         best, floor = ranked[0], self.gate([scores_of(i) for i in items])
         return sorted((i for i in ranked[1:] if _words(name_of(i)) < _words(name_of(best))
                        and self.as_strong(scores_of(i), scores_of(best), floor)), key=lambda i: _words(name_of(i)))
+
+    def shortlist(self, items: Sequence[T], scores_of: Callable[[T], Scores], name_of: Callable[[T], str],
+                  count: int, also: Sequence[tuple[T, str]] = (), key_of: Callable[[T], str] | None = None,
+                  ) -> list[tuple[T, str]]:
+        """The finalists to confirm on fresh images, (item, why): `count` taken in turn from
+        the criterion's, AUC's and MAD's orders (`finalists`), then `also` (the loop's
+        summary), then at most `MAX_SHORTER` of the shortest items as strong as the best
+        (`shorter`); one per `key_of` (the name by default). The loop's confirm step and
+        the evals' closed vocabulary both take their finalists here."""
+        chosen = list(self.finalists(items, scores_of, count)) + list(also)
+        best = self.order(items, scores_of)[0] if items else None
+        chosen += [(i, f"shorter than {name_of(best)!r} and as strong")
+                   for i in self.shorter(items, scores_of, name_of)[:MAX_SHORTER]]
+        unique: dict[str, tuple[T, str]] = {}
+        for item, why in chosen:
+            unique.setdefault((key_of or name_of)(item), (item, why))
+        return list(unique.values())
 
     # --- parsimony ---------------------------------------------------------------------
     def as_strong(self, candidate: Scores, winner: Scores, floor: float = -math.inf) -> bool:

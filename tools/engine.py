@@ -91,7 +91,7 @@ class Engine:
         self._control_acts: np.ndarray | None = None
         self._bank_acts: dict[str, np.ndarray] = {}
         self._banked: set[str] | None = None
-        # the layer's concept bank: a JSONL file in the cache by default, or a store's table (agent.store)
+        # the layer's concept bank: a JSONL file in the cache by default, or a store's table (agent.runs.store)
         bank_key = content_key(self.model_id, layer, generator.id)
         self.concept_bank = banks(bank_key) if banks else FileBank(cache.root / "banks" / f"{bank_key}.jsonl")
 
@@ -261,8 +261,8 @@ class Engine:
                 continue
         return bank
 
-    def bank_best(self, unit: int, k: int, exclude: Sequence[str] = (),
-                  criterion: Criterion = Criterion()) -> list[tuple[str, Scores]]:
+    def bank_best(self, unit: int, k: int, criterion: Criterion,
+                  exclude: Sequence[str] = ()) -> list[tuple[str, Scores]]:
         """The k banked concepts that score best for `unit` by `criterion` (no new images)."""
         excluded = {e.lower() for e in exclude}
         scored = [(c, s) for c, s in self.bank_scores(unit) if c.lower() not in excluded]

@@ -100,14 +100,15 @@ class History(Record):
     call_iterations: dict[str, int] = Field(default_factory=dict,
                                             description="chat: the iteration each accepted score call records at")
 
-    def best(self, criterion: Criterion = Criterion()) -> Step | None:
+    def best(self, criterion: Criterion) -> Step | None:
+        """The best scored step by `criterion` (the run's: one meaning of "best")."""
         ranked = self.ranked(criterion)
         return ranked[0] if ranked else None
 
     def step(self, concept: str) -> Step | None:
         return next((s for s in self.steps if s.concept == concept), None)
 
-    def ranked(self, criterion: Criterion = Criterion()) -> list[Step]:
+    def ranked(self, criterion: Criterion) -> list[Step]:
         """Every scored step, best first by `criterion`."""
         return criterion.order(self.steps, lambda s: s.scores)
 

@@ -5,7 +5,7 @@
 control images it fires on least and most, polysemanticity, the score curve (inline SVG),
 the final pool, the history with the LLM's reasoning and the loop's events, ablations where
 run, and the cost. Images are inlined as base64 JPEG thumbnails: no network, opens from disk.
-The pages are Jinja2 templates in `agent/report_templates/` (document.html around every page,
+The pages are Jinja2 templates in `agent/ui/report_templates/` (document.html around every page,
 unit.html, index.html and the notebook's run table around units_table.html, macros.html); every
 value is autoescaped.
 
@@ -22,7 +22,6 @@ import webbrowser
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
-from itertools import accumulate
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -36,8 +35,8 @@ from tools.polysemantic import Polysemanticity, analyse, best_scores
 if TYPE_CHECKING:
     from PIL import Image
 
-    from agent.runner import Run
-    from agent.state import NeuronState
+    from agent.runs.run import Run
+    from agent.loop.state import NeuronState
     from tools.engine import Engine
     from tools.history import Finalist, Step
 
@@ -61,7 +60,7 @@ def write_report(run: Run, unit: int | None = None, trust: bool = False, engine:
     folder = run.folder / "report"
     folder.mkdir(parents=True, exist_ok=True)
     report = Report.of(run, trust, engine)
-    views = [UnitView(states[u], report.polysemanticity(states[u])) for u in ([unit] if unit is not None else sorted(states))]
+    views = [UnitView(states[u], report.polysemanticity(states[u]), report.criterion()) for u in ([unit] if unit is not None else sorted(states))]
     for view in views:
         write_text(folder / page_name(view.state.unit), unit_page(report, view))
     if unit is not None:
@@ -71,7 +70,7 @@ def write_report(run: Run, unit: int | None = None, trust: bool = False, engine:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from agent.runner import Run
+    from agent.runs.run import Run
 
     path = write_report(Run.open(args.run_id, args.runs_dir or "runs"), args.unit, trust=args.trust_run)
     print(f"report: {path}")
@@ -92,11 +91,12 @@ class Shot(NamedTuple):
 class UnitView:
     state: NeuronState
     poly: Polysemanticity
+    criterion: Criterion  # the run's: what "best" means on the page
 
     @property
     def label_step(self) -> Step | None:
         label = self.state.label
-        return (self.state.step(label.concept) if label else None) or self.state.best()
+        return (self.state.step(label.concept) if label else None) or self.state.best(self.criterion)
 
     @property
     def label_scores(self):
@@ -116,14 +116,13 @@ class Report:
 
     @classmethod
     def of(cls, run: Run, trust: bool = False, engine: Engine | None = None) -> Report:
-        from agent.engines import build_engine
+        from agent.runs.engine_factory import build_engine
         from tools.text import default_embedder
 
         return cls(run, engine or build_engine(run.settings, trust_code=trust), default_embedder())
 
     def criterion(self) -> Criterion:
-        loop = self.run.settings.loop
-        return Criterion(loop.criterion, loop.auc_gate)
+        return self.run.settings.loop.judge()
 
     def polysemanticity(self, state: NeuronState) -> Polysemanticity:
         """The one stored in the label where the run stored it, else computed from the steps."""
@@ -180,7 +179,7 @@ class Report:
 @lru_cache(maxsize=None)
 def templates() -> Environment:
     """The report's Jinja2 templates, every value autoescaped."""
-    env = Environment(loader=PackageLoader("agent", "report_templates"), autoescape=True, undefined=StrictUndefined,
+    env = Environment(loader=PackageLoader("agent.ui", "report_templates"), autoescape=True, undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["fmt"] = lambda value, spec="": "" if value is None else format(value, spec)
     env.globals.update(THUMBNAIL=THUMBNAIL, colour=colour, page_name=page_name, event_detail=event_text)
@@ -219,7 +218,7 @@ def footer(run: Run) -> str:
 
 # --- the unit page ----------------------------------------------------------------------------
 def unit_page(report: Report, view: UnitView) -> str:
-    from agent.runner import llm_failures_text
+    from agent.ui.summaries import llm_failures_text
 
     state, poly = view.state, view.poly
     senses = [(group, report.concept_shots(state.step(group.best), state.unit, GROUP_IMAGES))
@@ -233,15 +232,16 @@ def unit_page(report: Report, view: UnitView) -> str:
             ("LLM calls", llm_failures_text(state)),
             ("tokens in / out", f"{usage.input_tokens} / {usage.output_tokens}"), ("time", f"{state.elapsed:.1f} s")]
     return render("unit.html", run=report.run, **label_context(report, view), senses=senses,
+                  criterion=report.criterion().name,
                   weak=[g for g in poly.groups if g.auc < poly.score_threshold], best_scores=best_scores(state.steps),
-                  plot=score_plot(state.steps) if state.steps else None, pool=pool, timeline=timeline,
+                  plot=score_plot(state.steps, report.criterion()) if state.steps else None, pool=pool, timeline=timeline,
                   ablations=[e for e in state.events if e.kind == "ablation"], cost=cost, footer=footer(report.run))
 
 
 def label_context(report: Report, view: UnitView) -> dict:
     """What `label.html` shows of a unit (its label, evidence and finalists): on the unit
     page, and in a notebook (line_agent's display)."""
-    from agent.runner import labelled_without_llm, unused_answers_text
+    from agent.ui.summaries import labelled_without_llm, unused_answers_text
 
     state, step = view.state, view.label_step
     gallery = [(f"the label: {step.concept}", report.concept_shots(step, state.unit)),
@@ -258,9 +258,9 @@ def label_context(report: Report, view: UnitView) -> dict:
             "top_control": top_control}
 
 
-def score_plot(steps: list[Step], width: int = 900, height: int = 260) -> dict:
-    """Where the inline SVG draws each step's AUC, the running best (a step line) and the
-    iterations on the x axis."""
+def score_plot(steps: list[Step], criterion: Criterion, width: int = 900, height: int = 260) -> dict:
+    """Where the inline SVG draws each step's AUC, the running best by the run's criterion
+    (a step line at the best step's AUC) and the iterations on the x axis."""
     left, right, top, bottom = 44, 14, 12, 34
     span = (width - left - right) / len(steps)
 
@@ -270,7 +270,7 @@ def score_plot(steps: list[Step], width: int = 900, height: int = 260) -> dict:
     def y(auc: float) -> float:
         return top + (1 - auc) * (height - top - bottom)
 
-    running = accumulate((s.scores.auc for s in steps), max)
+    running = [criterion.order(steps[: i + 1], lambda s: s.scores)[0].scores.auc for i in range(len(steps))]
     return {
         "width": width, "height": height, "left": left, "right": right,
         "levels": [(level, y(level)) for level in (0.0, 0.25, 0.5, 0.75, 1.0)],
@@ -297,8 +297,8 @@ def index_row(report: Report, view: UnitView) -> str:
 
 def index_entry(report: Report, view: UnitView) -> dict:
     """One unit's row of the index: `summary_row`, its thumbnail and its senses."""
-    from agent.runner import summary_row
+    from agent.ui.summaries import summary_row
 
     step = view.label_step
     thumb = report.concept_shots(step, view.state.unit, 1)[0] if step else None
-    return {**summary_row(view.state), "thumb": thumb, "poly": view.poly.polysemantic, "senses": view.poly.senses}
+    return {**summary_row(view.state, report.criterion()), "thumb": thumb, "poly": view.poly.polysemantic, "senses": view.poly.senses}

@@ -2,7 +2,7 @@
 run's unit table, the layer's concept bank and the one writer's lock.
 
 - `""` (the default): a run's folder holds its checkpoints and unit table
-  (`checkpoints.sqlite`, WAL mode) and its writer lock (`writer.lock`, agent.lock); the
+  (`checkpoints.sqlite`, WAL mode) and its writer lock (`writer.lock`, agent.runs.lock); the
   concept bank is a JSONL file per (model, layer, generator) under `cache_dir/banks/`
   (tools.bank). Processes on one machine share all of it.
 - `sqlite:///PATH`: one SQLite file holds the checkpoints and unit tables of every run and
@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from agent.config import Settings
-from agent.lock import RunLock, holder_record, stale_note
+from agent.runs.lock import RunLock, holder_record, stale_note
 from tools.bank import ConceptBank, FileBank
 from tools.errors import LineError
 
@@ -290,7 +290,7 @@ def open_store(settings: Settings) -> Store:
 
 # --- checkpointers -----------------------------------------------------------------------------
 def sqlite_saver(path: Path):
-    from agent.graph import sqlite_checkpointer
+    from agent.loop.graph import sqlite_checkpointer
 
     saver = sqlite_checkpointer(path)
     return saver, saver.conn.close
@@ -306,7 +306,7 @@ def postgres_saver(url: str):
     except ImportError as error:
         raise missing_extra() from error
 
-    from agent.graph import serializer
+    from agent.loop.graph import serializer
 
     connection = connect_postgres(url, prepare_threshold=0, row_factory=dict_row)
     saver = PostgresSaver(connection, serde=serializer())
@@ -319,7 +319,7 @@ def postgres_saver(url: str):
 
 # --- the writer's lease in Postgres --------------------------------------------------------------
 class PostgresLease:
-    """The run's writer lock in Postgres (agent.lock's interface): a session-level advisory
+    """The run's writer lock in Postgres (agent.runs.lock's interface): a session-level advisory
     lock held on a connection of its own for as long as the writer writes, and a row in
     `line_writers` naming the holder."""
 

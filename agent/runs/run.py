@@ -1,11 +1,11 @@
-"""Runs: build the engine and context from settings, label units, resume, export.
+"""A run's life: create, open, label its units here, resume, export.
 
 A run lives in `runs/<id>/`: `run.json` (settings and units), `history.json` (every
 neuron's history as JSON, rewritten as units finish) and `sweep.json` (the layer sweep's
-cost). Its store (agent.store, `[store] url`) keeps one LangGraph thread per unit, written
+cost). Its store (agent.runs.store, `[store] url`) keeps one LangGraph thread per unit, written
 after every node, the unit table and the writer lock: by default `checkpoints.sqlite` and
-`writer.lock` in the folder. `label` labels the units here, in threads (`concurrency`), or
-on Ray workers (`[cluster] backend = "ray"`, agent.cluster).
+`writer.lock` in the folder. `Run.label` labels the units here, in threads (`concurrency`);
+agent.runs.backends sends them to Ray workers instead where the settings say so.
 """
 
 from __future__ import annotations
@@ -23,20 +23,14 @@ from typing import Any, Callable, Iterator
 
 from langgraph.types import Command
 
-from agent.config import LoopConfig, Settings, load_settings
-from agent.dedup import Deduplicator
-from agent.engines import control_spec
-from agent.graph import build_label_graph, neuron_state, thread_config
-from agent.llm import make_chat_model
-from agent.nodes import LineContext
-from agent.state import NeuronState
-from agent.store import DONE, RUNNING, WAITING, open_store
+from agent.config import Settings, load_settings
+from agent.loop.context import LineContext
+from agent.loop.graph import build_label_graph, neuron_state, thread_config
+from agent.loop.state import NeuronState
+from agent.runs.engine_factory import control_spec
+from agent.runs.store import DONE, RUNNING, WAITING, open_store
 from tools.cache import atomic_write
-from tools.criterion import Criterion
-from tools.engine import Engine
 from tools.errors import LineError
-from tools.generators.base import Atom, ImageGenerator
-from tools.text import default_embedder
 
 log = logging.getLogger(__name__)
 
@@ -49,61 +43,6 @@ MAY_CHANGE_ON_RESUME = frozenset({
     "runs_dir", "cache_dir", "concurrency", "device", "generator.device", "generator.dtype", "generator.batch_size",
     "cluster", "llm", "loop.max_iterations", "loop.max_images", "loop.max_llm_calls", "loop.max_seconds",
 })
-
-
-def build_context(settings: Settings, engine: Engine, chat=None) -> LineContext:
-    """The runtime context of a run; `chat` overrides the configured provider (tests, evals)."""
-    embedder = default_embedder() if settings.loop.dedup else None
-    if chat is None and settings.loop.max_llm_calls > 0:
-        chat = make_chat_model(settings.llm)
-    loop = settings.loop
-    return LineContext(engine=engine, dedup=Deduplicator(engine.generator, embedder, loop.dedup_threshold),
-                       loop=loop, chat=chat, temperature=settings.llm.temperature, llm_retries=settings.llm.retries,
-                       criterion=Criterion(loop.criterion, loop.auc_gate),
-                       atoms=sweep_atoms(loop, engine.generator) if loop.sweep else [])
-
-
-def labelling_context(settings: Settings, engine: Engine, chat=None) -> LineContext | None:
-    """The runtime context to label here (`chat` overrides the configured LLM), built before
-    a run exists so that a failed start leaves nothing behind; None on Ray, whose workers
-    build their own from the settings."""
-    if settings.cluster.backend == "local":
-        return build_context(settings, engine, chat)
-    if chat is not None:
-        raise LineError("a chat model in memory cannot travel to Ray workers.",
-                        "Configure the LLM in [llm] (each worker builds its own), or set cluster.backend = \"local\".")
-    if engine.model_name.startswith("live:"):
-        raise LineError("a torch module in memory cannot travel to Ray workers.",
-                        "Give the model as a spec they can load (package.module:factory, timm:NAME...), or set "
-                        "cluster.backend = \"local\".")
-    return None
-
-
-def label(run: "Run", context: LineContext | None, on_update: Update | None = None,
-          reviewer: Reviewer | None = None) -> dict[int, NeuronState]:
-    """Label `run`'s units where its settings say (`[cluster] backend`): here with `context`
-    (from `labelling_context`), or on Ray workers (agent.cluster). On Ray a unit that waits
-    for review stays waiting: resume it with the local backend to be asked."""
-    if run.settings.cluster.backend == "ray":
-        from agent.cluster import label_on_ray
-
-        return label_on_ray(run, on_update)
-    return run.label(context, on_update, reviewer)
-
-
-def sweep_atoms(loop: LoopConfig, generator: ImageGenerator) -> list[Atom]:
-    """The layer-wide sweep's concepts: `loop.sweep_concepts` (a file, one a line), else the
-    generator's atoms."""
-    if not loop.sweep_concepts:
-        return generator.atoms()
-    path = Path(loop.sweep_concepts).expanduser()
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise LineError(f"cannot read loop.sweep_concepts {str(path)!r} ({error.__class__.__name__}).",
-                        "Point it at a UTF-8 text file with one concept a line.") from error
-    concepts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    return [Atom("concepts", c, c) for c in dict.fromkeys(concepts) if generator.interpret(c).drawable]
 
 
 def new_run_id(settings: Settings) -> str:
@@ -173,7 +112,7 @@ class Run:
     # --- the one writer -------------------------------------------------------------------
     @contextmanager
     def writer(self) -> Iterator["Run"]:
-        """Hold the run's writer lock (its store's: agent.lock, or a lease in Postgres) for
+        """Hold the run's writer lock (its store's: agent.runs.lock, or a lease in Postgres) for
         the block; nested blocks share it."""
         if self._writer is not None:
             yield self
@@ -367,51 +306,4 @@ def deep_merged(base: dict, changes: dict) -> dict:
 
 def units_text(units: list[int]) -> str:
     return ", ".join(map(str, units)) if len(units) <= 8 else f"{units[0]}..{units[-1]} ({len(units)})"
-
-
-def labelled_without_llm(state: NeuronState) -> bool:
-    """Whether a label was chosen though the LLM, asked, gave nothing scored (operators and
-    the initial pool chose it): every answer failed, was unusable, or was rejected."""
-    return state.label is not None and state.usage.llm_calls > 0 and not any(s.source == "llm" for s in state.steps)
-
-
-def unused_answers_text(state: NeuronState) -> str:
-    """Why none of the LLM's answers was scored, in words: '1 got no answer (HTTP errors,
-    timeouts), 2 were unusable, 5 repeated earlier concepts'."""
-    usage = state.usage
-    rejected = [e.kind for e in state.events if e.source == "llm" and e.kind in ("duplicate", "undrawable")]
-    parts = [(usage.unanswered, "got no answer (HTTP errors, timeouts)"), (usage.llm_failures - usage.unanswered, "were unusable"),
-             (rejected.count("duplicate"), "repeated earlier concepts"), (rejected.count("undrawable"), "could not be drawn")]
-    return ", ".join(f"{n} {what}" for n, what in parts if n) or "none was proposed"
-
-
-def llm_failures_text(state: NeuronState) -> str:
-    """The LLM's failed calls in words: '12 of 12 failed (3 HTTP errors, 2 timeouts)'."""
-    usage = state.usage
-    kinds = [f"{n} {name}" for n, name in ((usage.llm_http_errors, "HTTP errors"), (usage.llm_timeouts, "timeouts")) if n]
-    return f"{usage.llm_failures} of {usage.llm_calls} failed" + (f" ({', '.join(kinds)})" if kinds else "")
-
-
-def summary_row(state: NeuronState) -> dict:
-    """The table row of one labelled neuron."""
-    label = state.label
-    best = state.best()
-    chosen = label.concept if label else (best.concept if best else "")
-    scores = label.scores if label else (best.scores if best else None)
-    return {
-        "unit": state.unit,
-        "label": chosen,
-        "auc": round(scores.auc, 3) if scores else None,
-        "mad": round(scores.mad, 2) if scores else None,
-        "runners_up": [c for c, _ in label.runners_up] if label else [],
-        "iterations": state.iteration,
-        "images": state.images_rendered(),
-        "images_used": state.images_used(),
-        "llm_calls": state.usage.llm_calls,
-        "llm_failures": state.usage.llm_failures,
-        "without_llm": labelled_without_llm(state),
-        "polysemantic": bool(label and label.polysemanticity and label.polysemanticity.polysemantic),
-        "stop": state.stop_reason or ("waiting for review" if not label else ""),
-        "seconds": round(state.elapsed, 1),
-    }
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from rich.table import Table
 
-from agent.console import console, err_console, flag_settings, progress, settings_from_args
-from agent.terminal import safe
+from agent.ui.console import console, err_console, flag_settings, progress, settings_from_args
+from agent.ui.terminal import safe
 from tools.errors import LineError
 
 MAX_IMAGES = 256
@@ -75,7 +75,7 @@ def cmd_layers(args: argparse.Namespace) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> None:
-    from agent.engines import build_engine
+    from agent.runs.engine_factory import build_engine
     from tools.concepts import check_concept
     from tools.engine import parse_units
 
@@ -118,8 +118,10 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 
 def cmd_label(args: argparse.Namespace) -> None:
-    from agent.engines import build_engine
-    from agent.runner import Run, label, labelling_context, units_text
+    from agent.runs.engine_factory import build_engine
+    from agent.runs.run import Run, units_text
+    from agent.runs.backends import label
+    from agent.runs.context import labelling_context
     from tools.engine import parse_units
 
     with ExitStack() as stack:
@@ -161,8 +163,8 @@ def cmd_label(args: argparse.Namespace) -> None:
 
 def _resumed(args: argparse.Namespace):
     """The run to resume and its settings: flags that would change what it scores are refused."""
-    from agent.engines import build_engine
-    from agent.runner import Run, deep_merged, resume_settings
+    from agent.runs.engine_factory import build_engine
+    from agent.runs.run import Run, deep_merged, resume_settings
     from tools.engine import parse_units
 
     if args.run_id:
@@ -219,7 +221,7 @@ class _live_progress:
 
     def update(self, unit: int, node: str, state) -> None:
         limit = self.run.settings.loop.max_iterations
-        best = state.best()
+        best = state.best(self.run.settings.loop.judge())
         text = f"{node:<9} it {state.iteration:>2}  best {safe(repr(best.concept))} {best.scores.auc:.3f}" if best else node
         if self.plain:
             moment = (state.iteration, node == "finalize")
@@ -242,14 +244,14 @@ class _live_progress:
 
 
 def _print_summary(run, states) -> None:
-    from agent.runner import summary_row, unused_answers_text
+    from agent.ui.summaries import summary_row, unused_answers_text
 
     table = Table(title="labels")
     for column in ("unit", "label", "AUC", "runners-up", "iter", "images", "LLM calls", "stop", "s"):
         wide = column in ("label", "runners-up", "stop")
         table.add_column(column, overflow="fold" if wide else "ellipsis", ratio=3 if wide else None,
                          justify="left" if wide else "right")
-    rows = {unit: summary_row(state) for unit, state in states.items()}
+    rows = {unit: summary_row(state, run.settings.loop.judge()) for unit, state in states.items()}
     for row in rows.values():
         calls = f"{row['llm_calls']}" + (f" ({row['llm_failures']} failed)" if row["llm_failures"] else "")
         table.add_row(str(row["unit"]), safe(row["label"]), f"{row['auc']:.3f}" if row["auc"] is not None else "-",
@@ -269,7 +271,7 @@ def _print_summary(run, states) -> None:
 
 
 def cmd_history(args: argparse.Namespace) -> None:
-    from agent.runner import Run, units_text
+    from agent.runs.run import Run, units_text
     from tools.history import event_text
 
     run = Run.open(args.run_id, args.runs_dir or "runs")
@@ -369,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", help="where runs live (default: runs)")
     p.add_argument("--trust-run", action="store_true",
                    help="load the run's model when it names code, to compute activations the cache lacks")
-    p.set_defaults(func=_lazy("agent.report", "cmd_report"))
+    p.set_defaults(func=_lazy("agent.ui.report", "cmd_report"))
     return parser
 
 

@@ -11,13 +11,14 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from agent.llm import Usage
 from tools.history import History, Record, Source
 from tools.polysemantic import Polysemanticity
 from tools.scoring import Scores
 
 
 class Proposal(Record):
-    """A concept waiting to be checked and scored (agent.path). A "confirm" proposal is a
+    """A concept waiting to be checked and scored (agent.loop.concept_path). A "confirm" proposal is a
     finalist to score on fresh images; its reasoning says why it is a finalist."""
 
     concept: str
@@ -37,23 +38,6 @@ class AtomScore(Record):
     concept: str
     scores: Scores
     activations: list[float] = Field(default_factory=list, description="the unit's activation on each image (seeds 0..)")
-
-
-class Usage(Record):
-    llm_calls: int = 0
-    llm_failures: int = Field(0, description="calls that gave nothing usable, for whatever reason")
-    llm_http_errors: int = Field(0, description="of those: HTTP errors (after the client's retries)")
-    llm_timeouts: int = Field(0, description="of those: requests that timed out (after the client's retries)")
-    input_tokens: int = 0
-    output_tokens: int = 0
-
-    @property
-    def unanswered(self) -> int:
-        """The calls that got no answer at all: HTTP errors and timeouts."""
-        return self.llm_http_errors + self.llm_timeouts
-
-    def __add__(self, other: "Usage") -> "Usage":
-        return Usage(**{k: getattr(self, k) + getattr(other, k) for k in Usage.model_fields})
 
 
 class Label(Record):

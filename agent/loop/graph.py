@@ -11,7 +11,7 @@ the confirm step's finalists (`score` only: they are scored again, on fresh imag
 A rejected LLM proposal is asked for again once, with the reason; after that an operator
 proposal takes its place, so no iteration ends without a new scored concept. The search
 ends early only when the operators find nothing new. Routing lives in the edges below;
-the nodes in `agent.nodes`.
+the nodes in `agent.loop.nodes`.
 """
 
 from __future__ import annotations
@@ -23,16 +23,22 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 
-from agent import nodes, state
-from agent.nodes import LineContext
-from agent.state import NeuronState
+from agent import llm
+from agent.loop import nodes, state
+from agent.loop.context import LineContext
+from agent.loop.stall import LLM_REJECTIONS
+from agent.loop.state import NeuronState
 from tools import history, polysemantic
 from tools.scoring import Scores
 
 CHECKPOINT_TYPES = [
-    state.NeuronState, state.Proposal, state.Usage, state.Label, state.AtomScore, history.Step, history.Event,
+    state.NeuronState, state.Proposal, llm.Usage, state.Label, state.AtomScore, history.Step, history.Event,
     history.Finalist, history.ActivationStats, Scores, polysemantic.Polysemanticity, polysemantic.Group,
 ]
+# Where the checkpointed types lived before the layout of agent/loop/ (runs written then must
+# resume): allowed, so that they load without a warning as their fields, which every reader
+# validates into today's types (NeuronState; Usage adds a dict of its fields).
+LEGACY_CHECKPOINT_TYPES = [("agent.state", name) for name in ("NeuronState", "Proposal", "Usage", "Label", "AtomScore")]
 NODES = ("init", "stall", "propose", "operate", "check", "score", "summarize", "confirm", "review", "finalize")
 
 
@@ -59,7 +65,7 @@ def after_check(s: NeuronState) -> str:
         return "summarize"
     if s.phase == "review":
         return "finalize"
-    llm_rejections = sum(e.iteration == s.iteration and e.source == "llm" and e.kind in nodes.LLM_REJECTIONS
+    llm_rejections = sum(e.iteration == s.iteration and e.source == "llm" and e.kind in LLM_REJECTIONS
                          for e in s.events)
     return "propose" if s.events[-1].source == "llm" and llm_rejections < 2 else "operate"
 
@@ -99,7 +105,7 @@ def build_label_graph(checkpointer=None):
 
 
 def serializer() -> JsonPlusSerializer:
-    return JsonPlusSerializer(allowed_msgpack_modules=CHECKPOINT_TYPES)
+    return JsonPlusSerializer(allowed_msgpack_modules=[*CHECKPOINT_TYPES, *LEGACY_CHECKPOINT_TYPES])
 
 
 def sqlite_checkpointer(path: str | Path) -> SqliteSaver:

@@ -13,14 +13,13 @@ these functions; scoring itself is `tools.history.score_steps`, which the chat's
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
-from agent import operators
-from agent.state import NeuronState, Proposal
+from agent.loop import operators
+from agent.loop.context import LineContext
+from agent.loop.state import NeuronState, Proposal
 from tools.history import Event, Finalist, History, Step, confirm_finalists, score_steps
 
-if TYPE_CHECKING:
-    from agent.nodes import LineContext
 
 TOP_SCENES = 1  # operators: scenes of the unit's favourite images to propose first
 
@@ -32,22 +31,21 @@ def canonical(ctx: LineContext, concept: str) -> str:
 
 
 def fully_drawn(ctx: LineContext, concept: str) -> bool:
-    """Whether the generator draws every word of `concept` (operators must not make labels
-    with words the images ignore)."""
-    interpretation = ctx.engine.generator.interpret(concept)
-    return interpretation.drawable and not interpretation.ignored
+    """Whether `concept` is acceptable with every word drawn (operators must not make labels
+    with words the images ignore), whatever was tried before."""
+    return ctx.rules.accept(concept, fully_drawn=True).accepted
 
 
 def is_new(ctx: LineContext, history: History, concept: str) -> bool:
-    return fully_drawn(ctx, concept) and ctx.dedup.check(concept, history.tried()).accepted
+    """Whether an operator's `concept` is acceptable: fully drawn and new."""
+    return ctx.rules.accept(concept, history, fully_drawn=True, require_new=True).accepted
 
 
 def rejection(ctx: LineContext, history: History, proposal: Proposal, also: list[str] = ()) -> Event | None:
-    """The typed event saying why `proposal` is not scored (a duplicate of an earlier concept,
-    or of one in `also`, accepted but not scored yet; or undrawable), or None."""
-    if not ctx.loop.dedup:
-        return None
-    verdict = ctx.dedup.check(proposal.concept, [*history.tried(), *also])
+    """The typed event saying why `proposal` is not scored (tools.concepts: too long, not
+    drawable, or a duplicate of an earlier concept or of one in `also`, accepted but not
+    scored yet), or None."""
+    verdict = ctx.rules.accept(proposal.concept, [*history.tried(), *also])
     if verdict.accepted:
         return None
     return Event(iteration=proposal.iteration, kind="undrawable" if verdict.undrawable else "duplicate",

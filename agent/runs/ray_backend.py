@@ -30,11 +30,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.config import ClusterConfig, Settings
-from agent.engines import build_engine
-from agent.graph import build_label_graph
-from agent.runner import Run, Update, build_context, prepare
-from agent.state import NeuronState
-from agent.store import open_store, worker_name
+from agent.runs.engine_factory import build_engine
+from agent.loop.graph import build_label_graph
+from agent.runs.run import Run, Update, prepare
+from agent.runs.context import build_context
+from agent.loop.state import NeuronState
+from agent.runs.store import open_store, worker_name
 from tools.errors import LineError
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from agent.config import GeneratorConfig, Settings
-from agent.store import open_store
+from agent.runs.store import open_store
 from tools.cache import DiskCache
 from tools.control import AUTO, DEFAULT_PROCEDURAL, load_control_set, natural_images
 from tools.engine import Engine, Progress

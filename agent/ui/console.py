@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 
 # Piped output (logs, CI) gets tables wide enough to read rather than rich's 80 columns.
-# Untrusted text goes through agent.terminal.safe; emoji codes (":x:") stay text.
+# Untrusted text goes through agent.ui.terminal.safe; emoji codes (":x:") stay text.
 console = Console(emoji=False) if sys.stdout.isatty() else Console(width=140, emoji=False)
 err_console = Console(stderr=True, emoji=False)
 

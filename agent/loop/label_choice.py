@@ -1,0 +1,54 @@
+"""Choosing the label is its own step: the finalists confirmed on fresh seeds, then the
+run's criterion's choice among them (tools.criterion: one meaning of "best"), or a
+person's concept given in review."""
+
+from __future__ import annotations
+
+from agent.loop import concept_path as path
+from agent.loop import operators
+from agent.loop.context import LineContext
+from agent.loop.state import NeuronState
+from tools.criterion import Criterion
+from tools.history import Step
+
+MAX_NEW_GENERALISATIONS = 1  # when no shorter concept is as strong: shorter forms of the best not scored yet
+
+
+def pick_finalists(ctx: LineContext, state: NeuronState) -> list[tuple[str, str]]:
+    """(concept, why): the criterion's shortlist (the best few by the criterion, AUC and MAD
+    in turn, the summary concept, the shortest concepts as strong as the best), else the
+    first shorter form of the best not scored yet; one per scene."""
+    criterion = ctx.criterion
+    summary = [(s, "the summary") for s in state.steps if s.source == "summary"]
+    shortlist = criterion.shortlist(state.steps, lambda s: s.scores, lambda s: s.concept, ctx.loop.confirm_top,
+                                    also=summary, key_of=lambda s: path.canonical(ctx, s.concept))
+    chosen = [(s.concept, why) for s, why in shortlist]
+    if not criterion.shorter(state.steps, lambda s: s.scores, lambda s: s.concept):
+        best = state.ranked(criterion)[0]
+        scored = {path.canonical(ctx, s.concept) for s in state.steps} | {path.canonical(ctx, c) for c, _ in chosen}
+        shorter = [path.canonical(ctx, c) for c, _ in operators.generalisations(path.canonical(ctx, best.concept),
+                                                                              ctx.engine.generator.vocabulary())]
+        new = [c for c in dict.fromkeys(shorter) if c not in scored and path.fully_drawn(ctx, c)]
+        chosen += [(c, f"a shorter form of {best.concept!r}") for c in new[:MAX_NEW_GENERALISATIONS]]
+    return chosen
+
+
+def choose_label(state: NeuronState, criterion: Criterion, parsimony: bool = True):
+    """(concept, scores, why): the criterion's choice among the confirmed finalists, or,
+    without a confirm step, among every scored step."""
+    if state.finalists:
+        choice = criterion.choose(state.finalists, lambda f: f.scores, lambda f: f.concept, parsimony)
+        fresh = state.finalists[0].fresh
+        return (choice.winner.concept, choice.winner.scores,
+                f"Confirmed on {fresh} fresh images each ({len(state.finalists)} finalists): {choice.reason}")
+    choice = criterion.choose(state.steps, lambda s: s.scores, lambda s: s.concept, parsimony)
+    return choice.winner.concept, choice.winner.scores, choice.reason
+
+
+def persons_label(state: NeuronState) -> Step | None:
+    """The step of the concept a person gave in review: theirs, or the earlier concept it
+    repeats."""
+    if state.verdict in (None, "approve"):
+        return None
+    repeated = [e.duplicate_of for e in state.events if e.kind == "duplicate" and e.concept == state.verdict]
+    return state.step(state.verdict) or (state.step(repeated[-1]) if repeated else None)
