@@ -58,13 +58,13 @@ def table_html(table: ScoreTable) -> str:
 
 
 def label_html(report: Report, state: NeuronState) -> str:
-    view = UnitView(state, report.polysemanticity(state), report.criterion())
+    view = report.view(state)
     return fragment("notebook_label.html", **label_context(report, view))
 
 
 def run_html(report: Report, states: Sequence[NeuronState], pages: Path) -> str:
     """The run's index table; rows link to the report's unit pages under `pages`."""
-    views = [UnitView(state, report.polysemanticity(state), report.criterion()) for state in states]
+    views = [report.view(state) for state in states]
     return fragment("notebook_run.html", run=report.run, rows=[index_entry(report, view) for view in views],
                     page_name=lambda unit: (pages / f"unit-{unit}.html").as_posix())
 

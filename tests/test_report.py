@@ -96,7 +96,7 @@ def test_ablation_records_show_when_present(run):
                      detail="unit 0, scene 'a room': drop 2.9 ± 0.1, AUC 1.000 -> 0.310; removed")
     state = state.model_copy(update={"events": [*state.events, ablation]})
     rep = report.Report.of(run)
-    text = report.unit_page(rep, report.UnitView(state, rep.polysemanticity(state)))
+    text = report.unit_page(rep, rep.view(state))
     assert "Ablation" in text and "AUC 1.000 -&gt; 0.310; removed" in text
 
 
@@ -106,7 +106,7 @@ def test_text_from_the_llm_and_the_history_is_escaped(run):
     odd = Event(iteration=9, kind="review", concept='"><img src=x onerror=alert(1)>', detail="a <b>bold</b> claim")
     state = state.model_copy(update={"steps": [*state.steps[:-1], step], "events": [*state.events, odd]})
     rep = report.Report.of(run)
-    page = report.unit_page(rep, report.UnitView(state, rep.polysemanticity(state)))
+    page = report.unit_page(rep, rep.view(state))
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; more" in page
     assert "<img src=x" not in page and "a &lt;b&gt;bold&lt;/b&gt; claim" in page
     assert len(Tags(page).tags.get("script", [])) == 0
@@ -117,7 +117,7 @@ def test_a_unit_with_nothing_scored_yet_has_a_page_and_a_row(run):
 
     rep = report.Report.of(run)
     state = NeuronState(unit=5)
-    view = report.UnitView(state, rep.polysemanticity(state))
+    view = rep.view(state)
     assert "No concept scored yet" in report.unit_page(rep, view)
     row = report.index_row(rep, view)
     assert 'data-unit="5" data-auc="0.0"' in row and "<img" not in row
@@ -128,7 +128,7 @@ def test_a_polysemantic_unit_is_flagged_with_its_groups(run):
     state = run.states()[0]
     poly = analyse(state.steps, rep.embedder, score_threshold=0.2, distinct_below=0.95)
     assert poly.polysemantic
-    view = report.UnitView(state, poly)
+    view = rep.view(state, poly)
     page = report.unit_page(rep, view)
     assert "polysemantic" in page and all(sense in page for sense in poly.senses)
     assert 'data-poly="1"' in report.index_row(rep, view)

@@ -60,7 +60,7 @@ def write_report(run: Run, unit: int | None = None, trust: bool = False, engine:
     folder = run.folder / "report"
     folder.mkdir(parents=True, exist_ok=True)
     report = Report.of(run, trust, engine)
-    views = [UnitView(states[u], report.polysemanticity(states[u]), report.criterion()) for u in ([unit] if unit is not None else sorted(states))]
+    views = [report.view(states[u]) for u in ([unit] if unit is not None else sorted(states))]
     for view in views:
         write_text(folder / page_name(view.state.unit), unit_page(report, view))
     if unit is not None:
@@ -123,6 +123,10 @@ class Report:
 
     def criterion(self) -> Criterion:
         return self.run.settings.loop.judge()
+
+    def view(self, state: NeuronState, poly: Polysemanticity | None = None) -> UnitView:
+        """The unit as its page shows it, under the run's criterion (`poly` overrides the stored analysis)."""
+        return UnitView(state, poly if poly is not None else self.polysemanticity(state), self.criterion())
 
     def polysemanticity(self, state: NeuronState) -> Polysemanticity:
         """The one stored in the label where the run stored it, else computed from the steps."""
