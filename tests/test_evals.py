@@ -7,6 +7,7 @@ import pytest
 from evals import run
 from evals.methods import closed_vocabulary
 from evals.planted import load_planted, load_suite, parse_detector
+from tools.activations import layer_infos
 from tools.errors import LineError
 from tools.generators.procedural import ProceduralGenerator
 
@@ -55,7 +56,7 @@ def test_detector_expressions_are_parsed_not_evaluated():
 
 def test_planted_model_has_one_layer_of_units():
     model = load_planted("tiny")
-    layers = model.layers()
+    layers = layer_infos(model)
     assert [layer.name for layer in layers] == ["units"] and layers[0].units == 4
     assert model.mean == (0.0, 0.0, 0.0) and model.std == (1.0, 1.0, 1.0)
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tools.activations import check_unit, layer_activations, reduce_output, unit_count
+from tools.activations import check_unit, layer_activations, layer_infos, reduce_output, unit_count
 from tools.errors import LineError
 from tools.models import (
     MODEL_SCHEMES,
@@ -62,7 +62,7 @@ def test_factory_loads_with_module_attributes(cnn):
 
 
 def test_layers_list_shapes_and_units(cnn):
-    info = {l.name: l for l in cnn.layers()}
+    info = {l.name: l for l in layer_infos(cnn)}
     assert list(info) == cnn.layer_names()
     assert info["conv1"].type == "Conv2d"
     assert info["conv1"].shape == (8, 32, 32) and info["conv1"].units == 8
@@ -171,7 +171,7 @@ def test_token_model_uses_cls_token():
     assert raw.shape == (3, 17, 24)
     acts = layer_activations(vit, "blocks.0", x)
     np.testing.assert_allclose(acts, raw[:, 0, :].numpy(), rtol=1e-4, atol=1e-5)
-    assert {l.name: l.units for l in vit.layers()}["blocks.1"] == 24
+    assert {l.name: l.units for l in layer_infos(vit)}["blocks.1"] == 24
 
 
 def test_reduce_output_forms():
@@ -233,7 +233,7 @@ def test_planted_scheme_comes_from_the_evals_entry_point_and_tools_never_import_
     """tools.models finds `planted:` through the `line_agent.models` entry point, on first use."""
     code = ("import sys, tools.models as m; assert not [n for n in sys.modules if n.startswith('evals')]; "
             "assert 'planted:...' in m.accepted_forms() and 'planted' not in m.MODEL_SCHEMES; "
-            "t = m.load_target_model('planted:tiny'); print(t.name, t.layers()[0].name, 'evals.planted' in sys.modules)")
+            "from tools.activations import layer_infos; t = m.load_target_model('planted:tiny'); print(t.name, layer_infos(t)[0].name, 'evals.planted' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["planted:tiny", "units", "True"]
@@ -242,10 +242,10 @@ def test_planted_scheme_comes_from_the_evals_entry_point_and_tools_never_import_
 def test_a_scheme_whose_plugin_cannot_be_imported_is_a_clear_error(monkeypatch):
     from importlib.metadata import EntryPoint
 
-    import tools.models as models
+    import tools.models.registry as registry
 
-    broken = EntryPoint(name="broken", value="no_such_package.models:load", group=models.PLUGIN_GROUP)
-    monkeypatch.setattr(models, "entry_points", lambda group, name=None: [broken] if name in (None, "broken") else [])
+    broken = EntryPoint(name="broken", value="no_such_package.models:load", group=registry.PLUGIN_GROUP)
+    monkeypatch.setattr(registry, "entry_points", lambda group, name=None: [broken] if name in (None, "broken") else [])
     with pytest.raises(LineError, match="model scheme 'broken'.*cannot be imported"):
         load_target_model("broken:x")
     assert "broken" not in MODEL_SCHEMES
@@ -314,7 +314,7 @@ def test_hf_folder_cls_reduction(vit_folder):
         hidden = m.module(x, output_hidden_states=True).hidden_states[1]
     assert acts.shape == (3, 32)
     np.testing.assert_allclose(acts, hidden[:, 0, :].numpy(), rtol=1e-5, atol=1e-6)
-    assert {l.name: l.units for l in m.layers()}["classifier"] == 2
+    assert {l.name: l.units for l in layer_infos(m)}["classifier"] == 2
 
 
 def test_hf_hub_id_offline(monkeypatch):

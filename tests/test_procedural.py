@@ -363,3 +363,23 @@ def test_drawn_names_what_the_seed_chose_and_draws_the_same_image():
         assert np.array_equal(np.asarray(same), np.asarray(generator.render(["stripes"], [seed])[0]))
     assert generator.drawn("three red stars on blue", 0) == "three red stars on blue background"
     assert generator.drawn("giraffe", 0) == ""
+
+
+def test_slots_read_a_concept_and_compose_writes_it_back(gen):
+    """Operators read concepts as slots through the generator, not through its grammar."""
+    assert gen.slots("three crimson discs on navy blue background") == {
+        "count": ["three"], "colour": ["red"], "kind": ["circle"], "background": ["navy"]}
+    assert gen.slots("red") == {"colour": ["red"]}  # the kind the grammar fills in is not stated
+    assert gen.slots("golden retriever") == {}
+    assert gen.slots("gray circles on non-red background")["avoid"] == ["red"]
+    assert gen.compose({"size": ["small"], "colour": ["red"], "kind": ["polka dots"], "background": ["blue"]}) == \
+        "small red polka dots on blue background"
+    assert gen.compose({"count": ["one"], "colour": ["green"], "kind": ["cross"]}) == "one green cross"
+    values = gen.slot_values()
+    assert set(values) == {"count", "size", "thickness", "orientation", "colour", "kind", "background", "avoid"}
+    concepts = [a.concept for a in gen.atoms()] + gen.random_concepts(40, seed=1) + [
+        "black and white stripes", "blue background", "red circles on non-blue background", "a red circle"]
+    for concept in concepts:
+        slots = gen.slots(concept)
+        assert all(v in values[slot] for slot, vs in slots.items() for v in vs), concept
+        assert gen.compose(slots) == gen.interpret(concept).canonical, concept

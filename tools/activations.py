@@ -1,12 +1,19 @@
-"""Activations of all units of one layer, in one forward pass per batch.
+"""Every forward hook on a target model: activations of all units of one layer, in one
+forward pass per batch, and the model's layers with their output shapes and units.
 
 A forward hook on the layer captures its output and reduces it to one number per unit:
 N x C x H x W -> the spatial mean (N x C); N x T x D (transformer tokens) -> the CLS token
 (N x D); N x D as is. The hook then stops the forward, so later layers cost nothing.
+
+Hooks live on the module, so hooked forwards through one module never overlap
+(`module_lock`). What they learn about layers is kept in the model's public
+`TargetModel.layer_cache` (`tools.models.LayerCache`): unit counts and the layer list.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,7 +22,20 @@ import torch
 from PIL import Image
 
 from tools.errors import LineError, check_unit_index
-from tools.models import TargetModel, module_lock
+from tools.models import LayerInfo, TargetModel
+
+# --- one lock per root module: hooks live on the module, so forwards must not overlap ---
+_LOCKS: "weakref.WeakKeyDictionary[torch.nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def module_lock(module: torch.nn.Module) -> threading.RLock:
+    """The lock that guards hooked forwards through `module` (shared by all its wrappers)."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(module)
+        if lock is None:
+            lock = _LOCKS[module] = threading.RLock()
+        return lock
 
 
 class _StopForward(Exception):
@@ -114,16 +134,62 @@ def layer_activations(
         x = chunk if isinstance(chunk, torch.Tensor) else model.preprocess(list(chunk))
         parts.append(_capture(model, module, layer, _as_batch(model, x)))
     acts = np.concatenate(parts, axis=0)
-    model._units.setdefault(layer, int(acts.shape[1]))
+    model.layer_cache.units.setdefault(layer, int(acts.shape[1]))
     return acts
 
 
 def unit_count(model: TargetModel, layer: str) -> int:
-    """Number of units of `layer` (after reduction); one early-stopped dummy forward, cached."""
-    if layer not in model._units:
+    """Number of units of `layer` (after reduction); one early-stopped dummy forward, cached
+    in `model.layer_cache.units`."""
+    units = model.layer_cache.units
+    if layer not in units:
         module = model.layer(layer)
-        model._units[layer] = int(_capture(model, module, layer, model.dummy_input(1)).shape[1])
-    return model._units[layer]
+        units[layer] = int(_capture(model, module, layer, model.dummy_input(1)).shape[1])
+    return units[layer]
+
+
+def layer_infos(model: TargetModel) -> list[LayerInfo]:
+    """Every module of `model` whose output is a tensor, in module order, with its output
+    shape per image and its units: one dummy forward with hooks on all modules, cached in
+    `model.layer_cache` (the unit counts too).
+
+    A module called several times in one forward (a shared activation, say) is described
+    by its first call, as `layer_activations` captures its first call too.
+    """
+    cache = model.layer_cache
+    if cache.infos is not None:
+        return list(cache.infos)
+    seen: dict[str, tuple[str, tuple[int, ...], int]] = {}
+    handles = []
+
+    def make_hook(name: str):
+        def hook(mod, inputs, output):
+            if name in seen:
+                return
+            t = primary_tensor(output)
+            if t is None or t.dim() < 2:
+                return
+            try:
+                units = int(reduce_output(t).shape[1])
+            except LineError:
+                return
+            seen[name] = (type(mod).__name__, tuple(int(s) for s in t.shape[1:]), units)
+
+        return hook
+
+    with module_lock(model.module):
+        try:
+            for name, mod in model.module.named_modules():
+                if name:
+                    handles.append(mod.register_forward_hook(make_hook(name)))
+            with torch.inference_mode():
+                model.module(model.dummy_input(1))
+        finally:
+            for h in handles:
+                h.remove()
+    cache.infos = [LayerInfo(n, *seen[n]) for n in model.layer_names() if n in seen]
+    cache.units.update({info.name: info.units for info in cache.infos})
+    return list(cache.infos)
 
 
 def check_unit(model: TargetModel, layer: str, unit: int) -> int:
