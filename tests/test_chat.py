@@ -12,7 +12,8 @@ from langchain_core.outputs import ChatGenerationChunk
 from rich.console import Console
 
 from agent import runner
-from agent.chat import STALL_NOTE, ChatAction, ChatSession, ConsolePrinter, chat_context
+from agent.chat import STALL_NOTE, ChatAction, ChatSession, chat_context
+from agent.ui.chat_repl import ConsolePrinter
 from agent.cli import build_parser
 from agent.config import load_settings
 from agent.llm import LLMUnavailable, ScriptedChatModel
@@ -68,7 +69,7 @@ def test_conversation_runs_all_four_tools_then_resumes_in_a_new_process(scripted
     assert [m.name for m in results] == ["generate_images", "score_concept", "inspect_history", "ablate_concept"]
     assert all(m.status == "success" for m in results)
     assert "red background" in results[2].content and "not tried yet" in results[2].content
-    assert added[-1].content == "Unit 0 responds to red."
+    assert added[-1].content.startswith("Unit 0 responds to red.\nBest so far: \"red background\" (MAD ")  # completed
     state = session.state()
     assert [(s.concept, s.source, s.iteration) for s in state.steps] == [("red background", "llm", 1)]
     assert state.steps[0].scores.auc > 0.9
@@ -103,7 +104,7 @@ print(json.dumps({"before": [s.concept for s in before.steps], "messages_before"
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["before"] == ["red background"] and result["messages_before"] == len(state.messages)
     assert result["after"] == [["red background", "llm"], ["green background", "user"], ["blue background", "llm"]]
-    assert result["last"] == "Blue is weak."
+    assert result["last"].startswith("Blue is weak.")
     history = json.loads((session.run.folder / "history.json").read_text())
     assert [s["concept"] for s in history["units"]["0"]["steps"]] == ["red background", "green background",
                                                                      "blue background"]
@@ -145,7 +146,8 @@ def test_models_without_tool_calling_act_through_the_json_schema(settings, engin
     assert not session.context.tool_calling  # the configured provider is the embedded model
     added = session.send("Is it green?")
     assert [m.name for m in tool_messages(added)] == ["score_concept", "inspect_history"]
-    assert added[-1].content == "Unit 1 likes green."
+    assert added[-1].additional_kwargs["llm_reply"] == "Unit 1 likes green."  # the graph writes the answer
+    assert added[-1].content.startswith('Best so far: "green background" (MAD ')
     state = session.state()
     assert [s.concept for s in state.steps] == ["green background"] and state.steps[0].scores.auc > 0.9
     assert state.usage.llm_calls == 5 and state.usage.llm_failures == 2  # prose, and a concept that is no text
@@ -165,7 +167,8 @@ def test_bad_arguments_come_back_as_errors_and_the_conversation_goes_on(scripted
     for message, words in zip(errors, ["empty", "unit 99", "less than or equal to 16", "paint", "cannot be drawn"]):
         assert words in message.content
     assert added[-1].content == "Sorry, let me ask properly." and session.state().steps == []
-    assert "out of range" in tool_messages(session.send("/score red @7"))[0].content
+    refused = session.send("/score red @7")[-1]  # checked before anything is drawn
+    assert refused.content.startswith("Not run: unit 7 is out of range") and len(session.state().steps) == 0
 
 
 def test_a_stall_scores_the_next_operator_concept_and_says_so(scripted, engine):
@@ -257,4 +260,5 @@ def test_the_embedded_model_experiments_before_it_may_answer(settings, engine):
     session = ChatSession.start(settings, chat_context(settings, engine, ScriptedChatModel(replies=replies)), unit=1)
     added = session.send("What does it like?")
     assert [s.concept for s in session.state().steps] == ["green background", "blue background"]
-    assert added[-1].content == "Green and blue both."  # the answers before two experiments were refused
+    assert added[-1].additional_kwargs["llm_reply"] == "Green and blue both."  # the replies before two experiments were refused
+    assert "This turn scored 2 new concepts" in added[-1].content

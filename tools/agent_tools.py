@@ -26,6 +26,7 @@ from tools.polysemantic import analyse
 from tools.text import default_embedder, normalise
 
 USER_CALL_PREFIX = "user-"  # tool calls a person made with a slash command, not the LLM
+PROBE_CALL_PREFIX = "probe-"  # tool calls the chat graph makes itself to test an attribute (source "operator")
 MAX_IMAGES = 16
 ABLATION_STILL_HIGH_AUC = 0.8  # ablated images scoring above this still carry what the unit wants
 ABLATION_MIN_DROP = 0.2  # a drop below this share of the scene's excess over control is no effect
@@ -167,7 +168,8 @@ def history_of(state: Any) -> History:
 
 
 def source_of(runtime: ToolRuntime) -> str:
-    return "user" if str(runtime.tool_call_id).startswith(USER_CALL_PREFIX) else "llm"
+    call_id = str(runtime.tool_call_id)
+    return "user" if call_id.startswith(USER_CALL_PREFIX) else "operator" if call_id.startswith(PROBE_CALL_PREFIX) else "llm"
 
 
 def _unit(runtime: ToolRuntime, unit: int | None) -> int:
@@ -259,6 +261,9 @@ def ablate_concept(concept: str, unit: int | None = None, scene: str | None = No
     in the scene does (or the generator could not remove it). The result enters the history."""
     history, chosen = history_of(runtime.state), _unit(runtime, unit)
     scene = scene or default_scene(history, concept)
+    if not runtime.context.engine.generator.interpret(scene).drawable:
+        raise ToolArgumentError(f"the image generator can draw nothing of the scene {scene!r}: there is nothing to "
+                                "ablate from. Name a scene it draws (inspect_history lists its words).")
     result = ablate(runtime.context.engine, concept, scene, chosen)
     event = Event(iteration=history.iteration, kind="ablation", concept=concept,
                   detail=f"unit {chosen}, scene {scene!r}: drop {result.drop_mean:.4f} ± {result.drop_std:.4f}, "

@@ -1,60 +1,47 @@
-"""`line chat`: a researcher and an LLM agent investigate one neuron together.
+"""The chat graph: a researcher and an LLM agent investigate one neuron together.
 
     START -> intake --(message)--> agent --(tool calls)--> dedup -> tools -> stall -> agent ...
-               |                      \\--(answer)--> END             ^         \\
-               \\--(slash command)-------------------------------------/          \\--> END (a slash
-                                                                     command's turn, or its budget spent)
+              |  |                   \\--(its answer)--> answer -> END  ^       |  \\--> answer (budget spent)
+              |  \\--(attribute question: the probe's calls)------------/        \\--> END (a slash command's turn)
+              \\--(slash command)-------------------------------------/
 
-`intake` turns slash commands (`/score red stripes`) into tool calls without the LLM;
+`intake` turns slash commands (`/score red stripes`) into tool calls without the LLM, and a
+question about an attribute ("does the colour matter?") into the graph's own experiments on
+the best concept (agent.chat.probe) before the LLM acts;
 `agent` asks the LLM for tool calls (native tool calling, or a JSON action schema for
 models without it); `dedup` checks each proposed concept on the one path (agent.path): the
 LLM's repeat is answered with a new concept, the next operator proposal, scored in its
 place; `tools` runs the four typed tools of `tools.agent_tools` through ToolNode's public
 interface; `stall` applies the labelling loop's stall test and, on a stall, scores the next
-operator proposal and says so. The state is the neuron's generation history (NeuronState)
+operator proposal and says so; `answer` ends every turn of a question with an answer in words,
+grounded in the history (agent.chat.answer). The state is the neuron's generation history (NeuronState)
 plus the conversation, checkpointed in the run's store (agent.store): a thread lives in
 `runs/chat-.../` like a run, and resumes on another day.
 """
 
-import json
 import random
-import re
 import uuid
-from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Literal, Union
+from typing import Annotated
 
-from langchain_core.messages import (
-    AIMessage,
-    AIMessageChunk,
-    AnyMessage,
-    BaseMessage,
-    HumanMessage,
-    SystemMessage,
-    ToolMessage,
-)
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.tools import ToolException
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.prebuilt import ToolNode
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Send
-from pydantic import BaseModel, Field, ValidationError, create_model
+from pydantic import Field, ValidationError
 
 import prompts
-from agent.config import Settings
-from agent.llm import (
-    ask_structured,
-    check_reachable,
-    describe_failure,
-    transport_failure,
-)
 from agent import path
+from agent.chat.actions import ChatAction, ChatExperiment, Reply, plain_transcript, slash_call, tool_catalogue
+from agent.chat.answer import final_answer, text_of
+from agent.chat.probe import PROBE_KEY, asked_attributes, plan_probes, probe_message
+from agent.llm import ask_structured, check_reachable, describe_failure, transport_failure
 from agent.nodes import LineContext, stall_trigger, vocabulary_hint
-from agent.runner import Run, build_context, new_run_id
 from agent.state import NeuronState, Proposal, Usage
-from agent.terminal import printable, safe
-from tools.agent_tools import TOOLS, USER_CALL_PREFIX, ScoreConceptArgs, ScoreResult
+from tools.agent_tools import PROBE_CALL_PREFIX, TOOLS, USER_CALL_PREFIX, ScoreConceptArgs, ScoreResult
 from tools.errors import LineError
 from tools.history import Event
 
@@ -68,6 +55,7 @@ class ChatState(NeuronState):
 
     messages: Annotated[list[AnyMessage], add_messages] = Field(default_factory=list)
     turn_start: int = Field(0, description="work_done() when the researcher's last message came")
+    turn_steps: int = Field(0, description="len(steps) when the researcher's last message came")
 
 
 @dataclass
@@ -79,69 +67,23 @@ class ChatContext(LineContext):
     min_experiments: int = 0  # JSON actions: new scores or ablations before the agent may answer
 
 
-class Reply(BaseModel):
-    tool: Literal["reply"]
-    reply: str = Field(max_length=800)
-
-
-def _action_schema(reply: bool) -> type[BaseModel]:
-    """One action of a model without native tool calling: a tool with its typed arguments,
-    or (with `reply`) an answer. Each tool's arguments are part of the schema, so a
-    grammar-constrained provider cannot answer with arguments of the wrong shape."""
-    choices = [create_model(f"Call_{t.name}", tool=(Literal[t.name], ...), arguments=(_own_unit(t.tool_call_schema), ...))
-               for t in TOOLS]
-    if not reply:
-        return create_model("ChatExperiment", action=(Union[tuple(choices)], Field(discriminator="tool")))
-    return create_model("ChatAction", action=(Union[(*choices, Reply)], Field(discriminator="tool")))
-
-
-def _own_unit(arguments: type[BaseModel]) -> type[BaseModel]:
-    """The arguments without `unit`: a model driven by actions studies the neuron at hand
-    (a small one fills optional fields at random; people compare units with /score ... @N)."""
-    if "unit" not in arguments.model_fields:
-        return arguments
-    fields = {name: (f.annotation, f) for name, f in arguments.model_fields.items() if name != "unit"}
-    return create_model(arguments.__name__, **fields)
-
-
-ChatAction = _action_schema(reply=True)
-ChatExperiment = _action_schema(reply=False)  # before the minimum of experiments: no answer yet
-
-
-# --- intake: slash commands ------------------------------------------------------------------
-_UNIT_SUFFIX = re.compile(r"\s+@(\d+)\s*$")
-
-
-def slash_call(text: str) -> dict | None:
-    """The tool call a slash command asks for, or None when it is no known command."""
-    command, _, rest = text.strip()[1:].partition(" ")
-    rest = rest.strip()
-    match = _UNIT_SUFFIX.search(rest)
-    unit = int(match.group(1)) if match else None
-    rest = rest[: match.start()] if match else rest
-    if command == "score":
-        args = {"concept": rest, "unit": unit}
-    elif command == "ablate":
-        concept, _, scene = rest.partition(" from ")
-        args = {"concept": concept, "unit": unit, "scene": scene or None}
-    elif command == "images":
-        args = {"concepts": [c.strip() for c in rest.split(",") if c.strip()]}
-    elif command == "history":
-        args = {"contains": rest or None}
-    else:
-        return None
-    name = {"score": "score_concept", "ablate": "ablate_concept", "images": "generate_images",
-            "history": "inspect_history"}[command]
-    return {"name": name, "args": {k: v for k, v in args.items() if v is not None},
-            "id": f"{USER_CALL_PREFIX}{uuid.uuid4().hex[:12]}", "type": "tool_call"}
-
-
-def intake(state: ChatState) -> Command:
-    """A slash command becomes a tool call of the person's; anything else goes to the LLM."""
+# --- intake: slash commands or the LLM ------------------------------------------------------
+def intake(state: ChatState, runtime: Runtime[ChatContext]) -> Command:
+    """A slash command becomes a tool call of the person's; a question about an attribute
+    first gets the graph's experiments on it (agent.chat.probe); anything else goes to the LLM."""
+    ctx = runtime.context
     last = state.messages[-1]
-    if not (isinstance(last, HumanMessage) and str(last.content).startswith("/")):
-        return Command(goto="agent", update={"turn_start": work_done(state)})
-    call = slash_call(str(last.content))
+    text = text_of(last)
+    if not (isinstance(last, HumanMessage) and text.startswith("/")):
+        update: dict = {"turn_start": work_done(state), "turn_steps": len(state.steps)}
+        probes = plan_probes(ctx, state, asked_attributes(text, ctx.engine.generator.vocabulary()))
+        if probes:
+            return Command(goto="dedup", update=update | {"messages": [probe_message(probes)]})
+        return Command(goto="agent", update=update)
+    try:
+        call = slash_call(text, ctx.engine.check_unit)
+    except LineError as error:
+        return Command(goto=END, update={"messages": [AIMessage(f"Not run: {error}", name="line")]})
     if call is None:
         return Command(goto=END, update={"messages": [AIMessage(prompts.text("chat_help"), name="line")]})
     return Command(goto="dedup", update={"messages": [AIMessage("", tool_calls=[call], name="line")]})
@@ -190,7 +132,7 @@ def ask_for_action(ctx: ChatContext, system: SystemMessage, state: ChatState) ->
     update: dict = {"usage": reply.usage()}
     if reply.value is None:
         detail = " / ".join(reply.failures)[:500]
-        return update | {"messages": [AIMessage(f"(The LLM gave no usable action: {detail})")],
+        return update | {"messages": [AIMessage(f"(The LLM gave no usable action: {detail})", name="line")],
                          "events": [Event(iteration=state.iteration, kind="llm_failure", source="llm", reason=detail)]}
     action = reply.value.action
     if isinstance(action, Reply):
@@ -200,43 +142,10 @@ def ask_for_action(ctx: ChatContext, system: SystemMessage, state: ChatState) ->
     return update | {"messages": [AIMessage("", tool_calls=[call])]}
 
 
-def tool_catalogue() -> str:
-    """Each tool with its arguments (name: type = default) and description, for the action prompt."""
-    lines = []
-    for tool in TOOLS:
-        schema = tool.tool_call_schema.model_json_schema()
-        args = ", ".join(f"{name}: {_type_name(spec)}" + (f" = {json.dumps(spec['default'])}" if "default" in spec else "")
-                         for name, spec in schema["properties"].items())
-        lines.append(f"- {tool.name}({args}): {' '.join(tool.description.split())}")
-    return "\n".join(lines)
-
-
-def _type_name(spec: dict) -> str:
-    """A JSON schema type in words: 'string', 'list of string', 'integer or null'."""
-    if "anyOf" in spec:
-        return " or ".join(_type_name(option) for option in spec["anyOf"])
-    if spec.get("type") == "array":
-        return f"list of {_type_name(spec.get('items', {}))}"
-    return spec.get("type", "any")
-
-
-def plain_transcript(messages: list[BaseMessage]) -> list[BaseMessage]:
-    """The conversation without tool-call structure: actions as JSON, results as text."""
-    plain: list[BaseMessage] = []
-    for message in messages:
-        if isinstance(message, ToolMessage):
-            plain.append(HumanMessage(f"[result of {message.name}] {message.content}"))
-        elif isinstance(message, AIMessage) and message.tool_calls:
-            plain.append(AIMessage("\n".join(json.dumps({"action": {"tool": c["name"], "arguments": c["args"]}})
-                                             for c in message.tool_calls)))
-        else:
-            plain.append(message)
-    return plain
-
 
 def after_agent(state: ChatState) -> str:
     last = state.messages[-1]
-    return "dedup" if isinstance(last, AIMessage) and last.tool_calls else END
+    return "dedup" if isinstance(last, AIMessage) and last.tool_calls else "answer"
 
 
 # --- dedup: a repeat is acted on, not replayed -----------------------------------------------
@@ -254,6 +163,11 @@ def dedup(state: ChatState, runtime: Runtime[ChatContext]) -> Command:
         repeated = source_of_call(call) == "llm" and (call["name"], call["args"]) in earlier_calls
         if concept is None and not repeated:
             accepted.append(call)
+            continue
+        if source_of_call(call) == "operator" and state.step(concept) is None:  # the graph's own experiment
+            iteration += 1
+            accepted.append(call)
+            numbered[call["id"]] = iteration
             continue
         iteration += 1
         working = state.model_copy(update={"steps": state.steps + steps, "iteration": iteration})
@@ -277,25 +191,30 @@ def dedup(state: ChatState, runtime: Runtime[ChatContext]) -> Command:
         if substitute is not None:
             step = path.score(ctx, state.unit, [substitute])[0][0]
             steps.append(step)
+            result = ScoreResult.of_step(step, state.unit)
             text = prompts.render("chat_repeat", concept=offered.concept, earlier=rejected.duplicate_of,
-                                  reason=rejected.reason,
-                                  substitute=step.concept, how=substitute.reasoning,
-                                  score=ScoreResult.of_step(step, state.unit).text())
-            messages.append(ToolMessage(text, tool_call_id=call["id"], name=call["name"]))
+                                  reason=rejected.reason, substitute=step.concept, how=substitute.reasoning,
+                                  score=result.text())
+            messages.append(ToolMessage(text, tool_call_id=call["id"], name=call["name"],
+                                        artifact=result.model_dump() | {"repeated": offered.concept}))
         elif rejected.kind == "undrawable":
             messages.append(ToolMessage(f"Not scored: {concept!r} cannot be drawn ({rejected.reason}). "
                                         "inspect_history lists the words the generator draws.",
                                         tool_call_id=call["id"], name=call["name"], status="error"))
         else:
-            messages.append(ToolMessage(duplicate_answer(working, concept, rejected.duplicate_of, rejected.reason),
-                                        tool_call_id=call["id"], name=call["name"]))
+            text, result = duplicate_answer(working, concept, rejected.duplicate_of, rejected.reason)
+            messages.append(ToolMessage(text, tool_call_id=call["id"], name=call["name"],
+                                        artifact=result and result.model_dump() | {"served": concept}))
     update = {"iteration": iteration, "call_iterations": numbered, "messages": messages, "events": events,
               "steps": steps}
     return Command(update=update, goto=Send("tools", accepted) if accepted else "stall")
 
 
 def source_of_call(call: dict) -> str:
-    return "user" if str(call["id"]).startswith(USER_CALL_PREFIX) else "llm"
+    """Who made a tool call: the person (a slash command), the graph (a probe) or the LLM."""
+    call_id = str(call["id"])
+    return "user" if call_id.startswith(USER_CALL_PREFIX) else "operator" if call_id.startswith(PROBE_CALL_PREFIX) \
+        else "llm"
 
 
 def last_tool_calls(state: ChatState) -> list[dict]:
@@ -313,12 +232,14 @@ def proposal(call: dict, unit: int) -> str | None:
     return args.concept if args.unit in (None, unit) else None
 
 
-def duplicate_answer(state: NeuronState, concept: str, earlier: str, reason: str) -> str:
+def duplicate_answer(state: NeuronState, concept: str, earlier: str, reason: str) -> tuple[str, ScoreResult | None]:
+    """The answer to a repeated score call, from the history: its text, and the earlier score."""
     step = state.step(earlier)
     if step is None:  # proposed twice in the same round
-        return f"Not scored again: {concept!r} repeats {earlier!r} ({reason}), scored by another call just now."
+        return f"Not scored again: {concept!r} repeats {earlier!r} ({reason}), scored by another call just now.", None
     note = f"Served from the history: {concept!r} repeats {earlier!r} ({reason}); no new images were made."
-    return ScoreResult.of_step(step, state.unit, note=note).text()
+    result = ScoreResult.of_step(step, state.unit, note=note)
+    return result.text(), result
 
 
 def tool_error(error: ToolException | LineError) -> str:
@@ -349,19 +270,25 @@ def stall(state: ChatState, runtime: Runtime[ChatContext]) -> Command:
     if any(str(c["id"]).startswith(USER_CALL_PREFIX) for c in last_tool_calls(state)):
         return Command(update=update, goto=END)
     if work_rounds(state) >= ctx.max_rounds or tool_rounds(state) >= ROUND_LIMIT * ctx.max_rounds:
-        note = f"(Stopped after {ctx.max_rounds} tool rounds of new work; ask again to continue.)"
-        update["messages"].append(AIMessage(note, name="line"))
-        return Command(update=update, goto=END)
+        return Command(update=update, goto="answer")  # which says what was found so far
     return Command(update=update, goto="agent")
 
 
+# --- answer: every turn of a question ends with an answer in words ---------------------------
+def answer(state: ChatState, runtime: Runtime[ChatContext]) -> dict:
+    """The LLM's answer, checked against the history (kept, completed or replaced), or the
+    history's answer where the LLM gave none (agent.chat.answer)."""
+    return {"messages": final_answer(runtime.context, state, STALL_NOTE)}
+
+
 def _this_turn(state: ChatState) -> list[AIMessage]:
-    """The LLM's tool rounds since the researcher's last message."""
+    """The tool rounds since the researcher's last message (the LLM's, or a slash command's),
+    not the graph's own experiments."""
     rounds = []
     for message in reversed(state.messages):
         if isinstance(message, HumanMessage) and message.name != STALL_NOTE:
             break
-        if isinstance(message, AIMessage) and message.tool_calls:
+        if isinstance(message, AIMessage) and message.tool_calls and not message.additional_kwargs.get(PROBE_KEY):
             rounds.append(message)
     return rounds
 
@@ -392,222 +319,12 @@ def build_chat_graph(checkpointer=None):
     graph.add_node("agent", agent)
     graph.add_node("dedup", dedup, destinations=("tools", "stall"))
     graph.add_node("tools", ToolNode(TOOLS, handle_tool_errors=tool_error))
-    graph.add_node("stall", stall, destinations=("agent", END))
+    graph.add_node("stall", stall, destinations=("agent", "answer", END))
+    graph.add_node("answer", answer)
     graph.add_edge(START, "intake")
-    graph.add_conditional_edges("agent", after_agent, ["dedup", END])
+    graph.add_conditional_edges("agent", after_agent, ["dedup", "answer"])
     graph.add_edge("tools", "stall")
+    graph.add_edge("answer", END)
     return graph.compile(checkpointer=checkpointer)
 
 
-def chat_config(run: Run, unit: int) -> dict:
-    """The thread, named like a labelling run's so that `line history` reads it too."""
-    return {"configurable": {"thread_id": run.store.thread_id(unit)}}
-
-
-def chat_context(settings: Settings, engine, chat=None) -> ChatContext:
-    """The labelling context plus the chat's way of calling tools: native tool calls for
-    providers that have them, the JSON action schema for the embedded model."""
-    base = build_context(settings, engine, chat)
-    if base.chat is None:
-        raise LineError("the chat needs an LLM, but loop.max_llm_calls is 0.", "Set loop.max_llm_calls above 0.")
-    tool_calling = settings.llm.provider != "local"
-    loop = base.loop.model_copy(update={"patience": settings.chat.patience})
-    return ChatContext(**vars(base) | {"loop": loop}, tool_calling=tool_calling, max_rounds=settings.chat.max_rounds,
-                       min_experiments=0 if tool_calling else settings.chat.min_experiments)
-
-
-# --- a conversation --------------------------------------------------------------------------------
-Printer = Callable[[str, Any], None]
-
-
-class ChatSession:
-    """One chat thread: a run folder holding one unit's history and conversation."""
-
-    def __init__(self, run: Run, context: ChatContext | None):
-        """`context` may be None to read the thread only; otherwise the session is the
-        thread's one writer until `close()` (agent.lock)."""
-        self.run, self.context, self.unit = run, context, run.units[0]
-        self._writing = run.writer() if context is not None else None
-        if self._writing is not None:
-            self._writing.__enter__()
-        self._open = ExitStack()
-        self.graph = build_chat_graph(self._open.enter_context(run.store.checkpointer()))
-        self.config = chat_config(run, self.unit)
-
-    @classmethod
-    def start(cls, settings: Settings, context: ChatContext, unit: int, history: NeuronState | None = None,
-              thread_id: str | None = None) -> "ChatSession":
-        """A new thread, empty or continuing `history` (e.g. a unit of an autonomous run)."""
-        context.engine.check_unit(unit)
-        run = Run.create(settings, [unit], thread_id or f"chat-{new_run_id(settings)}-u{unit}-{uuid.uuid4().hex[:4]}")
-        session = cls(run, context)
-        seed = history.model_copy(update={"unit": unit}) if history else NeuronState(unit=unit)
-        session.graph.update_state(session.config, {k: getattr(seed, k) for k in NeuronState.model_fields},
-                                   as_node="stall")
-        return session
-
-    def state(self) -> ChatState:
-        values = self.graph.get_state(self.config).values
-        return ChatState.model_validate(values) if isinstance(values, dict) else values
-
-    def send(self, text: str, show: Printer | None = None) -> list[BaseMessage]:
-        """One message of the researcher; returns the messages the turn added."""
-        before = len(self.state().messages)
-        self._stream({"messages": [HumanMessage(text)]}, show)
-        return self.state().messages[before:]
-
-    def finish_interrupted_turn(self, show: Printer | None = None) -> bool:
-        """Complete a turn cut off by a crash or Ctrl-C (tool calls left unanswered)."""
-        if not self.graph.get_state(self.config).tasks:
-            return False
-        self._stream(None, show)
-        return True
-
-    def _stream(self, inputs, show: Printer | None) -> None:
-        try:
-            config = self.config | {"recursion_limit": 4 * (ROUND_LIMIT * self.context.max_rounds + 2)}
-            for mode, chunk in self.graph.stream(inputs, config, context=self.context,
-                                                 stream_mode=["messages", "updates"], durability="sync"):
-                if show:
-                    show(mode, chunk)
-        finally:
-            self.run.export()
-
-    def close(self) -> None:
-        self._open.close()
-        if self._writing is not None:
-            self._writing.__exit__(None, None, None)
-            self._writing = None
-
-
-# --- the command line -----------------------------------------------------------------------------
-def cmd_chat(args) -> None:
-    from agent.console import console, progress, settings_from_args
-    from agent.engines import build_engine
-
-    runs_dir = args.runs_dir or "runs"
-    trusted = True
-    if args.thread:
-        run = Run.open(args.thread, runs_dir)
-        settings, history = run.settings, None
-    elif args.run:  # someone else's run, maybe: its model is not imported unless trusted
-        source = Run.open(args.run, runs_dir)
-        settings, history = source.settings, _unit_history(source, args.unit)
-        trusted = args.trust_run or args.model == settings.model
-    else:
-        settings, history = settings_from_args(args, runs_dir=args.runs_dir), None
-    engine = build_engine(settings, progress=progress(), trust_code=trusted)
-    if not trusted:
-        _ = engine.model  # refuses a model that names code here, before the conversation
-    context = chat_context(settings, engine)
-    if args.thread:
-        session = ChatSession(run, context)
-    else:
-        session = ChatSession.start(settings, context, args.unit or 0, history)
-    printer = ConsolePrinter(console, context.tool_calling)
-    console.print(f"chat [bold]{safe(session.run.id)}[/]: {safe(settings.model)} / {safe(settings.layer)}, unit {session.unit}, "
-                  f"LLM {settings.llm.provider} ({'tool calls' if context.tool_calling else 'JSON actions'}). "
-                  "/help lists commands.")
-    try:
-        printer.recap(session)
-        if session.finish_interrupted_turn(printer):
-            console.print("(finished the turn that was interrupted)")
-        converse(session, printer, console)
-    finally:
-        session.close()
-
-
-def _unit_history(run: Run, unit: int | None) -> NeuronState:
-    states = run.states()
-    if unit not in states:
-        started = ", ".join(map(str, sorted(states))) or "none yet"
-        raise LineError(f"unit {unit} has no history in run {run.id} (units started: {started}).",
-                        "Pass one of them with --unit.")
-    return states[unit]
-
-
-def converse(session: ChatSession, printer: "ConsolePrinter", console) -> None:
-    """Read the researcher's messages until /quit, end of input or Ctrl-C."""
-    resume = f"Resume with: line chat --thread {session.run.id}"
-    while True:
-        try:
-            text = input("you> ").strip()
-        except (EOFError, KeyboardInterrupt):
-            console.print(f"\nbye. {resume}")
-            return
-        if text in ("/quit", "/exit"):
-            console.print(resume)
-            return
-        if not text:
-            continue
-        try:
-            session.send(text, printer)
-        except KeyboardInterrupt:
-            console.print(f"\ninterrupted: what was measured is saved. {resume}")
-            return
-        except LineError as error:
-            console.print(f"[red]error:[/] {safe(error)}")
-        printer.end_turn()
-
-
-class ConsolePrinter:
-    """Shows a turn as it happens: the agent's tokens, tool calls, results and notes."""
-
-    def __init__(self, console, stream_tokens: bool):
-        self.console, self.stream_tokens = console, stream_tokens
-        self.streamed = False
-
-    def __call__(self, mode: str, chunk: Any) -> None:
-        if mode == "messages":
-            message, meta = chunk
-            if self.stream_tokens and meta.get("langgraph_node") == "agent" and isinstance(message, AIMessageChunk) \
-                    and isinstance(message.content, str) and message.content:
-                self.console.print(printable(message.content), end="", markup=False, highlight=False)
-                self.streamed = True
-            return
-        for node, update in chunk.items():
-            for message in _messages_of(update):
-                self.message(node, message)
-
-    def message(self, node: str, message: BaseMessage) -> None:
-        if isinstance(message, ToolMessage):
-            style = "red" if message.status == "error" else "green"
-            self.console.print(f"  [{style}]<- {safe(message.name)}:[/] {safe(message.content)}", highlight=False)
-        elif isinstance(message, AIMessage):
-            if self.streamed:
-                self.console.print()
-                self.streamed = False
-            elif message.content:
-                speaker = "line" if message.name == "line" else "agent"
-                self.console.print(f"[bold]{speaker}>[/] {safe(message.content)}", highlight=False)
-            for call in message.tool_calls:
-                args = ", ".join(f"{k}={v!r}" for k, v in call["args"].items())
-                self.console.print(f"  [cyan]-> {safe(call['name'])}({safe(args)})[/]", highlight=False)
-        elif isinstance(message, HumanMessage) and message.name == STALL_NOTE:
-            self.console.print(f"  [yellow]{safe(message.content)}[/]", highlight=False)
-
-    def recap(self, session: ChatSession) -> None:
-        """Where a resumed thread stands: its best concepts and the last words said."""
-        state = session.state()
-        if not (state.steps or state.messages):
-            return
-        best = ", ".join(f"{s.concept} ({s.scores.auc:.3f})" for s in state.ranked()[:3])
-        self.console.print(f"history: {len(state.steps)} concepts scored; best: {safe(best or '-')}")
-        for message in state.messages[-4:]:
-            self.message("recap", message)
-
-    def end_turn(self) -> None:
-        if self.streamed:
-            self.console.print()
-            self.streamed = False
-
-
-def _messages_of(update: Any) -> list[BaseMessage]:
-    """The messages in a node's update (a dict, a Command, or a list of them)."""
-    if isinstance(update, list):
-        return [m for part in update for m in _messages_of(part)]
-    if isinstance(update, Command):
-        return _messages_of(update.update)
-    if isinstance(update, dict):
-        return list(update.get("messages", []))
-    return []
