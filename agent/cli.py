@@ -360,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", help="where runs and chat threads live (default: runs)")
     p.add_argument("--trust-run", action="store_true",
                    help="with --run: load the run's model even when it names code (package.module:factory, file.py:factory)")
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="show every tool result and repeated call in full")
     p.set_defaults(func=_lazy("agent.ui.chat_repl", "cmd_chat"))
 
     p = sub.add_parser("report", help="write a self-contained HTML report of a run")

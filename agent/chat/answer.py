@@ -66,7 +66,7 @@ class Grounding:
 
     numbers: list[float]
     concepts: set[str]
-    said: str  # the researcher's messages, normalised
+    said: str  # the researcher's messages, in plain lower-case words
     vocabulary: dict[str, list[str]]
 
     @classmethod
@@ -93,7 +93,7 @@ class Grounding:
                 numbers += _numbers_in(text_of(message))
             if isinstance(message, HumanMessage) and message.name is None:
                 said.append(text_of(message))
-        return cls(numbers, {normalise(c) for c in concepts}, normalise(" ".join(said)), vocabulary)
+        return cls(numbers, {normalise(c) for c in concepts}, _plain(" ".join(said)), vocabulary)
 
     def holds_number(self, token: str) -> bool:
         percent = token.endswith("%")
@@ -113,8 +113,7 @@ class Grounding:
         return False
 
     def holds_concept(self, phrase: str) -> bool:
-        phrase = normalise(phrase)
-        return phrase in self.concepts or phrase in self.said
+        return normalise(phrase) in self.concepts or f" {_plain(phrase)} " in f" {self.said} "
 
     def holds_words(self, parts: dict[str, list[str]]) -> bool:
         """Whether some known concept (or the researcher) holds every attribute value of `parts`."""
@@ -132,9 +131,9 @@ def problems(text: str, grounding: Grounding, earlier: list[str]) -> list[str]:
     if not text.strip():
         return ["it is empty"]
     found = []
-    if normalise(text) in {normalise(e) for e in earlier}:
+    if _plain(text) in {_plain(e) for e in earlier}:
         found.append("it repeats an earlier answer")
-    sentences = [normalise(s) for s in re.split(r"(?<=[.!?])\s+", text) if len(s) > 12]
+    sentences = [_plain(s) for s in re.split(r"(?<=[.!?])\s+", text) if len(s.split()) >= 3]
     if len(sentences) != len(set(sentences)):
         found.append("it repeats itself")
     numbers = [t for t in _NUMBER.findall(text) if not grounding.holds_number(t)]
@@ -170,25 +169,31 @@ def _named_concepts(text: str, vocabulary: dict[str, list[str]]) -> list[dict[st
         return []
     known = {form for c, words in vocabulary.items() if c in operators.GROUP_OF for w in words
              if w not in _PROSE_WORDS for form in (w, f"{w}s", f"{w}es")}
-    words = normalise(re.sub(r"[\"“”']", " ", text)).split()
-    runs, current, i = [], [], 0
-    while i < len(words):
-        pair = " ".join(words[i:i + 2])
-        size = 2 if pair in known else 1 if words[i] in known else 0
-        if size:
-            current.append(" ".join(words[i:i + size]))
-        elif current:
+    runs = []
+    for segment in re.split(r"[.,;:!?()\[\]]", _QUOTED.sub(" | ", text)):  # quoted phrases are checked as such
+        words, current, i = _plain(segment).split(), [], 0
+        while i < len(words):
+            pair = " ".join(words[i:i + 2])
+            size = 2 if pair in known else 1 if words[i] in known else 0
+            if size:
+                current.append(" ".join(words[i:i + size]))
+            elif current:
+                runs.append(current)
+                current = []
+            i += size or 1
+        if current:
             runs.append(current)
-            current = []
-        i += size or 1
-    if current:
-        runs.append(current)
     named = []
     for run in runs:
         parts = operators.slots(" ".join(run), vocabulary)
         if "colour" in parts or "kind" in parts:
             named.append(parts)
     return named
+
+
+def _plain(text: str) -> str:
+    """Lower-case words in their order, without punctuation."""
+    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
 
 
 def _as_colour(group: str) -> str:
@@ -307,7 +312,8 @@ def final_answer(ctx: ChatContext, state: ChatState, stall_note: str) -> list[AI
     if not ctx.tool_calling:  # JSON actions: the graph writes the answer
         return [AIMessage(history_answer(ctx, state, turn), id=last.id, name="line",
                           additional_kwargs={"llm_reply": text})]
-    earlier = [text_of(m) for m in state.messages[:-1] if isinstance(m, AIMessage) and not m.tool_calls]
+    earlier = [t for m in state.messages[:-1] if isinstance(m, AIMessage) and not m.tool_calls
+               for t in (text_of(m), m.additional_kwargs.get("llm_text"), m.additional_kwargs.get("replaced")) if t]
     grounding = Grounding.of(state, ctx.engine.generator.vocabulary())
     found = problems(text, grounding, earlier)
     if found:
@@ -318,7 +324,7 @@ def final_answer(ctx: ChatContext, state: ChatState, stall_note: str) -> list[AI
     if not extra and isinstance(last.content, str):
         return []
     return [AIMessage("\n".join([text, *extra]), id=last.id, name=last.name, tool_calls=[],
-                      additional_kwargs={"completed": bool(extra)})]
+                      additional_kwargs={"llm_text": text})]
 
 
 def _missing_facts(ctx: ChatContext, state: ChatState, turn: list[BaseMessage], text: str,
@@ -326,8 +332,8 @@ def _missing_facts(ctx: ChatContext, state: ChatState, turn: list[BaseMessage], 
     """What a grounded answer of the LLM's lacks: a scored concept with its score, and the
     numbers of the attribute experiments run this turn."""
     extra = []
-    lowered = normalise(text)
-    names_one = any(normalise(s.concept) in lowered for s in state.steps)
+    lowered = f" {_plain(text)} "
+    names_one = any(f" {_plain(s.concept)} " in lowered for s in state.steps)
     if state.steps and not (names_one and _NUMBER.search(text)):
         extra.append(_best_line(state.ranked(ctx.criterion)))
     for o in outcomes(turn, state):

@@ -6,6 +6,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Huma
 from langgraph.types import Command
 
 from agent.chat import STALL_NOTE, ChatSession, chat_context
+from agent.chat.answer import text_of
 from agent.runner import Run
 from agent.state import NeuronState
 from agent.terminal import printable, safe
@@ -35,7 +36,7 @@ def cmd_chat(args) -> None:
         session = ChatSession(run, context)
     else:
         session = ChatSession.start(settings, context, args.unit or 0, history)
-    printer = ConsolePrinter(console, context.tool_calling)
+    printer = ConsolePrinter(console, context.tool_calling, verbose=getattr(args, "verbose", False))
     console.print(f"chat [bold]{safe(session.run.id)}[/]: {safe(settings.model)} / {safe(settings.layer)}, unit {session.unit}, "
                   f"LLM {settings.llm.provider} ({'tool calls' if context.tool_calling else 'JSON actions'}). "
                   "/help lists commands.")
@@ -82,11 +83,16 @@ def converse(session: ChatSession, printer: "ConsolePrinter", console) -> None:
 
 
 class ConsolePrinter:
-    """Shows a turn as it happens: the agent's tokens, tool calls, results and notes."""
+    """Shows a turn as it happens: the agent's tokens, tool calls, results, notes and the
+    answer. Each tool result takes one line (`verbose`: all of it); a call the agent repeats
+    is shown once, and its repeats are counted in one line at the end of the turn."""
 
-    def __init__(self, console, stream_tokens: bool):
-        self.console, self.stream_tokens = console, stream_tokens
-        self.streamed = False
+    def __init__(self, console, stream_tokens: bool, verbose: bool = False):
+        self.console, self.stream_tokens, self.verbose = console, stream_tokens, verbose
+        self.streamed = ""
+        self._calls: dict[str, int] = {}  # this turn's calls (name and arguments) -> times asked
+        self._hidden: set[str] = set()  # ids of repeated calls whose results are not shown
+        self._substitutes: list[dict] = []  # what the graph scored for the hidden repeats
 
     def __call__(self, mode: str, chunk: Any) -> None:
         if mode == "messages":
@@ -94,7 +100,7 @@ class ConsolePrinter:
             if self.stream_tokens and meta.get("langgraph_node") == "agent" and isinstance(message, AIMessageChunk) \
                     and isinstance(message.content, str) and message.content:
                 self.console.print(printable(message.content), end="", markup=False, highlight=False)
-                self.streamed = True
+                self.streamed += message.content
             return
         for node, update in chunk.items():
             for message in _messages_of(update):
@@ -102,20 +108,40 @@ class ConsolePrinter:
 
     def message(self, node: str, message: BaseMessage) -> None:
         if isinstance(message, ToolMessage):
-            style = "red" if message.status == "error" else "green"
-            self.console.print(f"  [{style}]<- {safe(message.name)}:[/] {safe(message.content)}", highlight=False)
+            self._result(message)
         elif isinstance(message, AIMessage):
-            if self.streamed:
-                self.console.print()
-                self.streamed = False
-            elif message.content:
-                speaker = "line" if message.name == "line" else "agent"
-                self.console.print(f"[bold]{speaker}>[/] {safe(message.content)}", highlight=False)
-            for call in message.tool_calls:
-                args = ", ".join(f"{k}={v!r}" for k, v in call["args"].items())
-                self.console.print(f"  [cyan]-> {safe(call['name'])}({safe(args)})[/]", highlight=False)
+            self._ai(message)
         elif isinstance(message, HumanMessage) and message.name == STALL_NOTE:
-            self.console.print(f"  [yellow]{safe(message.content)}[/]", highlight=False)
+            text = message.content if self.verbose else _short(message.content.removeprefix("Note from the stall detector: "))
+            self.console.print(f"  [yellow]stall: {safe(text)}[/]" if not self.verbose else f"  [yellow]{safe(text)}[/]",
+                               highlight=False)
+
+    def _ai(self, message: AIMessage) -> None:
+        text = text_of(message)
+        if self.streamed:
+            rest = text[len(self.streamed):] if text.startswith(self.streamed) else f"\n{text}"
+            self.console.print(safe(rest) if rest.strip() else "", highlight=False)
+            self.streamed = ""
+        elif text:
+            speaker = "line" if message.name == "line" else "agent"
+            self.console.print(f"[bold]{speaker}>[/] {safe(text)}", highlight=False)
+        for call in message.tool_calls:
+            args = ", ".join(f"{k}={v!r}" for k, v in call["args"].items())
+            key = f"{call['name']}({args})"
+            self._calls[key] = self._calls.get(key, 0) + 1
+            if self._calls[key] > 1 and not self.verbose:
+                self._hidden.add(call["id"])
+                continue
+            self.console.print(f"  [cyan]-> {safe(key)}[/]", highlight=False)
+
+    def _result(self, message: ToolMessage) -> None:
+        if message.tool_call_id in self._hidden:
+            if isinstance(message.artifact, dict) and "auc" in message.artifact:
+                self._substitutes.append(message.artifact)
+            return
+        style = "red" if message.status == "error" else "green"
+        text = message.content if self.verbose else _result_line(message)
+        self.console.print(f"  [{style}]<- {safe(message.name)}:[/] {safe(text)}", highlight=False)
 
     def recap(self, session: ChatSession) -> None:
         """Where a resumed thread stands: its best concepts and the last words said."""
@@ -126,11 +152,46 @@ class ConsolePrinter:
         self.console.print(f"history: {len(state.steps)} concepts scored; best: {safe(best or '-')}")
         for message in state.messages[-4:]:
             self.message("recap", message)
+        self.end_turn()
 
     def end_turn(self) -> None:
+        """The repeats of this turn in one line each; then a fresh count for the next turn."""
         if self.streamed:
             self.console.print()
-            self.streamed = False
+            self.streamed = ""
+        for key, times in self._calls.items():
+            if times > 1 and not self.verbose:
+                line = f"  (the agent asked {key} {times} times; each repeat was answered from the history"
+                if self._substitutes:
+                    best = max(self._substitutes, key=lambda r: (r["auc"], r["mad"]))
+                    line += (f" or with an untried concept, {len(self._substitutes)} scored, best "
+                             f"{best['concept']!r}: AUC {best['auc']:.3f}, MAD {best['mad']:.2f}")
+                self.console.print(safe(line + ")"), highlight=False)
+        self._calls, self._hidden, self._substitutes = {}, set(), []
+
+
+def _result_line(message: ToolMessage) -> str:
+    """A tool result in one line: its figures from the result's data, or its first line."""
+    data = message.artifact if isinstance(message.artifact, dict) else {}
+    if "auc" in data and "drop_mean" not in data:
+        figures = f"AUC {data['auc']:.3f}, MAD {data['mad']:.2f} ({data['images']} images, {data['rendered']} new)"
+        if "repeated" in data:
+            return f"{data['repeated']!r} again: scored the untried {data['concept']!r} in its place: {figures}"
+        if "served" in data:
+            return f"{data['served']!r} repeats {data['concept']!r}, from the history: {figures}"
+        return f"{data['concept']!r}: {figures}"
+    if "drop_mean" in data:
+        return (f"without {data['concept']!r} in {data['scene']!r}: AUC {data['auc_with']:.3f} -> "
+                f"{data['auc_without']:.3f}, drop {data['drop_mean']:.4f}; "
+                + ("it drives the unit" if data["removed"] else "not what drives the unit"))
+    lines = str(message.content).splitlines() or [""]
+    more = f" (+{len(lines) - 1} lines; line chat -v shows all)" if len(lines) > 2 else ""
+    return _short(lines[0]) + more if len(lines) > 2 else _short(" ".join(lines))
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _messages_of(update: Any) -> list[BaseMessage]:
