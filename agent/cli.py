@@ -169,6 +169,11 @@ def _resumed(args: argparse.Namespace):
         raise LineError(f"--run-id {args.run_id!r} and --resume {args.resume!r} exclude each other.",
                         "Leave out --run-id: a resumed run keeps its name.")
     run = Run.open(args.resume, args.runs_dir or "runs")
+    from agent.chat import is_chat_thread
+
+    if is_chat_thread(run):
+        raise LineError(f"{run.id} is a chat thread, not a labelling run: line label --resume cannot continue it.",
+                        f"Continue the conversation with: line chat --thread {run.id}")
     changes: dict[str, Any] = _file_settings(args.config) if args.config else {}
     for key in ("model", "layer", "control", "cache_dir", "runs_dir", "concurrency"):
         if getattr(args, key, None) is not None:

@@ -51,7 +51,8 @@ Concept = Annotated[str, AfterValidator(_concept)]
 class GenerateImagesArgs(BaseModel):
     concepts: list[Concept] = Field(min_length=1, max_length=8, description="concepts to draw, 1 to 6 words each")
     n: int = Field(4, ge=1, le=MAX_IMAGES, description="images per concept")
-    seeds: list[int] | None = Field(None, max_length=MAX_IMAGES, description="explicit seeds (overrides n)")
+    seeds: list[Annotated[int, Field(ge=0, lt=2**32)]] | None = Field(None, max_length=MAX_IMAGES,
+                                                                      description="explicit seeds (overrides n)")
 
 
 class ScoreConceptArgs(BaseModel):

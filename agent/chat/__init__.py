@@ -13,7 +13,7 @@ The terminal conversation (`line chat`) is `agent.ui.chat_repl`; the Python API'
 
 from agent.chat.actions import ChatAction, ChatExperiment, slash_call
 from agent.chat.graph import STALL_NOTE, ChatContext, ChatState, build_chat_graph
-from agent.chat.session import ChatSession, chat_config, chat_context
+from agent.chat.session import ChatSession, chat_config, chat_context, is_chat_thread
 
 __all__ = ["STALL_NOTE", "ChatAction", "ChatContext", "ChatExperiment", "ChatSession", "ChatState",
-           "build_chat_graph", "chat_config", "chat_context", "slash_call"]
+           "build_chat_graph", "chat_config", "chat_context", "is_chat_thread", "slash_call"]

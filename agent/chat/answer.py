@@ -23,6 +23,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 
 import prompts
 from agent import operators
+from agent.llm import message_text as text_of
 from agent.chat.probe import PROBE_KEY, Outcome, outcomes
 from tools.history import History, Step
 from tools.text import normalise
@@ -40,15 +41,6 @@ _NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?%?")
 _QUOTED = re.compile(r"\"([^\"\n]{2,80})\"|“([^”\n]{2,80})”|(?<!\w)'([^'\n]{2,80})'(?!\w)")
 _PROSE_WORDS = {"one", "plain", "noise", "gradient", "heart", "cross", "star", "form", "ring"}  # vocabulary
 # words common in prose: not taken for a concept
-
-
-def text_of(message: BaseMessage) -> str:
-    """A message's text, whether its content is a string or a list of content parts."""
-    content = message.content
-    if isinstance(content, str):
-        return content
-    return "".join(part if isinstance(part, str) else str(part.get("text", "")) for part in content
-                   if isinstance(part, str) or part.get("type") == "text")
 
 
 def turn_messages(messages: list[BaseMessage], stall_note: str) -> list[BaseMessage]:

@@ -108,18 +108,34 @@ def agent(state: ChatState, runtime: Runtime[ChatContext]) -> dict:
 def ask_with_tools(ctx: ChatContext, system: SystemMessage, state: ChatState) -> dict:
     try:
         reply = ctx.chat.bind_tools(TOOLS).invoke([system, *state.messages], temperature=ctx.temperature)
-    except Exception as error:
+    except LineError:
+        raise
+    except Exception as error:  # a failed request, or a reply that could not be read (an empty stream)
         check_reachable(error, "Check the server or llm.base_url; slash commands work without it.")
         kind = transport_failure(error)
-        if kind is None:
-            raise
-        detail = describe_failure(error) + " (after the client's retries)"
+        detail = describe_failure(error) + (" (after the client's retries)" if kind else "")
         usage = Usage(llm_calls=1, llm_failures=1, llm_http_errors=int(kind == "http"), llm_timeouts=int(kind == "timeout"))
         return {"messages": [AIMessage(f"(The LLM failed: {detail})", name="line")], "usage": usage,
                 "events": [Event(iteration=state.iteration, kind="llm_failure", detail=detail)]}
+    for call in reply.tool_calls:  # what the checkpoint cannot store (an int beyond 64 bits) reaches the tool as text
+        call["args"] = _storable(call["args"])
     usage = reply.usage_metadata or {}
     return {"messages": [reply], "usage": Usage(llm_calls=1, input_tokens=usage.get("input_tokens", 0),
                                                 output_tokens=usage.get("output_tokens", 0))}
+
+
+def _storable(value):
+    """`value` with every integer the checkpointer cannot store (beyond 64 bits) as its text:
+    the tool's argument check then answers the LLM, and the turn goes on."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and not -2**63 <= value < 2**64:
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _storable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_storable(v) for v in value]
+    return value
 
 
 def ask_for_action(ctx: ChatContext, system: SystemMessage, state: ChatState) -> dict:

@@ -42,22 +42,25 @@ MATTERS = 0.5  # a variant (or the ablation) falls below this share: the attribu
 ATTRIBUTE_WORDS = {
     "colour": ("colour", "color", "colours", "colors", "coloured", "colored", "hue", "hues", "tint"),
     "kind": ("pattern", "patterns", "shape", "shapes", "texture", "textures", "form", "motif"),
-    "size": ("size", "sizes", "scale", "bigger", "smaller", "big"),
+    "size": ("size", "sizes", "scale", "bigger", "smaller"),
     "background": ("background", "backgrounds", "backdrop", "surround"),
     "orientation": ("orientation", "orientations", "oriented", "direction", "rotation", "tilt", "angle"),
     "thickness": ("thickness", "thick", "thin", "width"),
-    "count": ("count", "counts", "number", "how many"),
+    "count": ("count", "counts", "how many"),
 }
+_ASKING = re.compile(r"\?|\b(matters?|test|check|depends?|cares?|about|difference|effect|role)\b")  # a question
+ATTRIBUTE_NAMES = {"kind": "pattern"}  # a group's name in words, where it differs
 _GENERIC = {"colour": "colours", "kind": "patterns", "size": "sizes", "orientation": "orientations",
             "thickness": "thickness", "count": "counts"}  # the vocabulary category that holds a group's values
 
 
 def asked_attributes(text: str, vocabulary: dict[str, list[str]]) -> list[str]:
     """The attribute groups a question asks about, in the order it names them (at most
-    MAX_ATTRIBUTES); none for a generator without attribute words."""
-    if not vocabulary:
-        return []
+    MAX_ATTRIBUTES); none for a generator without attribute words, or for a message that
+    neither asks (a question mark) nor talks of testing or mattering."""
     lowered = text.lower()
+    if not vocabulary or not _ASKING.search(lowered):
+        return []
     found: list[tuple[int, str]] = []
     for group, words in ATTRIBUTE_WORDS.items():
         if group == "background" or _GENERIC.get(group) in vocabulary or group == "kind":
@@ -115,7 +118,7 @@ def plan_probes(ctx: ChatContext, state: ChatState, attributes: list[str]) -> li
 
 def probe_message(probes: list[Probe]) -> AIMessage:
     """The probes' tool calls, as the graph's own round."""
-    words = " and ".join(f"the {p.attribute} of {p.concept!r}" for p in probes)
+    words = " and ".join(f"the {ATTRIBUTE_NAMES.get(p.attribute, p.attribute)} of {p.concept!r}" for p in probes)
     return AIMessage(f"Testing {words} on the same seeds.", name="line",
                      tool_calls=[c for p in probes for c in p.calls],
                      additional_kwargs={PROBE_KEY: [p.plan() for p in probes]})

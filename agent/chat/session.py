@@ -1,5 +1,6 @@
 """A chat thread: its run folder, its runtime context and its one writer."""
 
+import json
 import uuid
 from contextlib import ExitStack
 from typing import Any, Callable
@@ -10,7 +11,23 @@ from agent.chat.graph import ROUND_LIMIT, ChatContext, ChatState, build_chat_gra
 from agent.config import Settings
 from agent.runner import Run, build_context, new_run_id
 from agent.state import NeuronState
+from tools.cache import atomic_write
 from tools.errors import LineError
+
+CHAT_KIND = "chat"  # run.json's "kind" of a chat thread (labelling runs have none)
+
+
+def is_chat_thread(run: Run) -> bool:
+    """Whether `run` is a chat thread (marked so in its run.json; threads from before the
+    mark: their checkpoint holds a conversation, or their name says so)."""
+    meta = json.loads((run.folder / "run.json").read_text())
+    if "kind" in meta:
+        return meta["kind"] == CHAT_KIND
+    if run.id.startswith("chat-"):
+        return True
+    with run.store.checkpointer() as checkpointer:
+        values = build_chat_graph(checkpointer).get_state(chat_config(run, run.units[0])).values
+    return bool(values.get("messages")) if isinstance(values, dict) else bool(getattr(values, "messages", None))
 
 
 def chat_config(run: Run, unit: int) -> dict:
@@ -54,6 +71,8 @@ class ChatSession:
         """A new thread, empty or continuing `history` (e.g. a unit of an autonomous run)."""
         context.engine.check_unit(unit)
         run = Run.create(settings, [unit], thread_id or f"chat-{new_run_id(settings)}-u{unit}-{uuid.uuid4().hex[:4]}")
+        meta = json.loads((run.folder / "run.json").read_text())
+        atomic_write(run.folder / "run.json", json.dumps(meta | {"kind": CHAT_KIND}, indent=2).encode())
         session = cls(run, context)
         seed = history.model_copy(update={"unit": unit}) if history else NeuronState(unit=unit)
         session.graph.update_state(session.config, {k: getattr(seed, k) for k in NeuronState.model_fields},

@@ -5,7 +5,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, ToolMessage
 from langgraph.types import Command
 
-from agent.chat import STALL_NOTE, ChatSession, chat_context
+from agent.chat import STALL_NOTE, ChatSession, chat_context, is_chat_thread
 from agent.chat.answer import text_of
 from agent.runner import Run
 from agent.state import NeuronState
@@ -21,6 +21,9 @@ def cmd_chat(args) -> None:
     trusted = True
     if args.thread:
         run = Run.open(args.thread, runs_dir)
+        if not is_chat_thread(run):
+            raise LineError(f"{run.id} is a labelling run, not a chat thread: line chat --thread would write into it.",
+                            f"Start a chat from its history instead: line chat --run {run.id} --unit {run.units[0]}.")
         settings, history = run.settings, None
     elif args.run:  # someone else's run, maybe: its model is not imported unless trusted
         source = Run.open(args.run, runs_dir)
@@ -31,6 +34,8 @@ def cmd_chat(args) -> None:
     engine = build_engine(settings, progress=progress(), trust_code=trusted)
     if not trusted:
         _ = engine.model  # refuses a model that names code here, before the conversation
+    if not args.thread:
+        engine.check_unit(args.unit or 0)  # before the LLM starts
     context = chat_context(settings, engine)
     if args.thread:
         session = ChatSession(run, context)
