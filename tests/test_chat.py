@@ -362,3 +362,22 @@ def test_a_scripted_investigation_answers_every_question_from_the_history(settin
         if i in ATTRIBUTE_OF:
             new_work = len(after.steps) - len(before.steps) + len(after.events) - len(before.events)
             assert new_work > 0 and any(m.tool_call_id.startswith("probe-") for m in tool_messages(added))
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_a_repeated_call_is_shown_once_with_a_count_and_verbose_shows_every_one(scripted, engine, verbose):
+    scripted = settings_with(scripted, loop={"patience": 10, "duplicate_streak": 10}, chat={"max_rounds": 4})
+    console = Console(record=True, width=400)
+    printer = ConsolePrinter(console, stream_tokens=False, verbose=verbose)
+    session = start(scripted, engine, [call("score_concept", concept="red stripes")])
+    session.send("What does it respond to?", printer)
+    printer.end_turn()
+    out = console.export_text()
+    calls = out.count("-> score_concept(concept='red stripes')")
+    if verbose:
+        assert calls == 4 and "Served" not in out and out.count("The stall detector scored an untried concept") == 3
+    else:
+        assert calls == 1 and "asked score_concept(concept='red stripes') 4 times" in out and "3 scored, best" in out
+        results = [line for line in out.splitlines() if line.startswith(("  <-", "  stall:"))]
+        assert results and all(len(line) < 260 for line in results)  # one short line per result
+    assert "line> (Stopped after 4 tool rounds" in out and 'Best so far: "' in out

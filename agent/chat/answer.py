@@ -24,7 +24,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 import prompts
 from agent import operators
 from agent.llm import message_text as text_of
-from agent.chat.probe import PROBE_KEY, Outcome, outcomes
+from agent.chat.probe import ATTRIBUTE_NAMES, HARDLY, PROBE_KEY, Outcome, outcomes
 from tools.history import History, Step
 from tools.text import normalise
 
@@ -34,8 +34,6 @@ if TYPE_CHECKING:
 LISTED = 3  # best concepts an answer lists
 LISTED_NEW = 4  # new concepts of the turn it lists
 REFERENCE_NUMBERS = (0.5, 1.0)  # AUC's chance level and ceiling: an answer may name them
-ATTRIBUTE_NAMES = {"colour": "colour", "kind": "pattern", "size": "size", "background": "background",
-                   "orientation": "orientation", "thickness": "thickness", "count": "count"}
 OPEN_QUESTIONS = ("colour", "kind", "size", "background")  # attributes an answer says are untested
 _NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?%?")
 _QUOTED = re.compile(r"\"([^\"\n]{2,80})\"|“([^”\n]{2,80})”|(?<!\w)'([^'\n]{2,80})'(?!\w)")
@@ -201,7 +199,7 @@ def history_answer(ctx: ChatContext, state: ChatState, turn: list[BaseMessage], 
     found = outcomes(turn, state)
     text = prompts.render("chat_answer", stopped=f"{stopped} " if stopped else "",
                           best=_best_line(ranked), tested=_tested_line(new, ranked, turn),
-                          attributes=" ".join(_outcome_line(o) for o in found),
+                          attributes="\n".join(_outcome_line(o) for o in found),
                           uncertain=_uncertain_line(ctx, state, ranked))
     return "\n".join(line for line in text.splitlines() if line.strip())
 
@@ -257,6 +255,10 @@ def _outcome_line(o: Outcome) -> str:
         a = o.ablation
         said.append(f"With {a['concept']!r} removed: AUC {a['auc_with']:.3f} -> {a['auc_without']:.3f}, "
                     f"activation drop {a['drop_mean']:.4f}.")
+    better = [v for _, v in o.variants if o.base["mad"] > 0 and v["mad"] > o.base["mad"] / HARDLY]
+    if better:
+        top = max(better, key=lambda v: v["mad"])
+        said.append(f"\"{top['concept']}\" fires more strongly than \"{o.concept}\" (MAD {top['mad']:.2f}).")
     verdict = o.verdict()
     said.append({"hardly matters": f"So the {name} hardly matters.",
                  "matters": f"So the {name} matters.",

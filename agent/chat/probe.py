@@ -49,7 +49,8 @@ ATTRIBUTE_WORDS = {
     "count": ("count", "counts", "how many"),
 }
 _ASKING = re.compile(r"\?|\b(matters?|test|check|depends?|cares?|about|difference|effect|role)\b")  # a question
-ATTRIBUTE_NAMES = {"kind": "pattern"}  # a group's name in words, where it differs
+ATTRIBUTE_NAMES = {"colour": "colour", "kind": "pattern", "size": "size", "background": "background",
+                   "orientation": "orientation", "thickness": "thickness", "count": "count"}  # groups in words
 _GENERIC = {"colour": "colours", "kind": "patterns", "size": "sizes", "orientation": "orientations",
             "thickness": "thickness", "count": "counts"}  # the vocabulary category that holds a group's values
 
@@ -118,7 +119,7 @@ def plan_probes(ctx: ChatContext, state: ChatState, attributes: list[str]) -> li
 
 def probe_message(probes: list[Probe]) -> AIMessage:
     """The probes' tool calls, as the graph's own round."""
-    words = " and ".join(f"the {ATTRIBUTE_NAMES.get(p.attribute, p.attribute)} of {p.concept!r}" for p in probes)
+    words = " and ".join(f"the {ATTRIBUTE_NAMES[p.attribute]} of {p.concept!r}" for p in probes)
     return AIMessage(f"Testing {words} on the same seeds.", name="line",
                      tool_calls=[c for p in probes for c in p.calls],
                      additional_kwargs={PROBE_KEY: [p.plan() for p in probes]})

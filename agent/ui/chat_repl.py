@@ -1,5 +1,6 @@
 """`line chat`: the terminal conversation (read, send, print) over a ChatSession."""
 
+import sys
 from typing import Any
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, ToolMessage
@@ -77,6 +78,8 @@ def converse(session: ChatSession, printer: "ConsolePrinter", console) -> None:
             return
         if not text:
             continue
+        if not sys.stdin.isatty():  # piped questions: the transcript shows them
+            console.print(safe(text), highlight=False)
         try:
             session.send(text, printer)
         except KeyboardInterrupt:
