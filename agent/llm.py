@@ -278,13 +278,23 @@ def ask_structured(chat: BaseChatModel, messages: list, schema: type[BaseModel],
         reply.input_tokens += usage.get("input_tokens", 0)
         reply.output_tokens += usage.get("output_tokens", 0)
         try:
-            reply.value = schema.model_validate(parse_json_object(str(message.content)))
+            reply.value = schema.model_validate(parse_json_object(message_text(message)))
             return reply
         except (ValueError, ValidationError) as error:
             finish = (getattr(message, "response_metadata", None) or {}).get("finish_reason")
             why = "cut at the token cap" if finish == "length" else str(error).splitlines()[0][:160]
-            reply.failures.append(f"unusable answer ({why}): {str(message.content)[:120]!r}")
+            reply.failures.append(f"unusable answer ({why}): {message_text(message)[:120]!r}")
     return reply
+
+
+def message_text(message: BaseMessage) -> str:
+    """A reply's text, whether its content is a string or a list of content parts (OpenAI's
+    content-part form: [{"type": "text", "text": ...}, ...])."""
+    content = message.content
+    if isinstance(content, str):
+        return content
+    return "".join(part if isinstance(part, str) else str(part.get("text", "")) for part in content
+                   if isinstance(part, str) or (isinstance(part, dict) and part.get("type") == "text"))
 
 
 def parse_json_object(text: str) -> dict:

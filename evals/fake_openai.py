@@ -8,7 +8,8 @@ the stand-in for an endpoint on another machine in `evals.bench scale`.
 Modes: "ok" (a chat completion whose content is `reply`, or the next of a list of
 replies in turn, after `latency` seconds spent waiting, not computing), "garbage" (HTTP 200 whose body is
 not JSON), "error" (HTTP 500), "hang" (no answer until the server stops) and "drop" (the
-connection closes without an answer). `requests` counts the requests that reached it, `headers` keeps their headers (names in lower case).
+connection closes without an answer); "done" (an event stream that holds only `data: [DONE]`,
+to any request) and "parts" ("ok" with the content as a list of text parts). `requests` counts the requests that reached it, `headers` keeps their headers (names in lower case).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-MODES = ("ok", "garbage", "error", "hang", "drop")
+MODES = ("ok", "garbage", "error", "hang", "drop", "done", "parts")
 
 
 class FakeOpenAI:
@@ -68,12 +69,16 @@ class FakeOpenAI:
                     self._send(500, json.dumps({"error": {"message": "internal error", "type": "server_error"}}).encode())
                 elif server.mode == "garbage":
                     self._send(200, b"<html>\x00\xff not json at all")
+                elif server.mode == "done":
+                    self._send(200, b"data: [DONE]\n\n", "text/event-stream")
+                elif server.mode == "parts":
+                    self._send(200, json.dumps(completion([{"type": "text", "text": reply}])).encode())
                 else:
                     self._send(200, json.dumps(completion(reply)).encode())
 
-            def _send(self, status: int, body: bytes) -> None:
+            def _send(self, status: int, body: bytes, kind: str = "application/json") -> None:
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -81,7 +86,7 @@ class FakeOpenAI:
         return Handler
 
 
-def completion(content: str) -> dict:
+def completion(content: str | list) -> dict:
     return {"id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": "fake",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}

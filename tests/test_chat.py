@@ -1,6 +1,7 @@
 """`line chat`: the conversational graph with scripted LLMs on the colour net (unit 0 = redness)."""
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -12,7 +13,8 @@ from langchain_core.outputs import ChatGenerationChunk
 from rich.console import Console
 
 from agent.runs import context as run_context
-from agent.chat import STALL_NOTE, ChatAction, ChatSession, ConsolePrinter, chat_context
+from agent.chat import STALL_NOTE, ChatAction, ChatSession, chat_context
+from agent.ui.chat_repl import ConsolePrinter
 from agent.ui.cli import build_parser
 from agent.config import load_settings
 from agent.llm import LLMUnavailable, ScriptedChatModel
@@ -68,7 +70,7 @@ def test_conversation_runs_all_four_tools_then_resumes_in_a_new_process(scripted
     assert [m.name for m in results] == ["generate_images", "score_concept", "inspect_history", "ablate_concept"]
     assert all(m.status == "success" for m in results)
     assert "red background" in results[2].content and "not tried yet" in results[2].content
-    assert added[-1].content == "Unit 0 responds to red."
+    assert added[-1].content.startswith("Unit 0 responds to red.\nBest so far: \"red background\" (MAD ")  # completed
     state = session.state()
     assert [(s.concept, s.source, s.iteration) for s in state.steps] == [("red background", "llm", 1)]
     assert state.steps[0].scores.auc > 0.9
@@ -103,7 +105,7 @@ print(json.dumps({"before": [s.concept for s in before.steps], "messages_before"
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["before"] == ["red background"] and result["messages_before"] == len(state.messages)
     assert result["after"] == [["red background", "llm"], ["green background", "user"], ["blue background", "llm"]]
-    assert result["last"] == "Blue is weak."
+    assert result["last"].startswith("Blue is weak.")
     history = json.loads((session.run.folder / "history.json").read_text())
     assert [s["concept"] for s in history["units"]["0"]["steps"]] == ["red background", "green background",
                                                                      "blue background"]
@@ -145,7 +147,8 @@ def test_models_without_tool_calling_act_through_the_json_schema(settings, engin
     assert not session.context.tool_calling  # the configured provider is the embedded model
     added = session.send("Is it green?")
     assert [m.name for m in tool_messages(added)] == ["score_concept", "inspect_history"]
-    assert added[-1].content == "Unit 1 likes green."
+    assert added[-1].additional_kwargs["llm_reply"] == "Unit 1 likes green."  # the graph writes the answer
+    assert added[-1].content.startswith('Best so far: "green background" (MAD ')
     state = session.state()
     assert [s.concept for s in state.steps] == ["green background"] and state.steps[0].scores.auc > 0.9
     assert state.usage.llm_calls == 5 and state.usage.llm_failures == 2  # prose, and a concept that is no text
@@ -165,7 +168,8 @@ def test_bad_arguments_come_back_as_errors_and_the_conversation_goes_on(scripted
     for message, words in zip(errors, ["empty", "unit 99", "less than or equal to 16", "paint", "cannot be drawn"]):
         assert words in message.content
     assert added[-1].content == "Sorry, let me ask properly." and session.state().steps == []
-    assert "out of range" in tool_messages(session.send("/score red @7"))[0].content
+    refused = session.send("/score red @7")[-1]  # checked before anything is drawn
+    assert refused.content.startswith("Not run: unit 7 is out of range") and len(session.state().steps) == 0
 
 
 def test_a_stall_scores_the_next_operator_concept_and_says_so(scripted, engine):
@@ -257,4 +261,123 @@ def test_the_embedded_model_experiments_before_it_may_answer(settings, engine):
     session = ChatSession.start(settings, chat_context(settings, engine, ScriptedChatModel(replies=replies)), unit=1)
     added = session.send("What does it like?")
     assert [s.concept for s in session.state().steps] == ["green background", "blue background"]
-    assert added[-1].content == "Green and blue both."  # the answers before two experiments were refused
+    assert added[-1].additional_kwargs["llm_reply"] == "Green and blue both."  # the replies before two experiments were refused
+    assert "This turn scored 2 new concepts" in added[-1].content
+
+
+# --- answers grounded in the history (issue 24) ------------------------------------------------
+def grounding_of(session):
+    from agent.chat.answer import Grounding
+
+    return Grounding.of(session.state(), session.context.engine.generator.vocabulary())
+
+
+def test_an_answer_stating_a_number_or_concept_the_history_lacks_is_replaced(scripted, engine):
+    from agent.chat.answer import problems
+
+    session = start(scripted, engine, [call("score_concept", concept="red background"),
+                                       "Red background scores AUC 0.93, and 'green stripes' even more."])
+    answer = session.send("What does it respond to?")[-1]
+    assert answer.additional_kwargs["replaced"].startswith("Red background scores AUC 0.93")
+    assert "0.93" in answer.additional_kwargs["problems"][0] and "'green stripes'" in answer.additional_kwargs["problems"][1]
+    step = session.state().steps[0]
+    assert f'"red background" (MAD {step.scores.mad:.2f}, AUC {step.scores.auc:.3f}, 3 images)' in answer.content
+    assert "set aside: it states 0.93" in answer.content
+    assert problems(answer.content.split("\n(The agent")[0], grounding_of(session), []) == []  # the replacement is grounded
+
+
+def test_a_grounded_answer_is_kept_and_an_empty_or_repeated_one_is_not(scripted, engine):
+    session = start(scripted, engine, [call("score_concept", concept="red background"), "PLACEHOLDER"])
+    auc = None
+
+    def say(text):
+        session.context.chat.replies[-1] = text
+        return session.send("And?")[-1]
+
+    session.context.chat.replies[-1] = "Scoring first."
+    first = session.send("What does it respond to?")[-1]
+    auc = session.state().steps[0].scores.auc
+    assert first.content.startswith("Scoring first.\nBest so far:")  # kept, completed with a scored concept
+    kept = say(f"It fires for red background: AUC {auc:.2f}, on 3 images.")
+    assert kept.content == f"It fires for red background: AUC {auc:.2f}, on 3 images." and kept.name != "line"
+    assert "repeats an earlier answer" in say(kept.content).additional_kwargs["problems"][0]
+    assert say("").additional_kwargs["problems"] == ["it is empty"]
+    looping = say("Red is it. Red is it. Red is it.")
+    assert "it repeats itself" in looping.additional_kwargs["problems"]
+
+
+def test_the_groundedness_rule_checks_numbers_at_their_precision_and_named_concepts(scripted, engine):
+    from agent.chat.answer import problems
+
+    session = start(scripted, engine, ["unused"])
+    session.send("/score red background")
+    grounding, s = grounding_of(session), session.state().steps[0].scores
+    assert problems(f"AUC {s.auc:.3f}, MAD {s.mad:.1f}, {s.auc:.1%} of it, unit 0, 3 images.", grounding, []) == []
+    assert problems("The red one wins; a small effect of size.", grounding, []) == []
+    assert problems(f"AUC {s.auc - 0.05:.3f}.", grounding, [])[0].startswith(f"it states {s.auc - 0.05:.3f}")
+    assert problems(f"MAD {s.mad + 1:.2f}.", grounding, [])  # a number near none the history holds
+    assert "'green stripes'" in problems("Green stripes fire too.", grounding, [])[0]
+    assert "'blue circles'" in problems('"blue circles" fire too.', grounding, [])[0]
+
+
+def test_a_turn_stopped_on_its_budget_says_what_was_found_so_far(scripted, engine):
+    scripted = settings_with(scripted, chat={"max_rounds": 2})
+    session = start(scripted, engine, [call("score_concept", concept="red background"),
+                                       call("score_concept", concept="green background"),
+                                       call("score_concept", concept="blue background")])
+    answer = session.send("Try colours.")[-1]
+    assert answer.content.startswith("(Stopped after 2 tool rounds of new work; ask again to continue.) What was "
+                                     'found so far: Best so far: "')
+    assert re.search(r"This turn scored \d+ new concepts", answer.content)
+
+
+QUESTIONS = ["What does this neuron respond to?", "Does the colour matter here?", "Is it about the pattern at all?",
+             "Would a different size change anything?", "And is it the background? Test it.",
+             "Which attribute matters most, colour or pattern?"]
+ATTRIBUTE_OF = {1: ["colour"], 2: ["pattern"], 3: ["size"], 4: ["background"], 5: ["colour", "pattern"]}
+
+
+@pytest.mark.parametrize("unit", [0, 1])
+def test_a_scripted_investigation_answers_every_question_from_the_history(settings, engine, unit):
+    """The embedded model's path (JSON actions) with a weak scripted LLM that repeats
+    itself: every turn ends with an answer that names a scored concept with its stored
+    scores, every attribute question gets a new experiment on that attribute, and every
+    number an answer states is in the history."""
+    from agent.chat.answer import problems
+
+    colour = ["red", "green"][unit]
+    replies = [action("score_concept", concept=f"{colour} polka dots"), action("score_concept", concept=f"{colour} polka dots"),
+               action("inspect_history"), reply("It is red, AUC 0.99!")]
+    session = ChatSession.start(settings, chat_context(settings, engine, ScriptedChatModel(replies=replies)), unit)
+    for i, question in enumerate(QUESTIONS):
+        before = session.state()
+        added = session.send(question)
+        after, answer = session.state(), added[-1]
+        assert isinstance(answer, AIMessage) and not answer.tool_calls and answer.content.strip()
+        named = [s for s in after.steps if f'"{s.concept}" (MAD {s.scores.mad:.2f}, AUC {s.scores.auc:.3f}' in answer.content]
+        assert named, answer.content
+        assert problems(answer.content, grounding_of(session), []) == [], answer.content
+        for attribute in ATTRIBUTE_OF.get(i, []):
+            assert f"The {attribute}, tested on" in answer.content, answer.content
+        if i in ATTRIBUTE_OF:
+            new_work = len(after.steps) - len(before.steps) + len(after.events) - len(before.events)
+            assert new_work > 0 and any(m.tool_call_id.startswith("probe-") for m in tool_messages(added))
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_a_repeated_call_is_shown_once_with_a_count_and_verbose_shows_every_one(scripted, engine, verbose):
+    scripted = settings_with(scripted, loop={"patience": 10, "duplicate_streak": 10}, chat={"max_rounds": 4})
+    console = Console(record=True, width=400)
+    printer = ConsolePrinter(console, stream_tokens=False, verbose=verbose)
+    session = start(scripted, engine, [call("score_concept", concept="red stripes")])
+    session.send("What does it respond to?", printer)
+    printer.end_turn()
+    out = console.export_text()
+    calls = out.count("-> score_concept(concept='red stripes')")
+    if verbose:
+        assert calls == 4 and "Served" not in out and out.count("The stall detector scored an untried concept") == 3
+    else:
+        assert calls == 1 and "asked score_concept(concept='red stripes') 4 times" in out and "3 scored, best" in out
+        results = [line for line in out.splitlines() if line.startswith(("  <-", "  stall:"))]
+        assert results and all(len(line) < 260 for line in results)  # one short line per result
+    assert "line> (Stopped after 4 tool rounds" in out and 'Best so far: "' in out

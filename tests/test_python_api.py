@@ -132,7 +132,7 @@ def test_a_conversation_answers_with_its_tool_calls_and_the_cli_reads_its_histor
     chat_llm = line_agent.ScriptedChatModel(replies=[call, "Unit 0 responds to red."])
     with line_agent.investigate(colour_net(), "relu", 0, chat=chat_llm, provider="scripted", dedup=False, **quick) as chat:
         answer = chat.ask("What does unit 0 respond to?")
-        assert str(answer) == "Unit 0 responds to red."
+        assert str(answer).startswith('Unit 0 responds to red.\nBest so far: "red background" (MAD ')  # the graph's check adds the score
         assert [(c.name, c.args, c.ok) for c in answer.tool_calls] == [("score_concept", {"concept": "red background"}, True)]
         assert "AUC" in answer.tool_calls[0].result
         slash = chat.ask("/score blue background")

@@ -37,6 +37,7 @@ class ToolContext(Protocol):
 
 
 USER_CALL_PREFIX = "user-"  # tool calls a person made with a slash command, not the LLM
+PROBE_CALL_PREFIX = "probe-"  # tool calls the chat graph makes itself to test an attribute (source "operator")
 MAX_IMAGES = 16
 ABLATION_STILL_HIGH_AUC = 0.8  # ablated images scoring above this still carry what the unit wants
 ABLATION_MIN_DROP = 0.2  # a drop below this share of the scene's excess over control is no effect
@@ -61,7 +62,8 @@ Concept = Annotated[str, AfterValidator(_concept)]
 class GenerateImagesArgs(BaseModel):
     concepts: list[Concept] = Field(min_length=1, max_length=8, description="concepts to draw, 1 to 6 words each")
     n: int = Field(4, ge=1, le=MAX_IMAGES, description="images per concept")
-    seeds: list[int] | None = Field(None, max_length=MAX_IMAGES, description="explicit seeds (overrides n)")
+    seeds: list[Annotated[int, Field(ge=0, lt=2**32)]] | None = Field(None, max_length=MAX_IMAGES,
+                                                                      description="explicit seeds (overrides n)")
 
 
 class ScoreConceptArgs(BaseModel):
@@ -178,7 +180,8 @@ def history_of(state: Any) -> History:
 
 
 def source_of(runtime: ToolRuntime) -> str:
-    return "user" if str(runtime.tool_call_id).startswith(USER_CALL_PREFIX) else "llm"
+    call_id = str(runtime.tool_call_id)
+    return "user" if call_id.startswith(USER_CALL_PREFIX) else "operator" if call_id.startswith(PROBE_CALL_PREFIX) else "llm"
 
 
 def _unit(runtime: ToolRuntime, unit: int | None) -> int:

@@ -171,6 +171,11 @@ def _resumed(args: argparse.Namespace):
         raise LineError(f"--run-id {args.run_id!r} and --resume {args.resume!r} exclude each other.",
                         "Leave out --run-id: a resumed run keeps its name.")
     run = Run.open(args.resume, args.runs_dir or "runs")
+    from agent.chat import is_chat_thread
+
+    if is_chat_thread(run):
+        raise LineError(f"{run.id} is a chat thread, not a labelling run: line label --resume cannot continue it.",
+                        f"Continue the conversation with: line chat --thread {run.id}")
     changes: dict[str, Any] = _file_settings(args.config) if args.config else {}
     for key in ("model", "layer", "control", "cache_dir", "runs_dir", "concurrency"):
         if getattr(args, key, None) is not None:
@@ -362,7 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", help="where runs and chat threads live (default: runs)")
     p.add_argument("--trust-run", action="store_true",
                    help="with --run: load the run's model even when it names code (package.module:factory, file.py:factory)")
-    p.set_defaults(func=_lazy("agent.chat", "cmd_chat"))
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="show every tool result and repeated call in full")
+    p.set_defaults(func=_lazy("agent.ui.chat_repl", "cmd_chat"))
 
     p = sub.add_parser("report", help="write a self-contained HTML report of a run")
     p.add_argument("run_id")
