@@ -26,12 +26,13 @@ from langgraph.graph import END, START, StateGraph
 from agent import nodes, state
 from agent.nodes import LineContext
 from agent.state import NeuronState
-from tools import history, polysemantic
+from tools import history, polysemantic, verdict
 from tools.scoring import Scores
 
 CHECKPOINT_TYPES = [
     state.NeuronState, state.Proposal, state.Usage, state.Label, state.AtomScore, history.Step, history.Event,
     history.Finalist, history.ActivationStats, Scores, polysemantic.Polysemanticity, polysemantic.Group,
+    polysemantic.Test, polysemantic.Meaning, polysemantic.Comparison, verdict.Verdict, verdict.Evidence, verdict.Bar,
 ]
 NODES = ("init", "stall", "propose", "operate", "check", "score", "summarize", "confirm", "review", "finalize")
 

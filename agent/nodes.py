@@ -33,8 +33,7 @@ from tools.criterion import Criterion
 from tools.engine import Engine
 from tools.generators.base import Atom, ImageGenerator
 from tools.history import Event, Step, score_steps
-from tools.polysemantic import analyse
-from tools.text import default_embedder
+from tools import meanings, verdict
 
 LLM_STRATEGIES = ["refine", "explore", "combine", "contrast", "hot"]
 HOT_TEMPERATURE_BOOST = 0.5
@@ -469,7 +468,9 @@ def finalize(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     if own is not None:
         concept, scores, reason = own.concept, own.scores, "a person's label, given in review"
     runners = [(s.concept, round(s.scores.auc, 4)) for s in state.ranked(ctx.criterion) if s.concept != concept][:3]
-    embedder = ctx.dedup.embedder or default_embedder()
+    finalist = state.finalist(concept)
+    trust = verdict.label_verdict(ctx.engine, state.unit, finalist.activations[-finalist.fresh:] if finalist and finalist.fresh else None)
     return {"label": Label(concept=concept, scores=scores, runners_up=runners, criterion=ctx.criterion.name,
-                           reason=reason, polysemanticity=analyse(state.steps, embedder))}
+                           reason=reason, polysemanticity=meanings.analyse(ctx.engine, state.unit, state.steps, concept),
+                           explained=trust.explained, confidence=trust)}
 
