@@ -392,6 +392,12 @@ def llm_failures_text(state: NeuronState) -> str:
     return f"{usage.llm_failures} of {usage.llm_calls} failed" + (f" ({', '.join(kinds)})" if kinds else "")
 
 
+def trust_columns(label) -> dict:
+    """How sure the label is (tools.verdict): explained, fresh images, AUC / MAD intervals, p, meanings."""
+    from tools.verdict import trust_row
+    return trust_row(label.confidence if label else None, label.polysemanticity if label else None)
+
+
 def summary_row(state: NeuronState) -> dict:
     """The table row of one labelled neuron."""
     label = state.label
@@ -411,6 +417,7 @@ def summary_row(state: NeuronState) -> dict:
         "llm_failures": state.usage.llm_failures,
         "without_llm": labelled_without_llm(state),
         "polysemantic": bool(label and label.polysemanticity and label.polysemanticity.polysemantic),
+        **trust_columns(label),
         "stop": state.stop_reason or ("waiting for review" if not label else ""),
         "seconds": round(state.elapsed, 1),
     }

@@ -133,3 +133,39 @@ def test_drawings_that_fire_the_unit_less_than_photos_explain_nothing():
     judged = verdict.judge([3.0, 3.1, 2.9], control, photos)
     assert judged.evidence.auc == 1.0 and not judged.explained
     assert judged.natural.auc == 0.0 and "less than ordinary photos" in judged.reason
+
+
+def test_a_run_carries_the_verdict_in_the_label_table_history_report_and_api(tmp_path):
+    from agent import report
+    from agent.config import load_settings
+    from agent.engines import build_engine
+    from agent.llm import ScriptedChatModel
+    from agent.runner import Run, build_context, summary_row
+    from tests.test_graph import say
+
+    settings = load_settings(
+        model=OR_NET, layer="units", control="procedural:40", cache_dir=str(tmp_path / "cache"),
+        runs_dir=str(tmp_path / "runs"),
+        loop={"images_per_concept": 3, "init_top": 2, "init_random": 1, "sweep": False, "bank_top": 0,
+              "max_iterations": 4, "patience": 2})
+    replies = [say("plain red"), say("plain blue"), say("white hearts on blue background"), say("red stripes"),
+               say("green noise")] * 2
+    run = Run.create(settings, [0, 1], "trust")
+    run.label(build_context(settings, build_engine(settings), chat=ScriptedChatModel(replies=replies)))
+    states = run.states()
+    good, dead = states[0].label, states[1].label
+    assert good.explained and good.confidence.evidence.images >= 3 and good.confidence.evidence.p <= 0.01
+    assert dead.explained is False and "unexplained" in dead.confidence.reason
+    assert good.polysemanticity.method == "evidence" and good.polysemanticity.meanings
+    row = summary_row(states[0])
+    assert row["explained"] is True and row["fresh_auc_interval"][0] <= row["fresh_auc"] <= row["fresh_auc_interval"][1]
+    history = json.loads(run.export().read_text())
+    assert '"explained": true' in json.dumps(history) and '"explained": false' in json.dumps(history)
+    index = report.write_report(run)
+    text = index.read_text()
+    assert "fresh AUC" in text and 'data-explained="0"' in text and 'id="verdict"' in text
+    page = (index.parent / next(p.name for p in index.parent.glob("*.html") if p.name != "index.html")).read_text()
+    assert "verdict:" in page and ("Meanings in the history, confirmed on fresh images" in page or "no meaning" in page)
+    import line_agent
+    opened = line_agent.open_run("trust", runs_dir=str(tmp_path / "runs"))
+    assert [label.explained for label in opened.labels] == [True, False]

@@ -22,8 +22,8 @@ from pydantic import AfterValidator, BaseModel, Field
 from tools.concepts import text_problem, tidy_concept
 from tools.errors import LineError
 from tools.history import Event, History, Step, event_text, score_step
-from tools.polysemantic import analyse
-from tools.text import default_embedder, normalise
+from tools import meanings
+from tools.text import normalise
 
 USER_CALL_PREFIX = "user-"  # tool calls a person made with a slash command, not the LLM
 MAX_IMAGES = 16
@@ -245,8 +245,12 @@ def inspect_history(top: int = 5, contains: str | None = None, since_iteration: 
     generator's words not yet used in any concept. Use it before proposing something new."""
     history = history_of(runtime.state)
     table = history_table(history, runtime.context.engine.generator.vocabulary(), top, contains, since_iteration)
-    meanings = analyse(history.steps, runtime.context.dedup.embedder or default_embedder())
-    table += f"\nmeanings: {meanings.describe()}"
+    label = getattr(runtime.state, "label", None) if not isinstance(runtime.state, dict) else runtime.state.get("label")
+    stored = getattr(label, "polysemanticity", None)
+    best = history.best()
+    found = stored if stored is not None and stored.method == "evidence" else meanings.analyse(
+        runtime.context.engine, history.unit, history.steps, best.concept if best else None)
+    table += f"\nmeanings (fresh images, ablations): {found.describe()}"
     return _answer(runtime, inspect_history.name, HistoryResult(table=table))
 
 

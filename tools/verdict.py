@@ -184,3 +184,25 @@ def label_verdict(engine, unit: int, fresh: Sequence[float] | None, bar: Bar | N
         return judge(fresh, control, control, control_name=name, natural_name=natural[0], bar=bar)
     return judge(fresh, control, None if natural is None else natural[1][:, unit], control_name=name,
                  natural_name=natural[0] if natural else "natural photos", bar=bar)
+
+
+def trust_row(verdict: Verdict | None, polysemanticity=None) -> dict:
+    """Table columns of a label's verdict (None where it was never judged): the unit table,
+    `--json` and the evals share them."""
+    ev = verdict.evidence if verdict else None
+    nat = verdict.natural if verdict else None
+
+    def r(value, digits=3):
+        return None if value is None else round(value, digits)
+
+    return {
+        "explained": verdict.explained if verdict else None,
+        "fresh_images": ev.images if ev else None,
+        "fresh_auc": r(ev.auc) if ev else None,
+        "fresh_auc_interval": [r(ev.auc_low), r(ev.auc_high)] if ev else None,
+        "fresh_mad": r(ev.mad, 2) if ev else None,
+        "fresh_mad_interval": [r(ev.mad_low, 2), r(ev.mad_high, 2)] if ev else None,
+        "p": float(f"{ev.p:.3g}") if ev else None,
+        "natural_auc": r(nat.auc) if nat else None,
+        "meanings": [m.concept for m in polysemanticity.meanings] if polysemanticity is not None else [],
+    }
