@@ -16,7 +16,11 @@ fresh images (seeds the loop never used):
    against an orange unit); and M without C's attributes, the same way. When both still drive
    the unit, C is distinct from M. C joins the first meaning it is not distinct from; when it
    is distinct from all, it opens a new meaning, its evidence the images that showed it.
-4. The unit is polysemantic when two or more meanings are confirmed.
+4. A meaning must drive the unit at least `MIN_RELATIVE` as hard as the strongest one (mean
+   fresh activation above the control's mean): a shape that half-fires a blob detector is
+   not a second meaning. Shared unnamed drivers count too: when every firing image of both
+   tests shows one attribute the generator chose itself (a random colour), they are the same.
+5. The unit is polysemantic when two or more meanings are confirmed.
 
 "Drives the unit" (`confirmed`): at least `min_images` fresh images, AUC >= `threshold`, the
 AUC's bootstrap interval (tools.verdict) above `min_auc_low`, and p <= `max_p` against the
@@ -45,6 +49,7 @@ IMAGES = 4  # fresh images per test
 EXTRA = 4  # more seeds to draw from when contrast images drop some
 MAX_CANDIDATES = 6
 MAX_MEANINGS = 3
+MIN_RELATIVE = 0.5  # a meaning drives the unit at least half as hard (mean above control) as the strongest one
 _FUNCTION_WORDS = {"a", "an", "the", "on", "of", "and", "with", "background", "in", "some"}
 
 
@@ -125,6 +130,7 @@ class Analyst:
         drawn_as = prompts[0] if len(set(prompts)) == 1 else concept
         ev = evidence([acts[i] for i in keep], self.control, "control")
         return Test(concept=concept, without=without, drawn_as=drawn_as, seeds=[seeds[i] for i in keep],
+                    scenes=[generator.drawn(prompts[i], seeds[i]) for i in keep],
                     dropped=dropped, evidence=ev, passed=self.drives(ev), informative=len(keep) >= self.min_images)
 
     def compare(self, candidate: str, meaning: str) -> Comparison:
@@ -134,14 +140,24 @@ class Analyst:
         forward = self.test(candidate, meaning)
         backward = self.test(meaning, candidate) if forward.passed or not forward.informative else None
         tests = [t for t in (forward, backward) if t is not None]
+        shared: set[str] = set()
         if any(t.informative and not t.passed for t in tests):
             outcome = "same"
         elif all(t.informative for t in tests) and len(tests) == 2:
-            outcome = "distinct"
+            shared = self.common_drivers(forward) & self.common_drivers(backward)
+            outcome = "same" if shared else "distinct"
         else:
             outcome = "undecided"
         return Comparison(candidate=candidate, meaning=meaning, forward=forward, backward=backward,
-                          distinct=outcome == "distinct", outcome=outcome)
+                          distinct=outcome == "distinct", outcome=outcome, shared=sorted(shared))
+
+    def common_drivers(self, test: Test) -> set[str]:
+        """Words of the scene drawn on every firing image of `test` (above the control's 95th
+        percentile), counting the choices the generator made itself: "diagonal stripes" and
+        "gradient" that both fire only when drawn yellow share a driver, yellow."""
+        floor = float(np.percentile(self.control, 95))
+        firing = [content_words(scene) for scene, act in zip(test.scenes, test.evidence.activations) if act > floor]
+        return set.intersection(*firing) if len(firing) >= 2 else set()
 
 
 def analyse(probe: Probe, unit: int, steps: Sequence[Step], label: str | None = None, *,
@@ -192,6 +208,12 @@ def analyse(probe: Probe, unit: int, steps: Sequence[Step], label: str | None = 
                 pending.remove(concept)
                 changed = True
     unconfirmed += [f"{c} (undecided)" for c in pending]
+    excess = {m.concept: float(np.mean(m.evidence.evidence.activations)) - float(analyst.control.mean()) for m in meanings}
+    strongest = max(excess.values(), default=0.0)
+    weak = [m for m in meanings if excess[m.concept] < MIN_RELATIVE * strongest]
+    unconfirmed += [f"{c} (drives the unit less than {MIN_RELATIVE:.0%} as hard as the strongest meaning)"
+                    for m in weak for c in m.concepts]
+    meanings = [m for m in meanings if m not in weak]
     for meaning in meanings:  # named by its simplest, then strongest, concept
         meaning.concept = min(meaning.concepts, key=lambda c: (len(c.split()), -scores.get(c, 0.0)))
     groups = [Group(concepts=m.concepts, best=max(m.concepts, key=lambda c: scores.get(c, 0.0)),

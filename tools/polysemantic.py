@@ -59,6 +59,7 @@ class Test(BaseModel):
     dropped: int = Field(0, description="fresh images dropped because their scene still showed `without`'s attributes")
     evidence: Evidence
     passed: bool
+    scenes: list[str] = Field(default_factory=list, description="what was drawn on each kept image (generator.drawn)")
     informative: bool = Field(True, description="enough contrast images were left to tell (else the generator "
                                                 "could not draw the concept without the other's attributes)")
 
@@ -93,6 +94,8 @@ class Comparison(BaseModel):
     backward: Test | None = Field(None, description="the meaning without the candidate's attributes")
     distinct: bool
     outcome: str = Field("", description="distinct, same (one of them needs the other's attributes) or undecided")
+    shared: list[str] = Field(default_factory=list,
+                              description="attributes every firing image of both tests showed (then not distinct)")
 
 
 class Polysemanticity(BaseModel):
