@@ -67,6 +67,8 @@ class UnitResult:
     seconds: float = 0.0
     note: str = ""
     reference: bool = False  # the ground truth itself, not a method's guess
+    explained: bool | None = None  # the label's verdict (tools.verdict); None: the method gives none
+    meanings: list[str] | None = None  # the meanings confirmed on fresh images (tools.meanings); None: none given
 
 
 @dataclass
@@ -103,6 +105,12 @@ Method = Callable[[EvalContext], dict[int, UnitResult]]
 
 
 # --- the graph: ours and the paper's loop --------------------------------------------------------
+def meaning_images(state) -> int:
+    """Images the meanings' fresh-image tests rendered (tools.meanings)."""
+    poly = state.label.polysemanticity if state.label else None
+    return poly.images_rendered if poly is not None else 0
+
+
 def graph_method(loop: Callable[[Settings], LoopConfig]) -> Method:
     """A method labelling with the graph; its image cost per unit includes the confirmation
     and an equal share of the layer-wide sweep's images."""
@@ -117,9 +125,11 @@ def graph_method(loop: Callable[[Settings], LoopConfig]) -> Method:
         share = sweep.get("images_rendered", 0) / len(ctx.units)
         return {u: UnitResult(u, s.label.concept if s.label else "",
                               [(step.concept, step.scores.auc) for step in s.steps],
-                              images=s.images_rendered() + share, llm_calls=s.usage.llm_calls,
+                              images=s.images_rendered() + share + meaning_images(s), llm_calls=s.usage.llm_calls,
                               seconds=round(s.elapsed + sweep.get("seconds", 0) / len(ctx.units), 2),
-                              note=s.stop_reason or "")
+                              note=s.stop_reason or "", explained=s.label.explained if s.label else None,
+                              meanings=[m.concept for m in s.label.polysemanticity.meanings]
+                              if s.label and s.label.polysemanticity else None)
                 for u, s in states.items()}
 
     return run

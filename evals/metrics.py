@@ -9,6 +9,11 @@
   method scored above `RECOVERY_AUC` while labelling.
 - CoSy (Kopf et al. 2024): AUC and MAD of the unit on `COSY_IMAGES` fresh images of the
   final label (seeds `COSY_SEED`.., never used while labelling) against a whole control set.
+- Beyond AUC (NeuronEval, ICML 2025): AUPRC and the correlation of the activation with the
+  concept's presence, on the same CoSy images and control set (`auprc`, `correlation`).
+- Trust: the label's verdict (explained, tools.verdict), the polysemantic flag's recall on OR
+  units and false-positive rate on the others, and whether an OR unit's meanings match both
+  of its true concepts (`meanings_match`).
 - Novelty: the label is in none of ImageNet's class names, the Broden labels, or the 20k
   most common English words (as a phrase).
 """
@@ -93,6 +98,12 @@ class Cosy:
         s = self._memo[label].scores(unit)
         return s.auc, s.mad
 
+    def beyond_auc(self, label: str, unit: int) -> tuple[float, float]:
+        """AUPRC and correlation of the label's CoSy images against the control set."""
+        self.prepare([label])
+        concept, control = self._memo[label].activations[:, unit], self.engine.control_activations()[:, unit]
+        return auprc(concept, control), correlation(concept, control)
+
     def prepare(self, labels: list[str]) -> None:
         """Render and score the images of every label not scored yet, together: the
         generator batches them across labels."""
@@ -117,3 +128,37 @@ def known_vocabulary(folder: Path) -> set[str] | None:
 
 def novel(label: str, vocabulary: set[str]) -> bool:
     return normalise(label) not in vocabulary
+
+
+# --- beyond AUC (NeuronEval, ICML 2025) ------------------------------------------------------------
+def auprc(concept, control) -> float:
+    """Average precision with the concept's images as positives and the control images as
+    negatives, ranked by the unit's activation (ties ranked pessimistically: scikit-learn's
+    average_precision_score up to its tie handling)."""
+    import numpy as np
+
+    x, y = np.asarray(concept, float).ravel(), np.asarray(control, float).ravel()
+    scores = np.concatenate([x, y])
+    truth = np.concatenate([np.ones(len(x)), np.zeros(len(y))])
+    order = np.lexsort((truth, -scores))  # equal activations: negatives first
+    hits = truth[order]
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float((precision * hits).sum() / max(len(x), 1))
+
+
+def correlation(concept, control) -> float:
+    """Pearson correlation between the unit's activation and the concept's presence (1 on
+    its images, 0 on the control's): the point-biserial correlation over both sets."""
+    import numpy as np
+
+    x, y = np.asarray(concept, float).ravel(), np.asarray(control, float).ravel()
+    acts = np.concatenate([x, y])
+    truth = np.concatenate([np.ones(len(x)), np.zeros(len(y))])
+    if acts.std() == 0:
+        return 0.0
+    return float(np.corrcoef(acts, truth)[0, 1])
+
+
+def meanings_match(matcher: Matcher, meanings: list[str], concepts) -> bool:
+    """Whether every true concept of an OR unit is matched by one of the meanings."""
+    return all(any(matcher.how(m, concept) for m in meanings) for concept in concepts)

@@ -270,8 +270,29 @@ def corners(f: Features) -> torch.Tensor:
     return response.clamp_min(0).sqrt().flatten(1).mean(1)
 
 
+def random_filter(f: Features, seed: int = 0) -> torch.Tensor:
+    """A fixed random 9x9 colour filter (zero-mean, unit norm; from `seed`), rectified, then
+    the spatial mean of its two-pixel-shifted product with a second one: a detector no
+    procedural scene is made to express (the trust evals' unexpressible unit)."""
+    generator = torch.Generator().manual_seed(int(seed))
+    kernels = torch.randn(2, 3, 9, 9, generator=generator)
+    kernels = kernels - kernels.mean(dim=(1, 2, 3), keepdim=True)
+    kernels = kernels / kernels.flatten(1).norm(dim=1)[:, None, None, None]
+    response = nn.functional.conv2d(f.x - f.x.mean(dim=(2, 3), keepdim=True), kernels.to(f.x), padding=4).clamp_min(0)
+    return (response[:, 0] * torch.roll(response[:, 1], shifts=(2, 2), dims=(1, 2))).flatten(1).mean(1)
+
+
+def random_projection(f: Features, seed: int = 0) -> torch.Tensor:
+    """A fixed random direction (from `seed`) in the space of 8x8 colour thumbnails with
+    their mean removed: a hash of the layout, which no concept names."""
+    thumb = nn.functional.adaptive_avg_pool2d(f.x, 8)
+    thumb = (thumb - thumb.mean(dim=(1, 2, 3), keepdim=True)).flatten(1)
+    direction = torch.randn(thumb.shape[1], generator=torch.Generator().manual_seed(int(seed)))
+    return thumb @ (direction / direction.norm()).to(thumb)
+
+
 PRIMITIVES: dict[str, Callable[..., torch.Tensor]] = {
-    fn.__name__: fn for fn in (colour, stripes, dots, checkerboard, edges, corners)
+    fn.__name__: fn for fn in (colour, stripes, dots, checkerboard, edges, corners, random_filter, random_projection)
 }
 # Raw score -> presence = sigmoid((raw - midpoint) / width), set from the raw scores of
 # generator images of each concept and of a procedural control set, so that a clear
@@ -279,6 +300,7 @@ PRIMITIVES: dict[str, Callable[..., torch.Tensor]] = {
 CALIBRATION: dict[str, tuple[float, float]] = {
     "colour": (0.12, 0.04), "stripes": (0.45, 0.06), "dots": (0.04, 0.006),
     "checkerboard": (0.035, 0.006), "edges": (0.035, 0.008), "corners": (0.0005, 0.00015),
+    "random_filter": (0.0044, 0.001), "random_projection": (0.3, 0.1),
 }
 COMBINATORS = {"and", "or", "not"}
 

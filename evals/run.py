@@ -48,6 +48,10 @@ COLUMNS = [  # (row key, table header, format)
     ("match", "match", "{:.0%}"), ("recovered", "OR recovered", "{:.0%}"),
     ("cosy_auc_procedural", "CoSy AUC proc.", "{:.3f}"), ("cosy_mad_procedural", "CoSy MAD proc.", "{:.2f}"),
     ("cosy_auc_natural", "CoSy AUC ImageNet", "{:.3f}"), ("cosy_mad_natural", "CoSy MAD ImageNet", "{:.1f}"),
+    ("auprc_procedural", "AUPRC proc.", "{:.3f}"), ("corr_procedural", "corr. proc.", "{:.3f}"),
+    ("auprc_natural", "AUPRC ImageNet", "{:.3f}"), ("corr_natural", "corr. ImageNet", "{:.3f}"),
+    ("explained", "explained", "{:.0%}"), ("flag_or", "poly. flag recall (OR)", "{:.0%}"),
+    ("flag_other", "poly. flag FPR (others)", "{:.0%}"), ("meanings_match", "OR meanings match both", "{:.0%}"),
     ("novel", "novel", "{:.0%}"), ("images", "images/unit", "{:.0f}"), ("llm_calls", "LLM calls/unit", "{:.1f}"),
     ("seconds", "s/unit", "{:.1f}"),
 ]
@@ -186,6 +190,8 @@ def unit_rows(ctx: EvalContext, results: dict[str, dict[int, UnitResult]]) -> li
             row = {"method": method, "unit": unit, "label": result.label}
             for scorer in scorers:
                 row[f"cosy_auc_{scorer.name}"], row[f"cosy_mad_{scorer.name}"] = scorer.scores(result.label, unit)
+                row[f"auprc_{scorer.name}"], row[f"corr_{scorer.name}"] = scorer.beyond_auc(result.label, unit)
+            row |= trust(matcher, truth.get(unit), result)
             if unit in truth:
                 row |= ground_truth(matcher, truth[unit], result, row["cosy_auc_procedural"])
             row["novel"] = metrics.novel(result.label, known) if known is not None else None
@@ -193,6 +199,23 @@ def unit_rows(ctx: EvalContext, results: dict[str, dict[int, UnitResult]]) -> li
                     "note": result.note, "top_scored": sorted(result.scored, key=lambda s: -s[1])[:5]}
             rows.append(row)
     return rows
+
+
+def trust(matcher, planted: PlantedUnit | None, result: UnitResult) -> dict:
+    """The verdict and, on planted units, the polysemantic flag split by the truth (OR units
+    are the polysemantic ones): its mean over OR units is the recall, over the others the
+    false-positive rate."""
+    row = {"explained": result.explained, "meanings": "; ".join(result.meanings or []) if result.meanings is not None else None,
+           "flag_or": None, "flag_other": None, "meanings_match": None}
+    if planted is None or result.meanings is None:
+        return row
+    flagged = len(result.meanings) >= 2
+    if planted.concepts:
+        row["flag_or"] = flagged
+        row["meanings_match"] = metrics.meanings_match(matcher, result.meanings, planted.concepts)
+    else:
+        row["flag_other"] = flagged
+    return row
 
 
 def ground_truth(matcher: metrics.Matcher, planted: PlantedUnit, result: UnitResult, cosy_auc: float) -> dict:

@@ -242,6 +242,9 @@ class UnitLabel:
     auc = property(lambda self: self.scores.auc if self.scores else None)
     mad = property(lambda self: self.scores.mad if self.scores else None)
     polysemantic = property(lambda self: bool(self.polysemanticity and self.polysemanticity.polysemantic))
+    explained = property(lambda self: self.state.label.explained if self.state.label else None)
+    confidence = property(lambda self: self.state.label.confidence if self.state.label else None)
+    meanings = property(lambda self: self.polysemanticity.meanings if self.polysemanticity else [])
 
     @classmethod
     def of(cls, state: NeuronState, run: LabelRun) -> "UnitLabel":

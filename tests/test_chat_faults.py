@@ -6,18 +6,18 @@ import json
 import pytest
 from langchain_core.messages import AIMessage, ToolMessage
 
-from agent import runner
+from agent.runs import context as run_context
 from agent.chat import ChatSession, chat_context
 from agent.config import load_settings
 from agent.llm import ScriptedChatModel, ask_structured, make_chat_model
-from agent.nodes import ConceptAnswer
+from agent.loop.proposal import ConceptAnswer
 from evals.fake_openai import FakeOpenAI
 from tests.conftest import COLOUR_NET, line
 
 
 @pytest.fixture(autouse=True)
 def no_text_encoder(monkeypatch):
-    monkeypatch.setattr(runner, "default_embedder", lambda: None)
+    monkeypatch.setattr(run_context, "default_embedder", lambda: None)
 
 
 def with_llm(settings, **llm):

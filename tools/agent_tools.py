@@ -25,8 +25,8 @@ from tools.criterion import Criterion
 from tools.engine import Engine
 from tools.errors import LineError
 from tools.history import Event, History, Step, event_text, score_step
-from tools.polysemantic import analyse
-from tools.text import default_embedder, normalise
+from tools import meanings
+from tools.text import normalise
 
 class ToolContext(Protocol):
     """What the tools need of the graph's runtime context."""
@@ -258,8 +258,12 @@ def inspect_history(top: int = 5, contains: str | None = None, since_iteration: 
     history = history_of(runtime.state)
     ctx: ToolContext = runtime.context
     table = history_table(history, ctx.engine.generator.vocabulary(), ctx.criterion, top, contains, since_iteration)
-    meanings = analyse(history.steps, ctx.rules.embedder or default_embedder())
-    table += f"\nmeanings: {meanings.describe()}"
+    label = getattr(runtime.state, "label", None) if not isinstance(runtime.state, dict) else runtime.state.get("label")
+    stored = getattr(label, "polysemanticity", None)
+    best = history.best(ctx.criterion)
+    found = stored if stored is not None and stored.method == "evidence" else meanings.analyse(
+        ctx.engine, history.unit, history.steps, best.concept if best else None)
+    table += f"\nmeanings (fresh images, ablations): {found.describe()}"
     return _answer(runtime, inspect_history.name, HistoryResult(table=table))
 
 

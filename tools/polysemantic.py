@@ -1,6 +1,16 @@
 """Polysemanticity from the history: distinct meanings that each drive the unit.
 
-The concepts of a neuron's history are grouped by meaning: text embeddings (unit length),
+Two analyses share the result type `Polysemanticity`:
+
+- `tools.meanings.analyse` (what labels carry, method "evidence"): meanings confirmed on
+  fresh images and shown distinct by ablations and contrast images; its records (`Test`,
+  `Meaning`, `Comparison`) live here so that checkpoints know one module for them.
+- `analyse` below (method "words"): concepts grouped by what their words mean. Words are no
+  evidence that a unit responds for different reasons (MiniLM puts "plain gray" far from
+  "gray hearts"), so this grouping no longer sets the flag of a label; it is kept as a quick
+  view of the history's themes.
+
+The word grouping: the concepts of a neuron's history are grouped by meaning: text embeddings (unit length),
 then agglomerative clustering with average linkage (scipy) that merges groups while their mean
 pairwise cosine similarity is at least `group_similarity`. A group scores its best concept's
 AUC. The unit is polysemantic when two or more groups score at least `score_threshold` and
@@ -19,6 +29,8 @@ from pydantic import BaseModel, Field
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import pdist
 
+from tools.verdict import Evidence
+
 if TYPE_CHECKING:
     from tools.history import Step
 
@@ -36,19 +48,83 @@ class Group(BaseModel):
     auc: float = Field(description="AUC of the best concept")
 
 
+class Test(BaseModel):
+    """One piece of fresh-image evidence: `concept` drawn with `without`'s attributes removed
+    (or as is, when `without` is empty)."""
+
+    concept: str
+    without: str = ""
+    drawn_as: str = Field("", description="what was rendered: the concept, or its counterfactual")
+    seeds: list[int] = Field(default_factory=list, description="the fresh seeds kept (contrast images only)")
+    dropped: int = Field(0, description="fresh images dropped because their scene still showed `without`'s attributes")
+    evidence: Evidence
+    passed: bool
+    scenes: list[str] = Field(default_factory=list, description="what was drawn on each kept image (generator.drawn)")
+    informative: bool = Field(True, description="enough contrast images were left to tell (else the generator "
+                                                "could not draw the concept without the other's attributes)")
+
+    def text(self) -> str:
+        if not self.informative:
+            return f"{self.concept!r} without {self.without!r}: the generator could not draw it without them"
+        what = f"{self.concept!r} without {self.without!r}" if self.without else repr(self.concept)
+        drawn = f" (drawn as {self.drawn_as!r})" if self.drawn_as and self.drawn_as != self.concept else ""
+        return f"{what}{drawn}: {self.evidence.text()} -> {'drives the unit' if self.passed else 'does not drive it'}"
+
+
+class Meaning(BaseModel):
+    """One reason for the unit to fire, confirmed on fresh images."""
+
+    concept: str = Field(description="its name: the simplest concept of the group")
+    concepts: list[str] = Field(default_factory=list, description="the candidates that joined it")
+    evidence: Test = Field(description="the fresh images that confirm it (a later meaning: without the earlier ones' attributes)")
+    distinct: list[Test] = Field(default_factory=list,
+                                 description="the tests that show it distinct from each earlier meaning, both ways")
+    why: str = ""
+
+    def text(self) -> str:
+        return f"{self.concept!r}: {self.evidence.evidence.text()}" + (f"; distinct: {self.why}" if self.distinct else "")
+
+
+class Comparison(BaseModel):
+    """A candidate tested against a meaning, both ways."""
+
+    candidate: str
+    meaning: str
+    forward: Test | None = Field(None, description="the candidate without the meaning's attributes")
+    backward: Test | None = Field(None, description="the meaning without the candidate's attributes")
+    distinct: bool
+    outcome: str = Field("", description="distinct, same (one of them needs the other's attributes) or undecided")
+    shared: list[str] = Field(default_factory=list,
+                              description="attributes every firing image of both tests showed (then not distinct)")
+
+
 class Polysemanticity(BaseModel):
-    """The meanings in a neuron's history and whether several distinct ones score high."""
+    """The meanings in a neuron's history and whether several distinct ones drive the unit."""
 
     groups: list[Group] = Field(description="groups of concepts by meaning, best AUC first")
     polysemantic: bool
     senses: list[str] = Field(default_factory=list,
-                              description="best concepts of the distinct high-scoring groups (2+ when polysemantic)")
+                              description="the distinct meanings' names (2+ when polysemantic)")
     score_threshold: float
-    group_similarity: float
-    distinct_below: float
+    group_similarity: float = 0.0
+    distinct_below: float = 0.0
+    method: str = Field("words", description="evidence (tools.meanings: fresh images, ablations) or words (embeddings)")
+    meanings: list[Meaning] = Field(default_factory=list, description="evidence: each meaning with its fresh images")
+    comparisons: list[Comparison] = Field(default_factory=list, description="evidence: every candidate-meaning test")
+    unconfirmed: list[str] = Field(default_factory=list,
+                                   description="evidence: strong candidates whose fresh images did not confirm them")
+    images_rendered: int = Field(0, description="evidence: images the tests had to render")
 
     def describe(self) -> str:
         """One line for people and for the agent."""
+        if self.method == "evidence":
+            if not self.meanings:
+                return "no meaning confirmed on fresh images" + (
+                    f" (not confirmed: {', '.join(map(repr, self.unconfirmed))})" if self.unconfirmed else "")
+            names = "; ".join(m.text() for m in self.meanings)
+            head = (f"polysemantic, {len(self.meanings)} distinct meanings" if self.polysemantic
+                    else "one meaning")
+            return f"{head} confirmed on fresh images: {names}"
         strong = [g for g in self.groups if g.auc >= self.score_threshold]
         if self.polysemantic:
             senses = ", ".join(f"{g.best!r} ({g.auc:.2f})" for g in strong if g.best in self.senses)

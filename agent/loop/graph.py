@@ -28,12 +28,13 @@ from agent.loop import nodes, state
 from agent.loop.context import LineContext
 from agent.loop.stall import LLM_REJECTIONS
 from agent.loop.state import NeuronState
-from tools import history, polysemantic
+from tools import history, polysemantic, verdict
 from tools.scoring import Scores
 
 CHECKPOINT_TYPES = [
     state.NeuronState, state.Proposal, llm.Usage, state.Label, state.AtomScore, history.Step, history.Event,
     history.Finalist, history.ActivationStats, Scores, polysemantic.Polysemanticity, polysemantic.Group,
+    polysemantic.Test, polysemantic.Meaning, polysemantic.Comparison, verdict.Verdict, verdict.Evidence, verdict.Bar,
 ]
 # Where the checkpointed types lived before the layout of agent/loop/ (runs written then must
 # resume): allowed, so that they load without a warning as their fields, which every reader

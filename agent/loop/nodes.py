@@ -26,8 +26,7 @@ from agent.loop.proposal import ask_for_concept, failure_event, feedback, pool_l
 from agent.loop.stall import HOT_TEMPERATURE_BOOST, budget_spent, next_strategy, stall_trigger
 from agent.loop.state import AtomScore, Label, NeuronState, Proposal
 from tools.history import Event, Step, score_steps
-from tools.polysemantic import analyse
-from tools.text import default_embedder
+from tools import meanings, verdict
 
 
 # --- the start: the initial pool -----------------------------------------------------------
@@ -214,9 +213,12 @@ def finalize(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     if own is not None:
         concept, scores, reason = own.concept, own.scores, "a person's label, given in review"
     runners = [(s.concept, round(s.scores.auc, 4)) for s in state.ranked(ctx.criterion) if s.concept != concept][:3]
-    embedder = ctx.rules.embedder or default_embedder()
+    finalist = state.finalist(concept)
+    fresh = finalist.activations[-finalist.fresh:] if finalist and finalist.fresh else None
+    trust = verdict.label_verdict(ctx.engine, state.unit, fresh)
     return {"label": Label(concept=concept, scores=scores, runners_up=runners, criterion=ctx.criterion.name,
-                           reason=reason, polysemanticity=analyse(state.steps, embedder))}
+                           reason=reason, polysemanticity=meanings.analyse(ctx.engine, state.unit, state.steps, concept),
+                           explained=trust.explained, confidence=trust)}
 
 
 

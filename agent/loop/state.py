@@ -15,6 +15,7 @@ from agent.llm import Usage
 from tools.history import History, Record, Source
 from tools.polysemantic import Polysemanticity
 from tools.scoring import Scores
+from tools.verdict import Verdict
 
 
 class Proposal(Record):
@@ -47,6 +48,8 @@ class Label(Record):
     polysemanticity: Polysemanticity | None = Field(None, description="meanings in the history (tools.polysemantic)")
     criterion: str = Field("", description="how concepts were compared (tools.criterion)")
     reason: str = Field("", description="why this concept is the label, in words")
+    explained: bool | None = Field(None, description="its fresh images pass the bar (tools.verdict); None: not judged")
+    confidence: Verdict | None = Field(None, description="the verdict with its evidence: AUC, MAD intervals, p")
 
 
 class NeuronState(History):

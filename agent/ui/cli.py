@@ -252,7 +252,7 @@ def _print_summary(run, states) -> None:
     from agent.ui.summaries import summary_row, unused_answers_text
 
     table = Table(title="labels")
-    for column in ("unit", "label", "AUC", "runners-up", "iter", "images", "LLM calls", "stop", "s"):
+    for column in ("unit", "label", "AUC", "explained", "runners-up", "iter", "images", "LLM calls", "stop", "s"):
         wide = column in ("label", "runners-up", "stop")
         table.add_column(column, overflow="fold" if wide else "ellipsis", ratio=3 if wide else None,
                          justify="left" if wide else "right")
@@ -260,7 +260,7 @@ def _print_summary(run, states) -> None:
     for row in rows.values():
         calls = f"{row['llm_calls']}" + (f" ({row['llm_failures']} failed)" if row["llm_failures"] else "")
         table.add_row(str(row["unit"]), safe(row["label"]), f"{row['auc']:.3f}" if row["auc"] is not None else "-",
-                      safe("; ".join(row["runners_up"][:2])), str(row["iterations"]), str(row["images"]),
+                      trust_cell(row), safe("; ".join(row["runners_up"][:2])), str(row["iterations"]), str(row["images"]),
                       calls, safe(row["stop"]), f"{row['seconds']:.0f}")
     console.print(table)
     for unit, row in rows.items():
@@ -273,6 +273,16 @@ def _print_summary(run, states) -> None:
                 f"was scored ({unused_answers_text(states[unit])}); operators and the initial pool chose "
                 f"{safe(repr(row['label']))}. {advice}; details: line history {safe(run.id)} --unit {unit}",
                 highlight=False, soft_wrap=True)
+
+
+def trust_cell(row: dict) -> str:
+    """'yes 0.98 [0.95, 1.00] p 0.001' / 'no ...' / '-': the verdict and its fresh AUC (tools.verdict)."""
+    if row.get("explained") is None:
+        return "-"
+    interval = row.get("fresh_auc_interval") or [None, None]
+    numbers = (f" {row['fresh_auc']:.2f} [{interval[0]:.2f}, {interval[1]:.2f}] p {row['p']:.2g}"
+               if row.get("fresh_auc") is not None else "")
+    return ("yes" if row["explained"] else "no") + numbers
 
 
 def cmd_history(args: argparse.Namespace) -> None:
@@ -318,6 +328,10 @@ def cmd_history(args: argparse.Namespace) -> None:
                       f"MAD {state.label.scores.mad:.2f}); stop: {safe(state.stop_reason)}")
         if state.label.reason:
             console.print(f"why: {safe(state.label.reason)}")
+        if state.label.confidence:
+            console.print(f"verdict: {safe(state.label.confidence.text())}")
+        if state.label.polysemanticity:
+            console.print(f"meanings: {safe(state.label.polysemanticity.describe())}")
 
 
 # --- entry point ---------------------------------------------------------------------------

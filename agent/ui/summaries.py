@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from agent.loop.state import NeuronState
 from tools.criterion import Criterion
+from tools.verdict import trust_row
 
 
 def labelled_without_llm(state: NeuronState) -> bool:
@@ -50,6 +51,7 @@ def summary_row(state: NeuronState, criterion: Criterion) -> dict:
         "llm_failures": state.usage.llm_failures,
         "without_llm": labelled_without_llm(state),
         "polysemantic": bool(label and label.polysemanticity and label.polysemanticity.polysemantic),
+        **trust_row(label.confidence if label else None, label.polysemanticity if label else None),
         "stop": state.stop_reason or ("waiting for review" if not label else ""),
         "seconds": round(state.elapsed, 1),
     }

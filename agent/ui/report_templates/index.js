@@ -1,9 +1,11 @@
-// The index table: sort by a clicked column, show only rows above a minimum AUC.
+// The index table: sort by a clicked column; filter by minimum AUC, maximum p, verdict, polysemantic.
 (function () {
   const table = document.getElementById("units");
   const body = table.tBodies[0];
   const minAuc = document.getElementById("min-auc");
   const polyOnly = document.getElementById("poly-only");
+  const maxP = document.getElementById("max-p");
+  const verdict = document.getElementById("verdict");
   const shown = document.getElementById("shown");
 
   function key(row, column, type) {
@@ -30,7 +32,9 @@
     const minimum = parseFloat(minAuc.value) || 0;
     let visible = 0;
     Array.from(body.rows).forEach(function (row) {
-      const keep = parseFloat(row.dataset.auc) >= minimum && (!polyOnly.checked || row.dataset.poly === "1");
+      const pMax = maxP.value === "" ? 1 : parseFloat(maxP.value);
+      const keep = parseFloat(row.dataset.auc) >= minimum && (!polyOnly.checked || row.dataset.poly === "1")
+        && parseFloat(row.dataset.p) <= pMax && (verdict.value === "" || row.dataset.explained === verdict.value);
       row.hidden = !keep;
       visible += keep ? 1 : 0;
     });
@@ -39,5 +43,7 @@
 
   minAuc.addEventListener("input", filter);
   polyOnly.addEventListener("change", filter);
+  maxP.addEventListener("input", filter);
+  verdict.addEventListener("change", filter);
   filter();
 })();

@@ -1,0 +1,224 @@
+"""Meanings from evidence: when two groups of concepts are distinct reasons for a unit to fire.
+
+Words are no evidence: MiniLM puts "plain gray" and "gray hearts" far apart, yet a unit that
+fires on both may respond to one thing, the gray. Two concepts count as distinct meanings
+only when each still drives the unit where the other's attributes are absent, shown on
+fresh images (seeds the loop never used):
+
+1. Candidates: every concept the history scored at AUC >= `threshold` on its own images, the
+   label's finalists among them; one per scene (the generator's canonical form); simplest
+   first (fewest words), then by AUC. A meaning's name is its simplest concept.
+2. The first candidate that its fresh images confirm (`confirmed`) opens the first meaning.
+3. Each later candidate C is compared with each meaning M so far, both ways: C with M's
+   attributes removed (`generator.ablate`, the counterfactual the `ablate_concept` tool
+   draws), on fresh seeds, keeping only the images whose drawn scene shows none of M's
+   attribute words (a contrast image: "vertical stripes" drawn orange by chance says nothing
+   against an orange unit); and M without C's attributes, the same way. When both still drive
+   the unit, C is distinct from M. C joins the first meaning it is not distinct from; when it
+   is distinct from all, it opens a new meaning, its evidence the images that showed it.
+4. A meaning must drive the unit at least `MIN_RELATIVE` as hard as the strongest one (mean
+   fresh activation above the control's mean): a shape that half-fires a blob detector is
+   not a second meaning. Shared unnamed drivers count too: when every firing image of both
+   tests shows one attribute the generator chose itself (a random colour), they are the same.
+5. The unit is polysemantic when two or more meanings are confirmed.
+
+"Drives the unit" (`confirmed`): at least `min_images` fresh images, AUC >= `threshold`, the
+AUC's bootstrap interval (tools.verdict) above `min_auc_low`, and p <= `max_p` against the
+control set. One lucky image among a few cannot pass: the interval's low end falls to chance.
+
+The unit's activations come through `Probe` (tools.engine.Engine satisfies it); everything
+else is pure. Results are pydantic models (JSON as is) and keep every test's evidence.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Protocol, Sequence
+
+import numpy as np
+
+from tools.polysemantic import Comparison, Group, Meaning, Polysemanticity, Test, best_scores
+from tools.text import singular
+from tools.verdict import Evidence, evidence
+
+if TYPE_CHECKING:
+    from tools.history import Step
+
+MEANING_SEED = 1_000  # the confirm step's fresh seeds: a finalist's fresh images are reused from the cache
+IMAGES = 4  # fresh images per test
+EXTRA = 4  # more seeds to draw from when contrast images drop some
+MAX_CANDIDATES = 6
+MAX_MEANINGS = 3
+MIN_RELATIVE = 0.5  # a meaning drives the unit at least half as hard (mean above control) as the strongest one
+_FUNCTION_WORDS = {"a", "an", "the", "on", "of", "and", "with", "background", "in", "some"}
+
+
+class Probe(Protocol):
+    """What the analysis needs of the scoring engine."""
+
+    generator: object
+
+    def render(self, prompts: Sequence[str], seeds: Sequence[int]) -> tuple[list, int]: ...
+
+    def image_activations(self, refs: Sequence) -> np.ndarray: ...
+
+    def control_activations(self) -> np.ndarray: ...
+
+
+def content_words(text: str) -> set[str]:
+    return {singular(w) for w in re.findall(r"[a-z0-9]+", text.lower())} - _FUNCTION_WORDS
+
+
+def candidates(steps: Sequence[Step], generator, label: str | None, threshold: float,
+               limit: int = MAX_CANDIDATES) -> list[tuple[str, float]]:
+    """(concept, AUC on its loop images): strong concepts, one per scene, simplest first."""
+    scores = best_scores(steps)
+    strong = sorted(((c, a) for c, a in scores.items() if a >= threshold or c == label),
+                    key=lambda item: (len(item[0].split()), -item[1]))
+    seen: dict[str, str] = {}
+    for concept, _ in sorted(strong, key=lambda item: -item[1]):  # per scene, the best-scoring spelling
+        interpretation = generator.interpret(concept)
+        seen.setdefault(interpretation.canonical or concept, concept)
+    kept = set(seen.values())
+    chosen = [(c, a) for c, a in strong if c in kept]
+    if label is not None and all(c != label for c, _ in chosen[:limit]):
+        chosen = [item for item in chosen if item[0] != label][: limit - 1] + [(label, scores.get(label, 0.0))]
+        chosen.sort(key=lambda item: (len(item[0].split()), -item[1]))
+    return chosen[:limit]
+
+
+class Analyst:
+    """Runs the fresh-image tests for one unit, memoising them."""
+
+    def __init__(self, probe: Probe, unit: int, *, threshold: float = 0.85, min_auc_low: float = 0.6,
+                 max_p: float = 0.01, images: int = IMAGES, min_images: int = 3, seed: int = MEANING_SEED):
+        self.probe, self.unit = probe, unit
+        self.threshold, self.min_auc_low, self.max_p = threshold, min_auc_low, max_p
+        self.images, self.min_images, self.seed = images, min_images, seed
+        self.control = probe.control_activations()[:, unit]
+        self.rendered = 0
+        self._memo: dict[tuple[str, str], Test] = {}
+
+    def drives(self, ev: Evidence) -> bool:
+        return (ev.images >= self.min_images and ev.auc is not None and ev.auc >= self.threshold and ev.auc_low >= self.min_auc_low
+                and ev.p <= self.max_p)
+
+    def test(self, concept: str, without: str = "") -> Test:
+        key = (concept, without)
+        if key not in self._memo:
+            self._memo[key] = self._test(concept, without)
+        return self._memo[key]
+
+    def _test(self, concept: str, without: str) -> Test:
+        generator = self.probe.generator
+        banned = content_words(without) if without else set()
+        seeds, prompts, acts, keep = [], [], [], []
+        for block in (range(self.seed, self.seed + self.images), range(self.seed + self.images, self.seed + self.images + EXTRA)):
+            if block.start > self.seed and (not without or len(keep) >= self.images):
+                break  # more seeds only when contrast images dropped some
+            new = [generator.prompt(concept, s) for s in block]
+            if without:
+                new = [generator.ablate(p, without) for p in new]
+            refs, rendered = self.probe.render(new, list(block))
+            self.rendered += rendered
+            for i, (seed, prompt, act) in enumerate(zip(block, new, self.probe.image_activations(refs)[:, self.unit])):
+                seeds.append(seed), prompts.append(prompt), acts.append(float(act))
+                if not banned or not content_words(generator.drawn(prompt, seed)) & banned:
+                    keep.append(len(seeds) - 1)
+        dropped = len(seeds) - len(keep)
+        keep = keep[: self.images]
+        drawn_as = prompts[0] if len(set(prompts)) == 1 else concept
+        ev = evidence([acts[i] for i in keep], self.control, "control")
+        return Test(concept=concept, without=without, drawn_as=drawn_as, seeds=[seeds[i] for i in keep],
+                    scenes=[generator.drawn(prompts[i], seeds[i]) for i in keep],
+                    dropped=dropped, evidence=ev, passed=self.drives(ev), informative=len(keep) >= self.min_images)
+
+    def compare(self, candidate: str, meaning: str) -> Comparison:
+        """Distinct when each drives the unit without the other's attributes; the same when one
+        of them, drawn without the other's attributes, no longer does; undecided when the
+        generator cannot draw one without the other's attributes."""
+        forward = self.test(candidate, meaning)
+        backward = self.test(meaning, candidate) if forward.passed or not forward.informative else None
+        tests = [t for t in (forward, backward) if t is not None]
+        shared: set[str] = set()
+        if any(t.informative and not t.passed for t in tests):
+            outcome = "same"
+        elif all(t.informative for t in tests) and len(tests) == 2:
+            shared = self.common_drivers(forward) & self.common_drivers(backward)
+            outcome = "same" if shared else "distinct"
+        else:
+            outcome = "undecided"
+        return Comparison(candidate=candidate, meaning=meaning, forward=forward, backward=backward,
+                          distinct=outcome == "distinct", outcome=outcome, shared=sorted(shared))
+
+    def common_drivers(self, test: Test) -> set[str]:
+        """Words of the scene drawn on every firing image of `test` (above the control's 95th
+        percentile), counting the choices the generator made itself: "diagonal stripes" and
+        "gradient" that both fire only when drawn yellow share a driver, yellow."""
+        floor = float(np.percentile(self.control, 95))
+        firing = [content_words(scene) for scene, act in zip(test.scenes, test.evidence.activations) if act > floor]
+        return set.intersection(*firing) if len(firing) >= 2 else set()
+
+
+def analyse(probe: Probe, unit: int, steps: Sequence[Step], label: str | None = None, *,
+            threshold: float = 0.85, min_auc_low: float = 0.6, max_p: float = 0.01, images: int = IMAGES,
+            max_candidates: int = MAX_CANDIDATES, max_meanings: int = MAX_MEANINGS) -> Polysemanticity:
+    """The unit's meanings, each confirmed on fresh images and shown distinct by ablations
+    and contrast images (module docstring)."""
+    analyst = Analyst(probe, unit, threshold=threshold, min_auc_low=min_auc_low, max_p=max_p, images=images)
+    pool = [c for c, _ in candidates(steps, probe.generator, label, threshold, max_candidates)]
+    scores = best_scores(steps)
+    meanings: list[Meaning] = []
+    comparisons: dict[tuple[str, str], Comparison] = {}
+    unconfirmed: list[str] = []
+    pending = list(pool)
+    changed = True
+    while pending and changed:  # candidates left undecided get another pass once a new meaning opens
+        changed = False
+        for concept in list(pending):
+            if not meanings:
+                own = analyst.test(concept)
+                pending.remove(concept)
+                if own.passed:
+                    meanings.append(Meaning(concept=concept, concepts=[concept], evidence=own,
+                                            why="the first candidate confirmed on fresh images"))
+                    changed = True
+                else:
+                    unconfirmed.append(concept)
+                continue
+            results = []
+            for meaning in meanings:
+                key = (concept, meaning.concept)
+                if key not in comparisons:
+                    comparisons[key] = analyst.compare(concept, meaning.concept)
+                results.append((meaning, comparisons[key]))
+                if comparisons[key].outcome == "same":
+                    break
+            same = next((m for m, c in results if c.outcome == "same"), None)
+            if same is not None:
+                same.concepts.append(concept)
+                pending.remove(concept)
+                changed = True
+            elif all(c.outcome == "distinct" for _, c in results) and len(meanings) < max_meanings:
+                tests = [t for _, c in results for t in (c.forward, c.backward) if t is not None]
+                meanings.append(Meaning(
+                    concept=concept, concepts=[concept], evidence=results[0][1].forward, distinct=tests,
+                    why="drives the unit where " + " and ".join(repr(m.concept) for m, _ in results)
+                        + " are absent, and each of those drives it without this one's attributes"))
+                pending.remove(concept)
+                changed = True
+    unconfirmed += [f"{c} (undecided)" for c in pending]
+    excess = {m.concept: float(np.mean(m.evidence.evidence.activations)) - float(analyst.control.mean()) for m in meanings}
+    strongest = max(excess.values(), default=0.0)
+    weak = [m for m in meanings if excess[m.concept] < MIN_RELATIVE * strongest]
+    unconfirmed += [f"{c} (drives the unit less than {MIN_RELATIVE:.0%} as hard as the strongest meaning)"
+                    for m in weak for c in m.concepts]
+    meanings = [m for m in meanings if m not in weak]
+    for meaning in meanings:  # named by its simplest, then strongest, concept
+        meaning.concept = min(meaning.concepts, key=lambda c: (len(c.split()), -scores.get(c, 0.0)))
+    groups = [Group(concepts=m.concepts, best=max(m.concepts, key=lambda c: scores.get(c, 0.0)),
+                    auc=max(scores.get(c, 0.0) for c in m.concepts)) for m in meanings]
+    return Polysemanticity(groups=groups, polysemantic=len(meanings) >= 2, senses=[m.concept for m in meanings],
+                           score_threshold=threshold, method="evidence", meanings=meanings,
+                           comparisons=list(comparisons.values()), unconfirmed=unconfirmed,
+                           images_rendered=analyst.rendered)

@@ -1,0 +1,208 @@
+"""How sure a label is: confirmation evidence on fresh images, with intervals and a p-value,
+and the verdict it supports: explained, or unexplained by what the generator can draw.
+
+The evidence is the label's fresh images only (the confirm step's block, seeds the loop never
+used): the loop's own images chose the label, so they would flatter it. On them:
+
+- AUC and MAD against the control set, each with a bootstrap interval: images of the
+  concept and of the control resampled with replacement (`BOOTSTRAP` draws, a fixed seed),
+  the `LEVEL` central interval. One lucky image among a few gives a wide interval whose low
+  end sits near chance: the bar below asks for its low end, not the point.
+- The one-sided Mann-Whitney p-value (concept > control), as `tools.scoring` computes it.
+- Where natural photos are at hand (a `dir:` control set, or the ImageNet samples of the
+  shared data folder), the same AUC against them: drawings that fire the unit less than
+  ordinary photos do explain nothing about what the unit does on photos.
+
+The bar (`Bar`): at least `min_images` fresh images, p <= `max_p`, the AUC interval's low
+end >= `min_auc_low`, MAD > 0, and, with natural photos, the AUC against them >=
+`min_natural_auc`. A label that passes is *explained*; one that does not is reported as
+unexplained, with its best guess and the numbers. Pure numpy; pydantic results.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from tools.scoring import mad as mad_of
+from tools.scoring import mann_whitney
+
+BOOTSTRAP = 1000
+NATURAL_EVERY = 4  # the verdict's natural photos: every 4th ImageNet sample (250 classes across the 1000)
+LEVEL = 0.90
+SEED = 0
+
+
+class Bar(BaseModel):
+    """What confirmation evidence must show for a label to count as explained."""
+
+    min_images: int = 3
+    max_p: float = 0.01
+    min_auc_low: float = 0.7
+    min_natural_auc: float = 0.8
+
+    def text(self) -> str:
+        return (f"at least {self.min_images} fresh images, p <= {self.max_p:g}, AUC's {LEVEL:.0%} interval above "
+                f"{self.min_auc_low:g}, MAD > 0, and AUC >= {self.min_natural_auc:g} against natural photos where "
+                "they are at hand")
+
+
+class Evidence(BaseModel):
+    """A concept's fresh images against one control set: AUC and MAD with bootstrap intervals."""
+
+    control: str = Field(description="the control set compared against")
+    images: int = Field(description="fresh images of the concept")
+    controls: int = Field(0, description="control images")
+    auc: float | None = Field(None, description="None: no images")
+    auc_low: float | None = None
+    auc_high: float | None = None
+    mad: float | None = None
+    mad_low: float | None = None
+    mad_high: float | None = None
+    p: float = 1.0
+    activations: list[float] = Field(default_factory=list, description="the unit's activation on each fresh image")
+
+    def text(self) -> str:
+        if self.auc is None:
+            return f"no fresh images vs {self.controls} {self.control}"
+        return (f"AUC {self.auc:.3f} [{self.auc_low:.2f}, {self.auc_high:.2f}], MAD {self.mad:.2f} "
+                f"[{self.mad_low:.2f}, {self.mad_high:.2f}], p {self.p:.2g}, {self.images} fresh images vs "
+                f"{self.controls} {self.control}")
+
+
+class Verdict(BaseModel):
+    """Explained or not, why, and the evidence."""
+
+    explained: bool
+    reason: str
+    evidence: Evidence | None = Field(None, description="the label's fresh images against the run's control set")
+    natural: Evidence | None = Field(None, description="... against natural photos, where at hand")
+    bar: Bar = Field(default_factory=Bar)
+
+    def text(self) -> str:
+        return ("explained" if self.explained else "unexplained") + f": {self.reason}"
+
+
+def evidence(concept: Sequence[float], control: Sequence[float], name: str = "control",
+             rounds: int = BOOTSTRAP, seed: int = SEED) -> Evidence:
+    """AUC, MAD (bootstrap intervals) and p of `concept` activations against `control`."""
+    x = np.asarray(concept, dtype=np.float64).ravel()
+    y = np.asarray(control, dtype=np.float64).ravel()
+    if len(x) == 0 or len(y) == 0:
+        return Evidence(control=name, images=len(x), controls=len(y))
+    u, p = mann_whitney(x[:, None], y[:, None])
+    auc = float(u[0] / (len(x) * len(y)))
+    mad = float(mad_of(x[:, None], y[:, None])[0])
+    aucs, mads = bootstrap(x, y, rounds, seed)
+    tail = (1 - LEVEL) / 2 * 100
+    return Evidence(control=name, images=len(x), controls=len(y), auc=auc, mad=mad, p=float(p[0]),
+                    auc_low=float(np.percentile(aucs, tail)), auc_high=float(np.percentile(aucs, 100 - tail)),
+                    mad_low=float(np.percentile(mads, tail)), mad_high=float(np.percentile(mads, 100 - tail)),
+                    activations=[float(a) for a in x])
+
+
+def bootstrap(x: np.ndarray, y: np.ndarray, rounds: int = BOOTSTRAP, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
+    """AUC and MAD of `rounds` resamples (with replacement) of both sets."""
+    rng = np.random.default_rng(seed)
+    xs = x[rng.integers(0, len(x), (rounds, len(x)))]
+    ys = np.sort(y[rng.integers(0, len(y), (rounds, len(y)))], axis=1)
+    aucs = np.empty(rounds)
+    for b in range(rounds):
+        below = np.searchsorted(ys[b], xs[b], "left")
+        up_to = np.searchsorted(ys[b], xs[b], "right")
+        aucs[b] = (below + (up_to - below) / 2).sum() / (len(x) * len(y))
+    mads = (xs.mean(axis=1) - ys.mean(axis=1)) / (ys.std(axis=1) + 1e-8)
+    return aucs, mads
+
+
+def judge(fresh: Sequence[float] | None, control: Sequence[float], natural: Sequence[float] | None = None, *,
+          control_name: str = "control", natural_name: str = "natural photos", bar: Bar | None = None) -> Verdict:
+    """The verdict on a label from its fresh activations (None: it was never confirmed on
+    fresh images), the control set's, and natural photos' where at hand."""
+    bar = bar or Bar()
+    if fresh is None or len(fresh) == 0:
+        return Verdict(explained=False, bar=bar,
+                       reason="never confirmed on fresh images (no confirm step): nothing shows it beyond the "
+                              "images that chose it")
+    ev = evidence(fresh, control, control_name)
+    nat = evidence(fresh, natural, natural_name) if natural is not None and len(natural) else None
+    failures = []
+    if ev.images < bar.min_images:
+        failures.append(f"only {ev.images} fresh images (< {bar.min_images})")
+    if not ev.p <= bar.max_p:
+        failures.append(f"p {ev.p:.2g} > {bar.max_p:g} against {control_name}")
+    if ev.auc_low is None or not ev.auc_low >= bar.min_auc_low:
+        failures.append(f"AUC interval [{ev.auc_low:.2f}, {ev.auc_high:.2f}] reaches below {bar.min_auc_low:g}")
+    if ev.mad is None or not ev.mad > 0:
+        failures.append(f"MAD {ev.mad:.2f} <= 0")
+    if nat is not None and nat.auc is not None and not nat.auc >= bar.min_natural_auc:
+        failures.append(f"against {natural_name} AUC {nat.auc:.2f} < {bar.min_natural_auc:g}: the drawings fire "
+                        "the unit " + ("less than" if nat.auc < 0.5 else "hardly more than") + " ordinary photos do")
+    if failures:
+        return Verdict(explained=False, evidence=ev, natural=nat, bar=bar,
+                       reason="unexplained by what the generator can draw (best guess shown): " + "; ".join(failures))
+    where = f"; against {natural_name} AUC {nat.auc:.2f}" if nat is not None else ""
+    return Verdict(explained=True, evidence=ev, natural=nat, bar=bar,
+                   reason=f"{ev.text()}{where}: passes the bar ({bar.text()})")
+
+
+# --- the label's verdict from a run's engine ------------------------------------------------------
+def natural_photos(engine) -> tuple[str, np.ndarray] | None:
+    """(name, photos x units activations) of natural photos for `engine`'s layer: its own
+    control set when that is a folder of photos (`dir:`), else the ImageNet samples of the
+    shared data folder when LINE_SHARED_DATA names one; None otherwise. Activations go
+    through the engine's cache, so a layer pays for the photos once."""
+    import os
+    from pathlib import Path
+
+    from tools.control import NATURAL_SAMPLES, load_control_set
+
+    if engine.control.spec.startswith("dir:"):
+        return "the control photos", engine.control_activations()
+    root = os.environ.get("LINE_SHARED_DATA")
+    folder = Path(root).expanduser() / NATURAL_SAMPLES if root else None
+    if folder is None or not folder.is_dir():
+        return None
+    memo = engine.__dict__.setdefault("_natural_photos", {})
+    if folder not in memo:
+        photos = load_control_set(f"dir:{folder}", engine.cache)
+        chosen = list(range(0, len(photos), NATURAL_EVERY))
+        memo[folder] = (engine.activations([photos.keys[i] for i in chosen], lambda i: photos.load(chosen[i]))
+                        if chosen else None)
+    acts = memo[folder]
+    return (f"{len(acts)} ImageNet sample photos", acts) if acts is not None else None
+
+
+def label_verdict(engine, unit: int, fresh: Sequence[float] | None, bar: Bar | None = None) -> Verdict:
+    """`judge` with the engine's control set and, where at hand, natural photos."""
+    control = engine.control_activations()[:, unit]
+    natural = natural_photos(engine)
+    name = f"control {engine.control.spec}"
+    if natural is not None and natural[1] is engine.control_activations():
+        return judge(fresh, control, control, control_name=name, natural_name=natural[0], bar=bar)
+    return judge(fresh, control, None if natural is None else natural[1][:, unit], control_name=name,
+                 natural_name=natural[0] if natural else "natural photos", bar=bar)
+
+
+def trust_row(verdict: Verdict | None, polysemanticity=None) -> dict:
+    """Table columns of a label's verdict (None where it was never judged): the unit table,
+    `--json` and the evals share them."""
+    ev = verdict.evidence if verdict else None
+    nat = verdict.natural if verdict else None
+
+    def r(value, digits=3):
+        return None if value is None else round(value, digits)
+
+    return {
+        "explained": verdict.explained if verdict else None,
+        "fresh_images": ev.images if ev else None,
+        "fresh_auc": r(ev.auc) if ev else None,
+        "fresh_auc_interval": [r(ev.auc_low), r(ev.auc_high)] if ev else None,
+        "fresh_mad": r(ev.mad, 2) if ev else None,
+        "fresh_mad_interval": [r(ev.mad_low, 2), r(ev.mad_high, 2)] if ev else None,
+        "p": float(f"{ev.p:.3g}") if ev else None,
+        "natural_auc": r(nat.auc) if nat else None,
+        "meanings": [m.concept for m in polysemanticity.meanings] if polysemanticity is not None else [],
+    }
