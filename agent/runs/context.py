@@ -1,0 +1,67 @@
+"""The runtime context of a labelling run, built from its settings: the engine's concept
+rules, the LLM client, the criterion and the layer-wide sweep's concepts."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from agent.config import LoopConfig, Settings
+from agent.llm import make_chat_model
+from agent.loop.context import LineContext
+from tools.concepts import ConceptRules, concept_problem
+from tools.engine import Engine
+from tools.errors import LineError
+from tools.generators.base import Atom, ImageGenerator
+from tools.text import default_embedder
+
+log = logging.getLogger(__name__)
+
+
+def build_context(settings: Settings, engine: Engine, chat=None) -> LineContext:
+    """The runtime context of a run; `chat` overrides the configured provider (tests, evals)."""
+    embedder = default_embedder() if settings.loop.dedup else None
+    if chat is None and settings.loop.max_llm_calls > 0:
+        chat = make_chat_model(settings.llm)
+    loop = settings.loop
+    rules = ConceptRules(engine.generator, embedder, loop.dedup_threshold, dedup=loop.dedup)
+    return LineContext(engine=engine, rules=rules,
+                       loop=loop, chat=chat, temperature=settings.llm.temperature, llm_retries=settings.llm.retries,
+                       criterion=loop.judge(),
+                       atoms=sweep_atoms(loop, engine.generator) if loop.sweep else [])
+
+
+def labelling_context(settings: Settings, engine: Engine, chat=None) -> LineContext | None:
+    """The runtime context to label here (`chat` overrides the configured LLM), built before
+    a run exists so that a failed start leaves nothing behind; None on Ray, whose workers
+    build their own from the settings."""
+    if settings.cluster.backend == "local":
+        return build_context(settings, engine, chat)
+    if chat is not None:
+        raise LineError("a chat model in memory cannot travel to Ray workers.",
+                        "Configure the LLM in [llm] (each worker builds its own), or set cluster.backend = \"local\".")
+    if engine.model_name.startswith("live:"):
+        raise LineError("a torch module in memory cannot travel to Ray workers.",
+                        "Give the model as a spec they can load (package.module:factory, timm:NAME...), or set "
+                        "cluster.backend = \"local\".")
+    return None
+
+
+def sweep_atoms(loop: LoopConfig, generator: ImageGenerator) -> list[Atom]:
+    """The layer-wide sweep's concepts: `loop.sweep_concepts` (a file, one a line), else the
+    generator's atoms."""
+    if not loop.sweep_concepts:
+        return generator.atoms()
+    path = Path(loop.sweep_concepts).expanduser()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise LineError(f"cannot read loop.sweep_concepts {str(path)!r} ({error.__class__.__name__}).",
+                        "Point it at a UTF-8 text file with one concept a line.") from error
+    concepts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    problems = {c: concept_problem(c, generator) for c in dict.fromkeys(concepts)}
+    refused = [c for c, problem in problems.items() if problem is not None]
+    if refused:
+        log.warning("loop.sweep_concepts: %d of %d concepts skipped (%s%s).", len(refused), len(problems),
+                    problems[refused[0]], ", ..." if len(refused) > 1 else "")
+    return [Atom("concepts", c, c) for c, problem in problems.items() if problem is None]
