@@ -7,6 +7,7 @@ e.g. `LINE_LLM__PROVIDER=openai`, `LINE_LOOP__MAX_ITERATIONS=20`.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -194,14 +195,39 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
 
     try:
         return Settings.model_validate(FromFile(**overrides).model_dump())
-    except SettingsError as error:  # a section given as one variable, not as JSON
+    except SettingsError as error:  # a variable that must be JSON (a section, a list) is not
         field = re.search(r'field "(\w+)"', str(error))
-        variable = f"{ENV_PREFIX}{field.group(1).upper()}" if field else "a LINE_* variable"
-        raise LineError(f"environment variable {variable} is not valid JSON for section {field.group(1) if field else ''!r}.",
-                        f"Give JSON ({variable}='{{\"key\": \"value\"}}'), or set one key: {variable}__KEY=value.")
+        raise _not_json(field.group(1) if field else "") from None
     except ValidationError as error:
         raise LineError(f"bad configuration{f' in {path}' if path else ''}: {_describe(error)}.",
                         "See README.md, section Configuration, for the keys and their types.")
+
+
+def _not_json(field: str) -> LineError:
+    """The error for the LINE_* variable of `field` that is not the JSON it must be: the
+    section itself (LINE_LLM), or one of its list or dict keys (LINE_LLM__SCRIPT)."""
+    section = f"{ENV_PREFIX}{field.upper()}"
+    model = Settings.model_fields[field].annotation if field in Settings.model_fields else None
+    for variable, value in sorted(os.environ.items()):
+        name = variable.upper()
+        key = name.removeprefix(section + "__").lower()
+        if name == section or not name.startswith(section + "__") or not isinstance(model, type):
+            continue
+        kind = getattr(model.model_fields.get(key), "annotation", None)
+        if getattr(kind, "__origin__", kind) in (list, dict) and not _is_json(value):
+            example = '["a", "b"]' if getattr(kind, "__origin__", kind) is list else '{"key": "value"}'
+            return LineError(f"environment variable {variable} is not valid JSON (got {value[:40]!r}).",
+                             f"Give JSON: {variable}='{example}'.")
+    return LineError(f"environment variable {section} is not valid JSON for section {field!r}.",
+                     f"Give JSON ({section}='{{\"key\": \"value\"}}'), or set one key: {section}__KEY=value.")
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 def check_environment() -> None:

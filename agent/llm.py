@@ -266,7 +266,7 @@ def ask_structured(chat: BaseChatModel, messages: list, schema: type[BaseModel],
         except LineError:
             raise
         except Exception as error:
-            check_reachable(error, "Check the server or llm.base_url, then resume the run (line label --resume <run-id>).")
+            check_reachable(error, "Check the server or llm.base_url.")  # the caller says how to go on
             kind = transport_failure(error)
             reply.failures.append(describe_failure(error) + (" (after the client's retries)" if kind else ""))
             if kind is None:

@@ -204,7 +204,7 @@ class Run:
             for mode, chunk in stream:
                 if mode == "updates":
                     node = next((name for name in chunk if name != "__interrupt__"), node)
-                elif on_update and node:
+                elif on_update and node and "__interrupt__" not in chunk:  # a pause for review: no new state
                     on_update(unit, node, neuron_state(chunk))
                 if self._stop.is_set():  # another unit failed or was interrupted
                     stream.close()
@@ -220,6 +220,11 @@ class Run:
         """The units the unit table does not record as finished, in the run's order."""
         table = self.store.units()
         return [unit for unit in self.units if unit not in table or table[unit].status != DONE]
+
+    def waiting(self) -> list[int]:
+        """The units paused for a person's review (`loop.review`), in the run's order."""
+        table = self.store.units()
+        return [unit for unit in self.units if unit in table and table[unit].status == WAITING]
 
     def states(self, graph=None) -> dict[int, NeuronState]:
         """The current state of every unit that has started."""

@@ -159,6 +159,17 @@ def cmd_label(args: argparse.Namespace) -> None:
                                            "(add --config FILE or --device to mend the device, the LLM or budgets)")
     _print_summary(run, states)
     console.print(f"history: {safe(run.folder / 'history.json')}")
+    _say_who_waits(run, resume)
+
+
+def _say_who_waits(run, resume: str) -> None:
+    """Units paused for review (`loop.review`) where no terminal could ask a person: how to go on."""
+    from agent.runs.run import units_text
+
+    waiting = run.waiting()
+    if waiting:
+        err_console.print(f"units {units_text(waiting)} wait for a person's review, which needs a terminal: "
+                          f"resume on one with: {safe(resume)}", highlight=False, soft_wrap=True)
 
 
 def _resumed(args: argparse.Namespace):
@@ -257,6 +268,9 @@ def _print_summary(run, states) -> None:
         table.add_column(column, overflow="fold" if wide else "ellipsis", ratio=3 if wide else None,
                          justify="left" if wide else "right")
     rows = {unit: summary_row(state, run.settings.loop.judge()) for unit, state in states.items()}
+    for unit in run.waiting():
+        if unit in rows:
+            rows[unit]["stop"] = "waiting for review"
     for row in rows.values():
         calls = f"{row['llm_calls']}" + (f" ({row['llm_failures']} failed)" if row["llm_failures"] else "")
         table.add_row(str(row["unit"]), safe(row["label"]), f"{row['auc']:.3f}" if row["auc"] is not None else "-",
