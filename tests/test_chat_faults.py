@@ -12,7 +12,7 @@ from agent.config import load_settings
 from agent.llm import ScriptedChatModel, ask_structured, make_chat_model
 from agent.loop.proposal import ConceptAnswer
 from evals.fake_openai import FakeOpenAI
-from tests.conftest import COLOUR_NET, line
+from tests.helpers import COLOUR_NET, line
 
 
 @pytest.fixture(autouse=True)
