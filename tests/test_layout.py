@@ -34,7 +34,7 @@ def _old_run(tmp_path) -> Run:
 def test_a_run_written_by_the_old_layout_resumes_to_its_label(tmp_path):
     run = _old_run(tmp_path)
     waiting = run.states()[0]
-    assert waiting.label is None and waiting.phase == "review" and waiting.usage.llm_calls == 4
+    assert waiting.label is None and waiting.usage.llm_calls == 4  # paused in review: no label yet
     settings = resume_settings(run, {"cache_dir": str(tmp_path / "cache"), "runs_dir": str(tmp_path / "runs")})
     run = Run.open("old-layout", tmp_path / "runs")
     context = build_context(settings, build_engine(settings), chat=ScriptedChatModel(replies=[say("blue noise")]))
@@ -49,12 +49,14 @@ def test_an_old_checkpoint_mid_search_goes_on_with_todays_nodes(tmp_path):
     run = _old_run(tmp_path)
     settings = resume_settings(run, {"cache_dir": str(tmp_path / "cache"), "runs_dir": str(tmp_path / "runs")})
     context = build_context(settings, build_engine(settings), chat=ScriptedChatModel(replies=[say("yellow noise")]))
-    graph = build_label_graph(run.store.checkpointer)
-    history = list(graph.get_state_history(run.thread_config(0)))
-    before = next(s for s in reversed(history) if s.next == ("propose",))
-    old = neuron_state(before.values)
-    for _ in graph.stream(None, before.config, context=context, stream_mode="updates"):
-        pass
-    state = neuron_state(graph.get_state(run.thread_config(0)).values)
+    with run.store.checkpointer() as checkpointer:
+        graph = build_label_graph(checkpointer)
+        history = list(graph.get_state_history(run.thread_config(0)))
+        assert history[0].next == ("review",)  # the old run waits for a person's review
+        before = next(s for s in reversed(history) if s.next == ("propose",))
+        old = neuron_state(before.values)
+        for _ in graph.stream(None, before.config, context=context, stream_mode="updates"):
+            pass
+        state = neuron_state(graph.get_state(run.thread_config(0)).values)
     assert state.usage.llm_calls > old.usage.llm_calls
     assert "yellow noise" in [s.concept for s in state.steps]

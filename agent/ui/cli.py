@@ -58,11 +58,11 @@ def _common(parser: argparse.ArgumentParser, layer: bool = True) -> None:
 
 # --- commands ------------------------------------------------------------------------------
 def cmd_layers(args: argparse.Namespace) -> None:
+    from tools.activations import layer_infos
     from tools.models import load_target_model
 
     settings = settings_from_args(args)
-    model = load_target_model(settings.model, settings.device)
-    layers = model.layers()
+    layers = layer_infos(load_target_model(settings.model, settings.device))
     if args.json:
         print(json.dumps([{"name": l.name, "type": l.type, "shape": list(l.shape), "units": l.units} for l in layers], indent=1))
         return
