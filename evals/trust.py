@@ -4,7 +4,7 @@ from its histories (issue 23), with the measures beyond AUC.
     python -m evals.trust --results evals/results/planted-finalists [--method ours] \
         [--suite planted | --model efficientnet-lite0 --layer _blocks.6] --out evals/results/NAME
 
-Each stored unit's state is finalised again as `agent.nodes.finalize` does now (the same
+Each stored unit's state is finalised again as `agent.loop.nodes.finalize` does now (the same
 label, from the same finalists): its verdict from the finalists' fresh images
 (tools.verdict, natural photos through LINE_SHARED_DATA) and its meanings from fresh-image
 tests (tools.meanings). The labelling itself is not repeated, so a whole results folder is

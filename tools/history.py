@@ -1,6 +1,6 @@
 """The generation history of one neuron, as data: scored steps and other events.
 
-It is the state the agent's graphs build (agent/state.py extends `History` with the loop's
+It is the state the agent's graphs build (agent/loop/state.py extends `History` with the loop's
 own fields) and what the typed tools read and append to. `score_step` turns one concept
 into a `Step` through the shared engine.
 """

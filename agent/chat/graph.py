@@ -15,7 +15,7 @@ place; `tools` runs the four typed tools of `tools.agent_tools` through ToolNode
 interface; `stall` applies the labelling loop's stall test and, on a stall, scores the next
 operator proposal and says so; `answer` ends every turn of a question with an answer in words,
 grounded in the history (agent.chat.answer). The state is the neuron's generation history (NeuronState)
-plus the conversation, checkpointed in the run's store (agent.store): a thread lives in
+plus the conversation, checkpointed in the run's store (agent.runs.store): a thread lives in
 `runs/chat-.../` like a run, and resumes on another day.
 """
 

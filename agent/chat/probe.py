@@ -38,7 +38,7 @@ MAX_ATTRIBUTES = 2  # attributes tested for one question ("colour or pattern?")
 HARDLY = 0.75  # every variant keeps this share of the concept's MAD: the attribute hardly matters
 MATTERS = 0.5  # a variant (or the ablation) falls below this share: the attribute matters
 
-# The question's words for each attribute group of agent.operators (plus the vocabulary's categories).
+# The question's words for each attribute group of agent.loop.operators (plus the vocabulary's categories).
 ATTRIBUTE_WORDS = {
     "colour": ("colour", "color", "colours", "colors", "coloured", "colored", "hue", "hues", "tint"),
     "kind": ("pattern", "patterns", "shape", "shapes", "texture", "textures", "form", "motif"),

@@ -57,7 +57,7 @@ class ChatSession:
 
     def __init__(self, run: Run, context: ChatContext | None):
         """`context` may be None to read the thread only; otherwise the session is the
-        thread's one writer until `close()` (agent.lock)."""
+        thread's one writer until `close()` (agent.runs.lock)."""
         self.run, self.context, self.unit = run, context, run.units[0]
         self._writing = run.writer() if context is not None else None
         if self._writing is not None:
