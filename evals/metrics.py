@@ -5,6 +5,8 @@
   same scene for both (same canonical form), or when their text embeddings are at least
   `MATCH_THRESHOLD` similar AND they name no conflicting attribute of the generator's
   vocabulary (MiniLM puts "vertical stripes" 0.94 from "horizontal stripes").
+- Strict match: a match that also names every colour (ink or background), orientation and
+  size that the truth or one of its accepted phrasings names (`Matcher.strict`).
 - Recovery (polysemantic units): the share of true concepts matched by some concept the
   method scored above `RECOVERY_AUC` while labelling.
 - CoSy (Kopf et al. 2024): AUC and MAD of the unit on `COSY_IMAGES` fresh images of the
@@ -63,6 +65,15 @@ class Matcher:
                 return "meaning"
         return ""
 
+    def strict(self, label: str, concept: Concept) -> bool:
+        """A match (`how`) that also names every colour, orientation and size the truth, or one
+        of its accepted phrasings, names: "diagonal stripes" is no strict match for orange
+        diagonal stripes. Background colours count as colours."""
+        if not self.how(label, concept):
+            return False
+        said = _strict_values(self.generator, label)
+        return any(_strict_values(self.generator, name) <= said for name in concept.names)
+
     def recovered(self, scored: list[tuple[str, float]], concepts: tuple[Concept, ...]) -> float:
         """Share of `concepts` matched by a scored concept with AUC above RECOVERY_AUC."""
         strong = [c for c, auc in scored if auc > RECOVERY_AUC]
@@ -77,6 +88,15 @@ class Matcher:
             if in_a and in_b and not in_a & in_b:
                 return True
         return False
+
+
+STRICT_SLOTS = {"colour": "colour", "background": "colour", "orientation": "orientation", "size": "size"}
+
+
+def _strict_values(generator: ProceduralGenerator, text: str) -> set[tuple[str, str]]:
+    """(attribute, value) pairs of the attributes a strict match must name."""
+    return {(STRICT_SLOTS[slot], value) for slot, values in generator.slots(text).items()
+            if slot in STRICT_SLOTS for value in values}
 
 
 def _words(text: str) -> set[str]:

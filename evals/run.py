@@ -45,7 +45,7 @@ from tools.text import default_embedder
 console = Console(width=None if sys.stdout.isatty() else 220, emoji=False)
 SCRIPTED_CONCEPTS = 40  # scripted LLM: this many closed-vocabulary concepts, in a fixed order
 COLUMNS = [  # (row key, table header, format)
-    ("match", "match", "{:.0%}"), ("recovered", "OR recovered", "{:.0%}"),
+    ("match", "match", "{:.0%}"), ("strict", "strict match", "{:.0%}"), ("recovered", "OR recovered", "{:.0%}"),
     ("cosy_auc_procedural", "CoSy AUC proc.", "{:.3f}"), ("cosy_mad_procedural", "CoSy MAD proc.", "{:.2f}"),
     ("cosy_auc_natural", "CoSy AUC ImageNet", "{:.3f}"), ("cosy_mad_natural", "CoSy MAD ImageNet", "{:.1f}"),
     ("auprc_procedural", "AUPRC proc.", "{:.3f}"), ("corr_procedural", "corr. proc.", "{:.3f}"),
@@ -225,7 +225,7 @@ def ground_truth(matcher: metrics.Matcher, planted: PlantedUnit, result: UnitRes
     targets = (planted.truth, *planted.concepts)
     how = next((h for h in (matcher.how(result.label, t) for t in targets) if h), "")
     row = {"name": planted.name, "kind": planted.kind, "truth": planted.truth.label, "match": bool(how),
-           "match_how": how, "recovered": None}
+           "strict": any(matcher.strict(result.label, t) for t in targets), "match_how": how, "recovered": None}
     if planted.concepts and not result.reference:
         row["recovered"] = matcher.recovered(result.scored or [(result.label, cosy_auc)], planted.concepts)
     return row

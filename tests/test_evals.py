@@ -6,10 +6,12 @@ import pytest
 
 from evals import run
 from evals.methods import closed_vocabulary
-from evals.planted import load_planted, load_suite, parse_detector
+from evals.metrics import Matcher
+from evals.planted import Concept, load_planted, load_suite, parse_detector
 from tools.activations import layer_infos
 from tools.errors import LineError
 from tools.generators.procedural import ProceduralGenerator
+from tools.text import default_embedder
 
 METHODS = ["oracle", "ours", "paper", "closed", "top-class", "one-shot"]
 
@@ -43,7 +45,24 @@ def test_table_has_every_method_and_metric(results):
 def test_oracle_label_scores_its_own_unit(results):
     result, _ = results
     oracle = [r for r in result["rows"] if r["method"] == "oracle"]
-    assert all(r["match"] and r["cosy_auc_procedural"] > 0.9 for r in oracle), oracle
+    assert all(r["match"] and r["strict"] and r["cosy_auc_procedural"] > 0.9 for r in oracle), oracle
+    assert all("strict" in entry for entry in result["summary"])
+
+
+@pytest.mark.parametrize("label, truth, strict", [
+    ("orange diagonal stripes", "orange diagonal stripes", True),
+    ("crimson diagonal stripes", "red diagonal stripes", True),  # the same scene
+    ("black and white stripes", "black stripes on white background", True),
+    ("large blue polka dots on white background", "large blue polka dots", True),  # more is allowed
+    ("diagonal stripes", "orange diagonal stripes", False),  # a colour missing
+    ("orange stripes", "orange diagonal stripes", False),  # an orientation missing
+    ("blue polka dots", "large blue polka dots", False),  # a size missing
+    ("checkerboard", "checkerboard on navy background", False),  # a background colour missing
+])
+def test_a_strict_match_names_every_colour_orientation_and_size_of_the_truth(label, truth, strict):
+    matcher = Matcher(default_embedder())
+    assert matcher.strict(label, Concept(truth)) is strict
+    assert not strict or matcher.how(label, Concept(truth))
 
 
 def test_detector_expressions_are_parsed_not_evaluated():
