@@ -1,0 +1,163 @@
+"""The fault suite, round two (issue 21): the doors besides the command line (the served
+graphs, the Python API) and what files, factories and numbers can do to them. One test per
+defect, on the colour net with a fresh cache folder.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import COLOUR_NET, line, one_line_error, say, write_config
+from tools.errors import LineError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def base(tmp_path):
+    return ["--model", COLOUR_NET, "--layer", "relu", "--control", "procedural:40", "--cache-dir", tmp_path / "cache"]
+
+
+def _served_env(monkeypatch, tmp_path, replies):
+    for key, value in {"LINE_MODEL": COLOUR_NET, "LINE_LAYER": "relu", "LINE_CONTROL": "procedural:40",
+                       "LINE_CACHE_DIR": str(tmp_path / "cache"), "LINE_RUNS_DIR": str(tmp_path / "runs"),
+                       "LINE_LLM__PROVIDER": "scripted", "LINE_LLM__SCRIPT": json.dumps(replies),
+                       "LINE_LOOP": json.dumps({"images_per_concept": 2, "init_top": 1, "init_random": 0, "sweep": False,
+                                                "bank_top": 0, "max_iterations": 1, "dedup": False, "summary": False,
+                                                "confirm_top": 1})}.items():
+        monkeypatch.setenv(key, value)
+
+
+def _with_memory(graph):
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from agent.loop.graph import serializer
+
+    return graph.copy(update={"checkpointer": InMemorySaver(serde=serializer())})
+
+
+# --- 2 and 11. the served graphs: units checked, a thread keeps its unit, errors say what --------------
+def test_served_graphs_check_the_unit_and_keep_the_threads(monkeypatch, tmp_path):
+    from langgraph_api.serde import default as serialise
+
+    from line_agent import serve
+
+    _served_env(monkeypatch, tmp_path, [say("red")])
+    serve.served_graph.cache_clear()
+    try:
+        label = _with_memory(serve.served_graph("label"))
+        for unit in (-1, 4, 10**9):
+            with pytest.raises(serve.ServedError, match=f"unit {unit} is out of range") as raised:
+                label.invoke({"unit": unit}, {"configurable": {"thread_id": f"u{unit}"}}, context={})
+            assert serialise(raised.value)["message"].startswith(f"unit {unit} is out of range")  # what the client reads
+
+        chat = _with_memory(serve.served_graph("chat"))
+        thread = {"configurable": {"thread_id": "t"}}
+        chat.invoke({"unit": 0, "messages": [{"role": "user", "content": "/score red"}]}, thread, context={})
+        with pytest.raises(serve.ServedError, match="investigates unit 0, not unit 2"):
+            chat.invoke({"unit": 2, "messages": [{"role": "user", "content": "/score blue"}]}, thread, context={})
+        assert [s.concept for s in chat.get_state(thread).values["steps"]] == ["red"]  # nothing scored for unit 2
+    finally:
+        serve.served_graph.cache_clear()
+
+    monkeypatch.setenv("LINE_MODEL", "no_such_package.mod:factory")  # a bad setting found at run time: its text
+    try:
+        with pytest.raises(serve.ServedError, match="no_such_package"):
+            _with_memory(serve.served_graph("label")).invoke({"unit": 0}, {"configurable": {"thread_id": "m"}}, context={})
+    finally:
+        serve.served_graph.cache_clear()
+
+
+def test_a_server_with_bad_settings_fails_at_start(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "LINE_LOOP": "{not json"}
+    done = subprocess.run([sys.executable, "-c", "import line_agent.serve"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "LINE_LOOP" in done.stderr.strip().splitlines()[-1], done.stderr[-600:]
+
+
+# --- 2 and 16. the Python API: units and types checked, each a LineError with its fix -------------------
+PIXELS = dict(input_size=64, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+
+
+@pytest.fixture
+def quick(tmp_path):
+    return dict(control="procedural:40", cache_dir=str(tmp_path / "cache"), runs_dir=str(tmp_path / "runs"),
+                images_per_concept=2)
+
+
+def test_the_python_api_checks_units_and_types(quick, tmp_path):
+    import line_agent
+    from tests.colour_net import colour_net
+
+    net = colour_net()
+    refused = {  # call -> words the one-line error must hold
+        lambda: line_agent.score(COLOUR_NET, "relu", "red", unit=-1, **quick): "unit -1 is out of range",
+        lambda: line_agent.score(COLOUR_NET, "relu", "red", unit=4, **quick): "unit 4 is out of range",
+        lambda: line_agent.score(COLOUR_NET, "relu", "red", unit=10**9, **quick): "out of range",
+        lambda: line_agent.score(COLOUR_NET, "relu", "red", unit=1.5, **quick): "unit 1.5 is not a unit number",
+        lambda: line_agent.score(COLOUR_NET, "relu", "red", unit=True, **quick): "unit True is not a unit number",
+        lambda: line_agent.score(COLOUR_NET, "relu", ["red"], unit=0, **quick): "the concept is a list, not text",
+        lambda: line_agent.score(COLOUR_NET, "relu", "red", units=[], **quick): "units= is empty",
+        lambda: line_agent.label(COLOUR_NET, "relu", None, **quick): "unit None is not a unit number",
+        lambda: line_agent.label(COLOUR_NET, "relu", [0, 7], **quick): "unit 7 is out of range",
+        lambda: line_agent.label(COLOUR_NET, "relu", 0, run_id=123, **quick): "run_id=123 is not text",
+        lambda: line_agent.label(COLOUR_NET, "relu", 0, chat="gpt", **quick): "chat='gpt' is a str, not a LangChain chat model",
+        lambda: line_agent.open_run("r", None): "runs_dir=None is not a folder",
+        lambda: line_agent.score(net, "relu", "red", unit=0, **{**PIXELS, "input_size": 0}, **quick): "input_size=0",
+        lambda: line_agent.score(net, "relu", "red", unit=0, **{**PIXELS, "input_size": -5}, **quick): "input_size=-5",
+        lambda: line_agent.score(net, "relu", "red", unit=0, **{**PIXELS, "input_size": "abc"}, **quick): "input_size='abc'",
+        lambda: line_agent.score(net, "relu", "red", unit=0, **{**PIXELS, "std": (0, 0, 0)}, **quick): "std=(0, 0, 0) is not three numbers above 0",
+        lambda: line_agent.score(colour_net().to("meta"), "relu", "red", unit=0, **PIXELS, **quick): "meta device",
+        lambda: line_agent.score(net, "relu", "red", unit=0, device="meta", **PIXELS, **quick): "meta device",
+    }
+    for call, words in refused.items():
+        with pytest.raises(LineError) as error:
+            call()
+        assert words in str(error.value) and error.value.fix, (words, str(error.value))
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # no run left behind
+
+    with line_agent.investigate(COLOUR_NET, "relu", 0, chat=line_agent.ScriptedChatModel(replies=["Red."]), **quick) as chat:
+        with pytest.raises(LineError, match="a message is text, not a NoneType"):
+            chat.ask(None)
+        assert chat.ask("/score red").tool_calls[0].ok
+    assert line_agent.score(COLOUR_NET, "relu", "red", unit=3.0, **quick).unit == 3  # a whole float is the unit
+
+
+# --- 13 and 14. devices and model factories: one-line errors naming the value -------------------------
+FACTORY = """
+import sys
+import torch
+from tests.colour_net import colour_net
+{extra}
+
+def net():
+    {body}
+    return colour_net()
+"""
+
+
+def test_devices_and_factories_fail_with_one_line(capsys, base, tmp_path):
+    for device in ("meta", "hpu"):
+        assert one_line_error(*line(capsys, "score", *base, "--unit", "0", "--concept", "red", "--device", device)[::2],
+                              f"device {device!r}")
+    cases = {  # the factory file's extra module text and body -> words of the error
+        ("", "raise RuntimeError('no weights here')"): ["failed", "RuntimeError: no weights here"],
+        ("", "sys.exit(0)"): ["failed", "sys.exit(0)"],
+        ("def broken(:\n    pass", "pass"): ["SyntaxError", "line"],
+        ("input_size = 'abc'", "pass"): ["input_size='abc'"],
+        ("input_size = 60000", "pass"): ["input_size=60000"],
+        ("mean = 5", "pass"): ["mean=5", "three finite numbers"],
+        ("mean = (0.5, 0.5)", "pass"): ["mean=(0.5, 0.5)"],
+        ("std = (0, 0, 0)", "pass"): ["std=(0, 0, 0)", "NaN"],
+    }
+    for i, ((extra, body), words) in enumerate(cases.items()):
+        path = tmp_path / f"factory{i}.py"
+        path.write_text(FACTORY.format(extra=extra, body=body))
+        spec = f"{path}:net"
+        argv = ["score", "--model", spec, *base[2:], "--unit", "0", "--concept", "red"]
+        code, out, err = line(capsys, *argv)
+        assert one_line_error(code, err, *words) and not out, (extra, body, err)
+        assert spec in err or str(path) in err, err
