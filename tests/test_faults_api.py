@@ -161,3 +161,25 @@ def test_devices_and_factories_fail_with_one_line(capsys, base, tmp_path):
         code, out, err = line(capsys, *argv)
         assert one_line_error(code, err, *words) and not out, (extra, body, err)
         assert spec in err or str(path) in err, err
+
+
+# --- 3. cache keys read from files name files inside the cache -------------------------------------------
+def test_a_bank_entry_cannot_write_outside_the_cache(capsys, caplog, base, tmp_path):
+    assert line(capsys, "score", *base, "--unit", "0", "--concept", "red")[0] == 0  # banks "red"
+    [bank] = (tmp_path / "cache" / "banks").glob("*.jsonl")
+    escape = "../" * 12 + str(tmp_path).lstrip("/") + "/PWNED"
+    with bank.open("a") as handle:
+        for key, seed in ((escape, 0), ("ab" * 32, "0"), ("AB" * 32 + "/..", 1)):
+            handle.write(json.dumps({"concept": "blue stripes", "images": [
+                {"key": key, "prompt": "a photo of blue stripes", "seed": seed, "path": str(tmp_path / "PWNED.png")}]}) + "\n")
+    config = write_config(tmp_path / "line.toml", [say("green")], bank_top=3)
+    code, out, err = line(capsys, "label", *base, "--config", config, "--runs-dir", tmp_path / "runs", "--unit", "0")
+    assert code == 0, err[-800:]
+    assert not list(tmp_path.rglob("PWNED*")) and not list(Path("/tmp").glob("PWNED*"))
+    warnings = [r.getMessage() for r in caplog.records if "concept bank" in r.getMessage()]
+    assert len(warnings) == 1 and "3 entries skipped" in warnings[0], warnings
+
+    from tools.cache import DiskCache
+
+    with pytest.raises(LineError, match="is not a cache key"):
+        DiskCache(tmp_path / "cache").save_image(escape, None)
