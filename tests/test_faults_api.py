@@ -179,7 +179,9 @@ def test_a_bank_entry_cannot_write_outside_the_cache(capsys, caplog, base, tmp_p
     warnings = [r.getMessage() for r in caplog.records if "concept bank" in r.getMessage()]
     assert len(warnings) == 1 and "3 entries skipped" in warnings[0], warnings
 
+    from PIL import Image
+
     from tools.cache import DiskCache
 
     with pytest.raises(LineError, match="is not a cache key"):
-        DiskCache(tmp_path / "cache").save_image(escape, None)
+        DiskCache(tmp_path / "cache").save_image(escape, Image.new("RGB", (4, 4)))
