@@ -236,7 +236,11 @@ def score(model: Any, layer: Any, concept: str, unit: int | None = None, units: 
     if images is not None and not (isinstance(images, int) and not isinstance(images, bool) and images >= 1):
         raise LineError(f"images={images!r} is not a whole number of images.", "Pass images=4, say.")
     evidence = engine.evaluate(concept, engine.seeds(images))
-    rows = [ConceptScore(concept, u, engine.layer, engine.model_name, evidence.scores(u),
+    if unit is not None:
+        engine.check_finite(chosen, evidence.activations)
+    nonfinite = set(engine.nonfinite_units(chosen, evidence.activations))  # their scores: NaN, not a made-up AUC 0
+    nan = Scores(**{k: float("nan") for k in ("auc", "mad", "mean", "u", "p", "mad_se", "top_share")})
+    rows = [ConceptScore(concept, u, engine.layer, engine.model_name, nan if u in nonfinite else evidence.scores(u),
                          [float(a) for a in evidence.activations[:, u]], evidence.interpretation.understood,
                          evidence.interpretation.ignored, evidence.images, engine) for u in chosen]
     return rows[0] if unit is not None else ScoreTable(concept, engine.layer, engine.model_name, rows)
@@ -376,6 +380,8 @@ def label(model: Any, layer: Any, units: int | str | Iterable[int], config: str 
     run_id = None if run_id is None else _text(run_id, "run_id", "resnet-layer4")
     setup = Setup.of(model, layer, config, settings)
     chosen = unit_list(units, setup.engine)
+    if setup.settings.cluster.backend == "local":  # on Ray the workers compute the control set (their init checks)
+        setup.engine.check_finite(chosen)
     context = labelling_context(setup.settings, setup.engine, chat)  # before the run exists: a failed start leaves nothing
     run = Run.create(setup.settings, chosen, run_id)
     label_run(run, context)

@@ -185,3 +185,57 @@ def test_a_bank_entry_cannot_write_outside_the_cache(capsys, caplog, base, tmp_p
 
     with pytest.raises(LineError, match="is not a cache key"):
         DiskCache(tmp_path / "cache").save_image(escape, Image.new("RGB", (4, 4)))
+
+
+# --- 6. non-finite activations ------------------------------------------------------------------------
+NAN_NET = """
+import torch
+from torch import nn
+from tests.colour_net import colour_net
+
+
+class NanUnit(nn.Module):
+    def forward(self, x):
+        x = x.clone()
+        x[:, 3] = float("nan")
+        return x
+
+
+def net():
+    model = colour_net()
+    model.relu = nn.Sequential(nn.ReLU(), NanUnit())
+    return model
+"""
+
+
+def _strict_json(text: str):
+    def refuse(token):
+        raise ValueError(f"bare {token} in JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_units_with_nan_activations_are_named_and_never_labelled(capsys, caplog, base, tmp_path):
+    path = tmp_path / "nan_net.py"
+    path.write_text(NAN_NET)
+    nan = ["--model", f"{path}:net", *base[2:]]
+    for argv in (["score", *nan, "--unit", "3", "--concept", "red"],
+                 ["label", *nan, "--unit", "3", "--runs-dir", tmp_path / "runs"]):
+        assert one_line_error(*line(capsys, *argv)[::2], "unit 3", "NaN or inf"), argv
+    assert not (tmp_path / "runs").exists()  # refused before a run exists
+
+    caplog.clear()
+    code, out, err = line(capsys, "score", *nan, "--units", "all", "--concept", "plain red", "--json")
+    table = _strict_json(out)
+    assert code == 0 and table["nonfinite_units"] == [3] and "units 3 give NaN" in err
+    assert table["units"][3]["auc"] is None and table["units"][0]["auc"] > 0.9
+    assert not [r for r in caplog.records if "corrupt" in r.getMessage()]  # NaN vectors are kept, not "repaired"
+
+    import numpy as np
+
+    from tools.scoring import Scores, json_ready
+
+    scores = Scores(auc=float("nan"), mad=float("inf"), mean=0.0, u=0.0, p=1.0)  # what history.json is written from
+    dumped = _strict_json(json.dumps(json_ready({"scores": scores.model_dump(mode="json"), "per_image": [np.float32("nan")]}),
+                                     allow_nan=False))
+    assert dumped["scores"]["auc"] is None and dumped["scores"]["mad"] is None and dumped["per_image"] == [None]

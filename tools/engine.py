@@ -113,6 +113,23 @@ class Engine:
     def check_unit(self, unit: int) -> int:
         return check_unit_index(unit, self.units, self.layer)
 
+    def nonfinite_units(self, units: Sequence[int], acts: np.ndarray | None = None) -> list[int]:
+        """Those of `units` whose activations (on the control set, and on `acts` when given)
+        hold NaN or inf: nothing about them can be scored."""
+        rows = [self.control_activations()] + ([np.asarray(acts)] if acts is not None and len(acts) else [])
+        return [int(u) for u in units if not all(np.isfinite(r[:, u]).all() for r in rows)]
+
+    def check_finite(self, units: Sequence[int], acts: np.ndarray | None = None) -> None:
+        """A LineError naming the units of `units` whose activations are not finite."""
+        bad = self.nonfinite_units(units, acts)
+        if bad:
+            control = self.control_activations()
+            share = f"{int((~np.isfinite(control[:, bad[0]])).sum())} of {len(control)} control images"
+            raise LineError(f"unit{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad[:20]))}{' ...' if len(bad) > 20 else ''} "
+                            f"of layer {self.layer} give{'' if len(bad) > 1 else 's'} NaN or inf activations "
+                            f"(unit {bad[0]}: on {share}); they cannot be scored or labelled.",
+                            "Check the model (a division by zero, an overflow in float16: try --device cpu) or pick other units.")
+
     @cached_property
     def units(self) -> int:
         """Units of the layer, remembered in the cache (finding out costs a first forward).

@@ -32,8 +32,10 @@ from tools import meanings, verdict
 
 def hold_unit(state: NeuronState, engine) -> dict:
     """The thread's unit, checked at every input (a served graph's `{"unit": N}` included):
-    a unit of the layer, and the one the thread started on. The update that holds it."""
+    a unit of the layer with finite activations, and the one the thread started on. The
+    update that holds it."""
     engine.check_unit(state.unit)
+    engine.check_finite([state.unit])
     if state.held_unit is not None and state.held_unit != state.unit:
         raise LineError(f"this thread investigates unit {state.held_unit}, not unit {state.unit}: a thread is one neuron.",
                         f"Start a new thread for unit {state.unit}.")
