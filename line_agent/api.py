@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from pydantic import BaseModel
 
-from agent.config import Settings, load_settings
+from agent.config import MAX_IMAGES_PER_CONCEPT, Settings, load_settings
 from agent.runs.engine_factory import build_engine
 from tools.concepts import check_concept
 from tools.engine import Engine, ImageRef, parse_units
@@ -233,8 +233,10 @@ def score(model: Any, layer: Any, concept: str, unit: int | None = None, units: 
     engine = setup.engine
     chosen = unit_list(units if units is not None else ("all" if unit is None else unit), engine)
     concept = check_concept(concept, engine.generator)
-    if images is not None and not (isinstance(images, int) and not isinstance(images, bool) and images >= 1):
-        raise LineError(f"images={images!r} is not a whole number of images.", "Pass images=4, say.")
+    if images is not None and not (isinstance(images, int) and not isinstance(images, bool)
+                                   and 1 <= images <= MAX_IMAGES_PER_CONCEPT):
+        raise LineError(f"images={images!r} is not a whole number of images from 1 to {MAX_IMAGES_PER_CONCEPT}.",
+                        "Pass images=4, say.")
     evidence = engine.evaluate(concept, engine.seeds(images))
     if unit is not None:
         engine.check_finite(chosen, evidence.activations)

@@ -239,3 +239,20 @@ def test_units_with_nan_activations_are_named_and_never_labelled(capsys, caplog,
     dumped = _strict_json(json.dumps(json_ready({"scores": scores.model_dump(mode="json"), "per_image": [np.float32("nan")]}),
                                      allow_nan=False))
     assert dumped["scores"]["auc"] is None and dumped["scores"]["mad"] is None and dumped["per_image"] == [None]
+
+
+# --- 8. sizes and counts have upper bounds --------------------------------------------------------------
+def test_sizes_and_counts_have_upper_bounds(capsys, base, tmp_path):
+    import line_agent
+
+    for section, key, value in (("generator", "size", 60000), ("loop", "images_per_concept", 1000000),
+                                ("loop", "confirm_images", 100000), ("loop", "max_images", 10**12),
+                                ("llm", "context", "1e8"), ("generator", "steps", 10**6)):
+        config = tmp_path / f"{key}.toml"
+        config.write_text(f"[{section}]\n{key} = {value}\n")
+        code, out, err = line(capsys, "score", *base, "--unit", "0", "--concept", "red", "--config", config)
+        assert one_line_error(code, err, f"{section}.{key}", "less than or equal") and not out, err
+    assert one_line_error(*line(capsys, "score", *base, "--unit", "0", "--concept", "red", "--images", "100000")[::2], "256")
+    with pytest.raises(LineError, match="from 1 to 256"):
+        line_agent.score(COLOUR_NET, "relu", "red", unit=0, images=10**6, control="procedural:40",
+                         cache_dir=str(tmp_path / "cache"))

@@ -12,11 +12,11 @@ from typing import Any
 
 from rich.table import Table
 
+from agent.config import MAX_IMAGES_PER_CONCEPT
 from agent.ui.console import console, err_console, flag_settings, progress, settings_from_args
 from agent.ui.terminal import safe
 from tools.errors import LineError
 
-MAX_IMAGES = 256
 
 
 class Parser(argparse.ArgumentParser):
@@ -381,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concept", required=True)
     p.add_argument("--top", type=whole_number(0, 1_000_000), default=0,
                    help="with --units: only the N units it drives most (by AUC); 0: all")
-    p.add_argument("--images", type=whole_number(1, MAX_IMAGES), help="images of the concept (default: loop.images_per_concept)")
+    p.add_argument("--images", type=whole_number(1, MAX_IMAGES_PER_CONCEPT), help="images of the concept (default: loop.images_per_concept)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_score)
 
