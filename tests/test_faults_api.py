@@ -256,3 +256,18 @@ def test_sizes_and_counts_have_upper_bounds(capsys, base, tmp_path):
     with pytest.raises(LineError, match="from 1 to 256"):
         line_agent.score(COLOUR_NET, "relu", "red", unit=0, images=10**6, control="procedural:40",
                          cache_dir=str(tmp_path / "cache"))
+
+
+# --- 15. the embedded LLM's file and context ------------------------------------------------------------
+def test_a_corrupt_gguf_is_a_one_line_error(capsys, base, tmp_path):
+    pytest.importorskip("xllamacpp")
+    from agent.llm import default_gguf
+
+    runs = tmp_path / "runs"
+    for name, data in (("junk.gguf", b"not a model"), ("cut.gguf", default_gguf().read_bytes()[:4096])):
+        (tmp_path / name).write_bytes(data)
+        config = tmp_path / f"{name}.toml"
+        config.write_text(f"[llm]\nprovider = 'local'\ngguf = '{tmp_path / name}'\n")
+        code, out, err = line(capsys, "label", *base, "--config", config, "--runs-dir", runs, "--unit", "0")
+        assert one_line_error(code, err, "llm.gguf", name), err[-600:]
+    assert not runs.exists()  # a failed start leaves no run behind
