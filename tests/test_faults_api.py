@@ -271,3 +271,39 @@ def test_a_corrupt_gguf_is_a_one_line_error(capsys, base, tmp_path):
         code, out, err = line(capsys, "label", *base, "--config", config, "--runs-dir", runs, "--unit", "0")
         assert one_line_error(code, err, "llm.gguf", name), err[-600:]
     assert not runs.exists()  # a failed start leaves no run behind
+
+
+# --- 18. control folders: enough different images, none too large to decode -------------------------------
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG file that says it is `width` x `height` (only its header: never decoded here)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+def test_control_folders_need_eight_different_images_and_skip_huge_ones(capsys, caplog, base, tmp_path):
+    import warnings
+
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (32, 32), (200, 30, 30)).save(folder / name)
+    argv = ["score", *base[:4], "--control", f"dir:{folder}", *base[6:], "--unit", "0", "--concept", "red"]
+    assert one_line_error(*line(capsys, *argv)[::2], "1 different readable image(s) (2 files)", "at least 8")
+
+    for i in range(8):
+        Image.new("RGB", (32, 32), (20 * i, 255 - 20 * i, 40)).save(folder / f"c{i}.png")
+    (folder / "huge.png").write_bytes(_png_header(12000, 12000))  # 144 megapixels
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)  # PIL's raw warning would fail here
+        code, out, err = line(capsys, *argv, "--json")
+    assert code == 0 and json.loads(out)["control"].startswith(f"dir:{folder} (10 images"), err
+    skipped = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(skipped) == 1 and "huge.png (12000x12000 pixels, over 64 megapixels)" in skipped[0], skipped
