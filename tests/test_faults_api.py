@@ -307,3 +307,25 @@ def test_control_folders_need_eight_different_images_and_skip_huge_ones(capsys, 
     assert code == 0 and json.loads(out)["control"].startswith(f"dir:{folder} (10 images"), err
     skipped = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
     assert len(skipped) == 1 and "huge.png (12000x12000 pixels, over 64 megapixels)" in skipped[0], skipped
+
+
+# --- 4. concept length limits at every door --------------------------------------------------------------
+def test_overlong_concepts_are_never_scored(settings, tmp_path, caplog):
+    from tests.helpers import run_units, with_loop
+    from tools.concepts import MAX_CONCEPT_CHARS
+
+    long_answer = "red " * 2500  # 10,000 characters
+    sweep = tmp_path / "sweep.txt"
+    sweep.write_text("x" * 25_000 + "\nplain red\n")
+    settings = with_loop(settings, max_iterations=2, sweep=True, sweep_concepts=str(sweep), sweep_top=2, init_top=1,
+                         init_random=0, summary=False)
+    run, _, states = run_units(settings, [say(long_answer), long_answer, say("x" * 25_000), "green " * 2000])
+    steps = states[0].steps
+    assert steps and all(len(s.concept) <= MAX_CONCEPT_CHARS for s in steps)
+    assert [a.concept for a in states[0].sweep] == ["plain red"]
+    refused = [e for e in states[0].events if e.kind == "undrawable"]
+    assert refused and all("characters long" in e.reason or "words long" in e.reason for e in refused), refused
+    assert any("loop.sweep_concepts: 1 of 2 concepts skipped" in r.getMessage() for r in caplog.records)
+    from agent.runs.engine_factory import build_engine
+
+    assert all(len(c) <= MAX_CONCEPT_CHARS for c in build_engine(settings).bank())
