@@ -222,7 +222,12 @@ def test_units_with_nan_activations_are_named_and_never_labelled(capsys, caplog,
     for argv in (["score", *nan, "--unit", "3", "--concept", "red"],
                  ["label", *nan, "--unit", "3", "--runs-dir", tmp_path / "runs"]):
         assert one_line_error(*line(capsys, *argv)[::2], "unit 3", "NaN or inf"), argv
-    assert not (tmp_path / "runs").exists()  # refused before a run exists
+    import line_agent
+
+    with pytest.raises(LineError, match="unit 3 of layer relu gives NaN or inf"):  # the chat door too
+        line_agent.investigate(f"{path}:net", "relu", 3, chat=line_agent.ScriptedChatModel(replies=["?"]),
+                               control="procedural:40", cache_dir=str(tmp_path / "cache"), runs_dir=str(tmp_path / "runs"))
+    assert not (tmp_path / "runs").exists()  # refused before a run or a thread exists
 
     caplog.clear()
     code, out, err = line(capsys, "score", *nan, "--units", "all", "--concept", "plain red", "--json")
