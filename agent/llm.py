@@ -61,13 +61,22 @@ class LocalServer:
         path = Path(gguf).expanduser()
         if not path.is_file():
             raise LineError(f"GGUF file {str(path)!r} does not exist.", "Set llm.gguf to a GGUF model file.")
+        with path.open("rb") as handle:
+            if handle.read(4) != b"GGUF":
+                raise LineError(f"llm.gguf {str(path)!r} is not a GGUF file (it does not start with GGUF).",
+                                "Set llm.gguf to a GGUF model file, or leave it empty for the embedded SmolLM2.")
         params = xllamacpp.CommonParams()
         params.model.path = str(path)
         params.n_ctx = context
         params.cpuparams.n_threads = params.cpuparams_batch.n_threads = threads
         params.port = 0
         params.verbosity = -1
-        self._server = xllamacpp.Server(params)
+        try:
+            self._server = xllamacpp.Server(params)
+        except RuntimeError as error:  # llama.cpp says only "Failed to init server"
+            raise LineError(f"the embedded LLM could not start on llm.gguf {str(path)!r} with llm.context = {context} "
+                            f"({error}).", "Check that the file is a whole GGUF model (download it again) and that "
+                            "llm.context fits the model and the memory (default 4096).") from error
         self.url = self._server.listening_address
         self._wait_healthy()
 

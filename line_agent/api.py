@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from pydantic import BaseModel
 
-from agent.config import Settings, load_settings
+from agent.config import MAX_IMAGES_PER_CONCEPT, Settings, load_settings
 from agent.runs.engine_factory import build_engine
 from tools.concepts import check_concept
 from tools.engine import Engine, ImageRef, parse_units
@@ -119,12 +119,33 @@ class Setup:
 
 
 def unit_list(units: int | str | Iterable[int], engine: Engine) -> list[int]:
-    """17, '0-9', '1,5,9-12', 'all' or a list of ints -> checked unit indices, each once."""
+    """17, '0-9', '1,5,9-12', 'all' or a list of ints -> checked unit indices, each once
+    (`Engine.check_unit`, the one unit check of every door)."""
     if isinstance(units, str):
         return parse_units(units, engine.units)
-    if isinstance(units, int):
-        units = [units]
-    return list(dict.fromkeys(engine.check_unit(u) for u in units))
+    chosen = list(units) if isinstance(units, Iterable) and not isinstance(units, (bytes, dict)) else [units]
+    if not chosen:
+        raise LineError("units= is empty.", f"Pass a unit (0..{engine.units - 1}), a list of them, '0-9' or 'all'.")
+    return list(dict.fromkeys(engine.check_unit(u) for u in chosen))
+
+
+def _chat_model(chat: Any) -> Any:
+    """`chat` when it is a LangChain chat model (or None), else a LineError: a name is no model."""
+    if chat is None:
+        return None
+    from langchain_core.language_models import BaseChatModel
+
+    if not isinstance(chat, BaseChatModel):
+        raise LineError(f"chat={chat!r} is a {type(chat).__name__}, not a LangChain chat model.",
+                        "Pass e.g. chat=ChatOpenAI(model='gpt-4o-mini'), or set provider='openai', model='gpt-4o-mini'.")
+    return chat
+
+
+def _text(value: Any, name: str, example: str) -> str:
+    """`value` when it is text, else a LineError naming `name`."""
+    if not isinstance(value, (str, Path)) or not str(value).strip():
+        raise LineError(f"{name}={value!r} is not {'a folder' if name.endswith('_dir') else 'text'}.", f"Pass e.g. {name}={example!r}.")
+    return str(value)
 
 
 # --- score --------------------------------------------------------------------------------------
@@ -212,10 +233,16 @@ def score(model: Any, layer: Any, concept: str, unit: int | None = None, units: 
     engine = setup.engine
     chosen = unit_list(units if units is not None else ("all" if unit is None else unit), engine)
     concept = check_concept(concept, engine.generator)
-    if images is not None and not (isinstance(images, int) and images >= 1):
-        raise LineError(f"images={images!r} is not a whole number of images.", "Pass images=4, say.")
+    if images is not None and not (isinstance(images, int) and not isinstance(images, bool)
+                                   and 1 <= images <= MAX_IMAGES_PER_CONCEPT):
+        raise LineError(f"images={images!r} is not a whole number of images from 1 to {MAX_IMAGES_PER_CONCEPT}.",
+                        "Pass images=4, say.")
     evidence = engine.evaluate(concept, engine.seeds(images))
-    rows = [ConceptScore(concept, u, engine.layer, engine.model_name, evidence.scores(u),
+    if unit is not None:
+        engine.check_finite(chosen, evidence.activations)
+    nonfinite = set(engine.nonfinite_units(chosen, evidence.activations))  # their scores: NaN, not a made-up AUC 0
+    nan = Scores(**{k: float("nan") for k in ("auc", "mad", "mean", "u", "p", "mad_se", "top_share")})
+    rows = [ConceptScore(concept, u, engine.layer, engine.model_name, nan if u in nonfinite else evidence.scores(u),
                          [float(a) for a in evidence.activations[:, u]], evidence.interpretation.understood,
                          evidence.interpretation.ignored, evidence.images, engine) for u in chosen]
     return rows[0] if unit is not None else ScoreTable(concept, engine.layer, engine.model_name, rows)
@@ -314,6 +341,7 @@ class LabelRun:
         if self._engine.model_name.startswith("live:") and self._target is None:
             raise LineError(f"run {self.id} labels a torch module in memory ({self._engine.model_name}).",
                             f"Pass it again: line_agent.open_run({self.id!r}, model=module, ...).resume().")
+        chat = _chat_model(chat)
         settings = resume_settings(self._run, overrides(changes))
         engine = build_engine(settings, model=self._target)  # resuming trusts the run's model, as `line label --resume`
         run = Run(self._run.folder, settings, self._run.units)
@@ -350,8 +378,12 @@ def label(model: Any, layer: Any, units: int | str | Iterable[int], config: str 
     from agent.runs.backends import label as label_run
     from agent.runs.context import labelling_context
 
+    chat = _chat_model(chat)
+    run_id = None if run_id is None else _text(run_id, "run_id", "resnet-layer4")
     setup = Setup.of(model, layer, config, settings)
     chosen = unit_list(units, setup.engine)
+    if setup.settings.cluster.backend == "local":  # on Ray the workers compute the control set (their init checks)
+        setup.engine.check_finite(chosen)
     context = labelling_context(setup.settings, setup.engine, chat)  # before the run exists: a failed start leaves nothing
     run = Run.create(setup.settings, chosen, run_id)
     label_run(run, context)
@@ -367,7 +399,7 @@ def open_run(run_id: str, runs_dir: str | Path = "runs", *, model: Any = None, t
     resume it: the module must be the one the run labelled (same weights)."""
     from agent.runs.run import Run
 
-    run = Run.open(str(run_id), runs_dir)
+    run = Run.open(str(run_id), _text(runs_dir, "runs_dir", "runs"))
     target = live_model(model, preprocessing)
     if preprocessing:
         raise LineError(f"open_run takes no setting {next(iter(preprocessing))!r}.",
@@ -433,6 +465,9 @@ class Conversation:
     def ask(self, text: str) -> Answer:
         """One message (or slash command: /score, /ablate, /images, /history); the agent's
         answer and the tool calls it made."""
+        if not isinstance(text, str):
+            raise LineError(f"ask({text!r}): a message is text, not a {type(text).__name__}.",
+                            "Pass a question or a slash command, e.g. ask('/score red stripes').")
         return Answer.of(self._session.send(text))
 
     def history(self) -> NeuronState:
@@ -463,6 +498,8 @@ def investigate(model: Any, layer: Any, unit: int, config: str | Path | None = N
     natively unless llm.provider is 'local', whose model answers in JSON actions)."""
     from agent.chat import ChatSession, chat_context
 
+    chat = _chat_model(chat)
+    thread_id = None if thread_id is None else _text(thread_id, "thread_id", "chat-red-unit")
     setup = Setup.of(model, layer, config, settings)
     context = chat_context(setup.settings, setup.engine, chat)
     return Conversation(ChatSession.start(setup.settings, context, setup.engine.check_unit(unit), thread_id=thread_id))

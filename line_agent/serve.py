@@ -12,12 +12,16 @@ LLM client, text encoder) and returns the graph with a context schema that stand
 LangGraph coerces each run's context (on the server, a dict of the run's configurable values)
 into the graph's context schema, so every run gets the one built here. Reading state, schemas
 and drawing get the same graph without a context, and load nothing.
+
+Bad settings in the environment stop the server at start (importing this module checks
+them). A LineError in a run (a unit the layer lacks, an input that names another unit than
+its thread's, a model that will not load) reaches the client as its text, a `ServedError`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from functools import lru_cache
+from functools import lru_cache, wraps
 from typing import Any
 
 from langgraph_sdk.runtime import ServerRuntime
@@ -29,6 +33,34 @@ from agent.config import load_settings
 from agent.runs.engine_factory import build_engine
 from agent.loop.graph import build_label_graph, recursion_limit
 from agent.runs.context import build_context
+from tools.errors import LineError
+
+
+class ServedError(ValueError):
+    """A LineError in a served run: the server shows a ValueError's text to the client (and
+    hides an unknown exception's as "An internal error occurred")."""
+
+
+def _served(node):
+    """`node` with its LineError raised as a ServedError of the same text."""
+
+    @wraps(node)
+    def run(*args, **kwargs):
+        try:
+            return node(*args, **kwargs)
+        except LineError as error:
+            raise ServedError(str(error)) from error
+
+    return run
+
+
+def _check_environment() -> None:
+    """The LINE_* settings, checked when the server imports the graphs: a bad one stops it
+    there, with the LineError's line, instead of failing every run later."""
+    try:
+        load_settings()
+    except LineError as error:
+        raise ServedError(f"line_agent.serve: {error}") from error
 
 
 class RunContext(BaseModel):
@@ -53,11 +85,15 @@ async def chat_graph(runtime: ServerRuntime):
 def served_graph(kind: str):
     """The graph of `kind` with its runtime context, built once per process from the
     environment's settings."""
+    return _served(_build)(kind)
+
+
+def _build(kind: str):
     settings = load_settings()
     engine = build_engine(settings)
     if kind == "chat":
-        return with_context(build_chat_graph(), chat_context(settings, engine))
-    graph = with_context(build_label_graph(), build_context(settings, engine))
+        return with_context(build_chat_graph(wrap=_served), chat_context(settings, engine))
+    graph = with_context(build_label_graph(wrap=_served), build_context(settings, engine))
     return graph.with_config(recursion_limit=recursion_limit(settings.loop))
 
 
@@ -73,3 +109,6 @@ def with_context(graph, context: Any):
             return handler.generate_schema(RunContext)
 
     return graph.copy(update={"context_schema": Served})
+
+
+_check_environment()

@@ -53,7 +53,7 @@ def test_class_control_mode_compares_with_the_least_activating_class(settings):
 def test_folder_control_set_skips_unreadable_images(tmp_path, caplog):
     folder = tmp_path / "photos"
     (folder / "reds").mkdir(parents=True)
-    for i in range(3):
+    for i in range(4):
         Image.new("RGB", (32, 32), (200, 20 * i, 10)).save(folder / "reds" / f"{i}.png")
         Image.new("RGB", (32, 32), (10, 20 * i, 200)).save(folder / f"n0{i}_blue_thing.png")
     (folder / "broken.jpg").write_bytes(b"not a jpeg")
@@ -61,7 +61,7 @@ def test_folder_control_set_skips_unreadable_images(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         engine = build_engine(settings)
     assert sorted(set(engine.control.labels)) == ["blue thing", "reds"]
-    assert len(engine.control) == 6 and "broken.jpg" in caplog.text and engine.control.skipped
+    assert len(engine.control) == 8 and "broken.jpg" in caplog.text and engine.control.skipped
     classes, means = engine.class_means()
     assert classes[means[:, 0].argmax()] == "reds"
 

@@ -72,10 +72,11 @@ def test_the_control_default_follows_the_generator(tmp_path, shared_photos, monk
 
 def test_imagenet_val_folders_take_their_class_names_from_the_mapping_file(tmp_path, shared_photos):
     val = tmp_path / "val"
-    for name in NATURAL_CLASSES[:3]:
+    for i, name in enumerate(NATURAL_CLASSES[:3]):  # 3 photos a class: a control folder needs 8 different ones
         wnid = name.split("_")[0]
         (val / wnid).mkdir(parents=True)
-        shutil.copy(shared_photos / f"{name}.jpg", val / wnid / "ILSVRC2012_val_0001.JPEG")
+        for j, photo in enumerate(NATURAL_CLASSES[i * 3: i * 3 + 3]):
+            shutil.copy(shared_photos / f"{photo}.jpg", val / wnid / f"ILSVRC2012_val_000{j}.JPEG")
     (val / "synset_words.txt").write_text("n01440764 tench, Tinca tinca\nn01443537 goldfish, Carassius auratus\n"
                                           "n01530575 brambling, Fringilla montifringilla\n")
     from tools.cache import DiskCache

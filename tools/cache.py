@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 from collections import Counter
@@ -21,7 +22,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tools.errors import LineError
+
 log = logging.getLogger(__name__)
+_KEY = re.compile(r"[0-9a-f]{4,128}")  # what content_key and bytes_key give: hex digests
+
+
+def is_cache_key(key: object) -> bool:
+    """Whether `key` has the shape of the cache's keys (a hex digest): such a key names a
+    file inside the cache root, whatever file it was read from."""
+    return isinstance(key, str) and _KEY.fullmatch(key) is not None
 
 
 def content_key(*parts: object) -> str:
@@ -43,10 +53,10 @@ class DiskCache:
         self._lock = threading.Lock()
 
     def image_path(self, key: str) -> Path:
-        return self.root / "images" / key[:2] / f"{key}.png"
+        return self.root / "images" / _checked(key)[:2] / f"{key}.png"
 
     def array_path(self, key: str) -> Path:
-        return self.root / "activations" / key[:2] / f"{key}.npy"
+        return self.root / "activations" / _checked(key)[:2] / f"{key}.npy"
 
     def has_image(self, key: str) -> bool:
         """Whether a whole, readable image is cached under `key`; a damaged entry (empty or
@@ -106,6 +116,13 @@ class DiskCache:
         return value
 
 
+def _checked(key: str) -> str:
+    if not is_cache_key(key):
+        raise LineError(f"{str(key)[:80]!r} is not a cache key (the cache names its entries by hex digests).",
+                        "Remove the line or file that holds it (a bank line, a run's history): it did not come from the cache.")
+    return key
+
+
 def _decode_image(data: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(data))
     image.load()
@@ -114,8 +131,8 @@ def _decode_image(data: bytes) -> Image.Image:
 
 def _decode_array(data: bytes) -> np.ndarray:
     array = np.load(io.BytesIO(data), allow_pickle=False)
-    if array.ndim != 1 or not np.all(np.isfinite(array)):
-        raise ValueError(f"unexpected content (shape {array.shape})")
+    if array.ndim != 1 or array.dtype.kind not in "fiu":  # NaN and inf are kept: they are what the model gave
+        raise ValueError(f"unexpected content (shape {array.shape}, {array.dtype})")
     return array
 
 

@@ -50,7 +50,9 @@ def tidy_concept(text: str) -> str:
 
 def text_problem(concept: str) -> str | None:
     """Why `concept` is no concept whatever the generator (None when it may be one):
-    empty, too long, or holding control characters."""
+    not text, empty, too long, or holding control characters."""
+    if not isinstance(concept, str):
+        return f"the concept is a {type(concept).__name__}, not text"
     concept = tidy_concept(concept)
     if not concept:
         return "the concept is empty"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -35,6 +36,8 @@ IMAGES_PER_PROCEDURAL_CLASS = 5
 # concept named like a control class is scored on new images, not on the control's own.
 CONTROL_SEED_OFFSET = 10_000
 MAX_PROCEDURAL_IMAGES = 20_000
+MIN_CONTROL_IMAGES = 8  # different images in a dir: control set
+MAX_CONTROL_PIXELS = 64_000_000  # a larger photo is skipped (decoding one takes ~3 bytes a pixel)
 AUTO = "auto"
 DEFAULT_PROCEDURAL = "procedural:300"
 NATURAL_SAMPLES = "imagenet-samples"  # 1000 photos named <wnid>_<class>.jpg, one per ImageNet class
@@ -128,12 +131,11 @@ def _directory(spec: str, folder: Path) -> ControlSet:
     keys, labels, paths, skipped = [], [], [], []
     names = _id_names(folder)
     for path in files:
-        data = path.read_bytes()
-        try:
-            Image.open(path).verify()
-        except Exception as error:
-            skipped.append(f"{path} ({error.__class__.__name__})")
+        problem = _unreadable(path)
+        if problem:
+            skipped.append(f"{path} ({problem})")
             continue
+        data = path.read_bytes()
         keys.append(content_key("file", bytes_key(data)))
         label = _class_of(path, folder)
         labels.append(names.get(label, label))
@@ -142,12 +144,36 @@ def _directory(spec: str, folder: Path) -> ControlSet:
         log.warning("skipped %d unreadable image(s) in %s: %s", len(skipped), folder, "; ".join(skipped))
     if not keys:
         raise LineError(f"control folder {str(folder)!r} holds no readable images.", "Add JPEG or PNG files.")
+    distinct = len(set(keys))
+    if distinct < MIN_CONTROL_IMAGES:  # a unit's spread on them is ~0, and MAD divides by it
+        raise LineError(f"control folder {str(folder)!r} holds {distinct} different readable image(s) "
+                        f"({len(keys)} files); scores need at least {MIN_CONTROL_IMAGES} (MAD divides by their spread).",
+                        f"Add at least {MIN_CONTROL_IMAGES} different photos (ImageNet val has 50 a class), "
+                        "or use control = procedural:300.")
 
     def load(index: int) -> Image.Image:
         with Image.open(paths[index]) as image:
             return image.convert("RGB")
 
     return ControlSet(spec, keys, labels, load, skipped)
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why the image file at `path` is no control image (None when it is one): it does not
+    decode, or it is too large to decode (`MAX_CONTROL_PIXELS`, read from its header)."""
+    try:
+        with warnings.catch_warnings():  # PIL's warning about large images: ours names the file instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > MAX_CONTROL_PIXELS:
+                    return f"{width}x{height} pixels, over {MAX_CONTROL_PIXELS // 1_000_000} megapixels"
+                image.verify()
+    except Image.DecompressionBombError:
+        return f"over {MAX_CONTROL_PIXELS // 1_000_000} megapixels"
+    except Exception as error:
+        return error.__class__.__name__
+    return None
 
 
 _ID_CLASS = re.compile(r"^[A-Za-z]?\d+_(.+)$")

@@ -15,6 +15,7 @@ AUTO = "auto"
 DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}  # name -> short form in cache keys
 MAX_AUTO_BATCH = 16
 MEMORY_SHARE = 0.5  # of the free memory an automatic batch may take
+RUNNABLE = ("cpu", "cuda", "mps", "xpu")  # device types a model and a generator run on
 
 
 def resolve_device(name: str, setting: str = "device") -> str:
@@ -31,6 +32,11 @@ def resolve_device(name: str, setting: str = "device") -> str:
         device = torch.device(name)
     except (RuntimeError, TypeError) as error:
         raise LineError(f"unknown {setting} {name!r}.", fix) from error
+    if device.type not in RUNNABLE:  # meta holds no data; hpu, xla, ... need packages line does not drive
+        raise LineError(f"{setting} {name!r}: line runs models on {', '.join(RUNNABLE)} only"
+                        + (" (the meta device holds no data to compute on)." if device.type == "meta" else "."), fix)
+    if device.type == "xpu" and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
+        raise LineError(f"{setting} {name!r}: torch sees no Intel GPU here.", fix)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise LineError(f"{setting} {name!r}: torch sees no CUDA GPU here (torch {torch.__version__}).", fix)

@@ -8,6 +8,7 @@ the layer's concept bank, so later units can start from concepts already paid fo
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from tools.bank import ConceptBank, FileBank
-from tools.cache import DiskCache, content_key
+from tools.cache import DiskCache, content_key, is_cache_key
 from tools.concepts import concept_problem
 from tools.control import ControlSet, generated_image_key
 from tools.criterion import Criterion
@@ -28,6 +29,8 @@ from tools.scoring import Scores, score_units, unit_scores
 
 if TYPE_CHECKING:
     from tools.models import TargetModel
+
+log = logging.getLogger(__name__)
 
 ControlMode = Literal["all", "class"]
 Progress = Callable[[str, int, int], None]
@@ -91,6 +94,7 @@ class Engine:
         self._control_acts: np.ndarray | None = None
         self._bank_acts: dict[str, np.ndarray] = {}
         self._banked: set[str] | None = None
+        self._bank_warned = False
         # the layer's concept bank: a JSONL file in the cache by default, or a store's table (agent.runs.store)
         bank_key = content_key(self.model_id, layer, generator.id)
         self.concept_bank = banks(bank_key) if banks else FileBank(cache.root / "banks" / f"{bank_key}.jsonl")
@@ -108,6 +112,23 @@ class Engine:
     # --- units -------------------------------------------------------------------------
     def check_unit(self, unit: int) -> int:
         return check_unit_index(unit, self.units, self.layer)
+
+    def nonfinite_units(self, units: Sequence[int], acts: np.ndarray | None = None) -> list[int]:
+        """Those of `units` whose activations (on the control set, and on `acts` when given)
+        hold NaN or inf: nothing about them can be scored."""
+        rows = [self.control_activations()] + ([np.asarray(acts)] if acts is not None and len(acts) else [])
+        return [int(u) for u in units if not all(np.isfinite(r[:, u]).all() for r in rows)]
+
+    def check_finite(self, units: Sequence[int], acts: np.ndarray | None = None) -> None:
+        """A LineError naming the units of `units` whose activations are not finite."""
+        bad = self.nonfinite_units(units, acts)
+        if bad:
+            control = self.control_activations()
+            share = f"{int((~np.isfinite(control[:, bad[0]])).sum())} of {len(control)} control images"
+            raise LineError(f"unit{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad[:20]))}{' ...' if len(bad) > 20 else ''} "
+                            f"of layer {self.layer} give{'' if len(bad) > 1 else 's'} NaN or inf activations "
+                            f"(unit {bad[0]}: on {share}); they cannot be scored or labelled.",
+                            "Check the model (a division by zero, an overflow in float16: try --device cpu) or pick other units.")
 
     @cached_property
     def units(self) -> int:
@@ -252,14 +273,26 @@ class Engine:
         """Every concept scored so far on this (model, layer, generator), across runs and
         processes (tools.bank). A concept that fails the concept check (tools.concepts), or
         an entry that does not parse, is skipped: the cache folder is not trusted."""
-        bank = {}
+        bank, skipped = {}, []
         for concept, images in self.concept_bank.entries():
             try:
                 if concept_problem(concept, self.generator) is None:
-                    bank[concept] = [ImageRef(**r) for r in images]
-            except (KeyError, TypeError, AttributeError):
-                continue
+                    bank[concept] = [self._banked_ref(**r) for r in images]
+            except (KeyError, TypeError, AttributeError, ValueError):
+                skipped.append(concept)
+        if skipped and not self._bank_warned:  # once per engine: the bank is read for every unit
+            self._bank_warned = True
+            log.warning("concept bank %s: %d entr%s skipped (image keys or seeds that the cache does not write, "
+                        "e.g. for %r).", getattr(self.concept_bank, "path", "table"), len(skipped),
+                        "y" if len(skipped) == 1 else "ies", str(skipped[0])[:60])
         return bank
+
+    def _banked_ref(self, key: str, prompt: str, seed: int, path: str = "") -> ImageRef:
+        """A bank entry's image, checked: its key a cache key (the file a key names is inside
+        the cache root), its seed a number; the path is the cache's, never the entry's."""
+        if not (is_cache_key(key) and isinstance(prompt, str) and isinstance(seed, int) and not isinstance(seed, bool)):
+            raise ValueError(f"bad banked image {str(key)[:40]!r}")
+        return ImageRef(key, prompt, seed, str(self.cache.image_path(key)))
 
     def bank_best(self, unit: int, k: int, criterion: Criterion,
                   exclude: Sequence[str] = ()) -> list[tuple[str, Scores]]:

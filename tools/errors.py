@@ -17,11 +17,14 @@ class UntrustedCode(LineError):
 def check_unit_index(unit: object, units: int, layer: str = "") -> int:
     """`unit` as an int, or a LineError when a layer of `units` units has no such unit."""
     try:
-        index = int(unit)
-        ok = index == unit and 0 <= index < units
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
+        index = int(unit)  # type: ignore[call-overload]
+        whole = index == unit and not isinstance(unit, bool)
+    except (TypeError, ValueError, OverflowError):
+        whole = False
+    if not whole:
+        raise LineError(f"unit {unit!r} is not a unit number ({units} units{f' in layer {layer}' if layer else ''}: "
+                        f"0..{units - 1}).", f"Pass a whole number between 0 and {units - 1}.")
+    if not 0 <= index < units:
         where = f" for layer {layer}" if layer else ""
         raise LineError(f"unit {unit} is out of range{where} ({units} units: 0..{units - 1}).",
                         f"Pick a unit between 0 and {units - 1}.")

@@ -96,3 +96,17 @@ def score_units(concept: np.ndarray, control: np.ndarray) -> dict[str, np.ndarra
 def unit_scores(table: dict[str, np.ndarray], index: int) -> Scores:
     """The `Scores` of one unit (by position) from a `score_units` table."""
     return Scores(**{name: float(values[index]) for name, values in table.items()})
+
+
+def json_ready(value):
+    """`value` with every NaN or infinite float as None, so that `json.dumps(...,
+    allow_nan=False)` writes valid JSON (null) where a score could not be computed."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.generic):
+        return json_ready(value.item())
+    return value

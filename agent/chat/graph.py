@@ -40,6 +40,7 @@ from agent.chat.answer import final_answer, text_of
 from agent.chat.probe import PROBE_KEY, asked_attributes, plan_probes, probe_message
 from agent.llm import ask_structured, check_reachable, describe_failure, transport_failure
 from agent.loop.context import LineContext
+from agent.loop.nodes import hold_unit
 from agent.loop.proposal import vocabulary_hint
 from agent.loop.stall import stall_trigger
 from agent.llm import Usage
@@ -73,12 +74,14 @@ class ChatContext(LineContext):
 # --- intake: slash commands or the LLM ------------------------------------------------------
 def intake(state: ChatState, runtime: Runtime[ChatContext]) -> Command:
     """A slash command becomes a tool call of the person's; a question about an attribute
-    first gets the graph's experiments on it (agent.chat.probe); anything else goes to the LLM."""
+    first gets the graph's experiments on it (agent.chat.probe); anything else goes to the LLM.
+    The thread's unit is checked first (a served thread's input may name one)."""
     ctx = runtime.context
+    held = hold_unit(state, ctx.engine)
     last = state.messages[-1]
     text = text_of(last)
     if not (isinstance(last, HumanMessage) and text.startswith("/")):
-        update: dict = {"turn_start": work_done(state), "turn_steps": len(state.steps)}
+        update: dict = held | {"turn_start": work_done(state), "turn_steps": len(state.steps)}
         probes = plan_probes(ctx, state, asked_attributes(text, ctx.engine.generator.vocabulary()))
         if probes:
             return Command(goto="dedup", update=update | {"messages": [probe_message(probes)]})
@@ -86,10 +89,10 @@ def intake(state: ChatState, runtime: Runtime[ChatContext]) -> Command:
     try:
         call = slash_call(text, ctx.engine.check_unit)
     except LineError as error:
-        return Command(goto=END, update={"messages": [AIMessage(f"Not run: {error}", name="line")]})
+        return Command(goto=END, update=held | {"messages": [AIMessage(f"Not run: {error}", name="line")]})
     if call is None:
-        return Command(goto=END, update={"messages": [AIMessage(prompts.text("chat_help"), name="line")]})
-    return Command(goto="dedup", update={"messages": [AIMessage("", tool_calls=[call], name="line")]})
+        return Command(goto=END, update=held | {"messages": [AIMessage(prompts.text("chat_help"), name="line")]})
+    return Command(goto="dedup", update=held | {"messages": [AIMessage("", tool_calls=[call], name="line")]})
 
 
 # --- agent: the LLM chooses tools -----------------------------------------------------------
@@ -332,14 +335,16 @@ def work_rounds(state: ChatState) -> int:
 
 
 # --- the graph -----------------------------------------------------------------------------------
-def build_chat_graph(checkpointer=None):
+def build_chat_graph(checkpointer=None, wrap=None):
+    """The chat graph; `wrap` (a served graph's) wraps each node function."""
+    wrap = wrap or (lambda node: node)
     graph = StateGraph(ChatState, context_schema=ChatContext)
-    graph.add_node("intake", intake, destinations=("agent", "dedup", END))
-    graph.add_node("agent", agent)
-    graph.add_node("dedup", dedup, destinations=("tools", "stall"))
+    graph.add_node("intake", wrap(intake), destinations=("agent", "dedup", END))
+    graph.add_node("agent", wrap(agent))
+    graph.add_node("dedup", wrap(dedup), destinations=("tools", "stall"))
     graph.add_node("tools", ToolNode(TOOLS, handle_tool_errors=tool_error))
-    graph.add_node("stall", stall, destinations=("agent", "answer", END))
-    graph.add_node("answer", answer)
+    graph.add_node("stall", wrap(stall), destinations=("agent", "answer", END))
+    graph.add_node("answer", wrap(answer))
     graph.add_edge(START, "intake")
     graph.add_conditional_edges("agent", after_agent, ["dedup", "answer"])
     graph.add_edge("tools", "stall")

@@ -71,11 +71,13 @@ class ChatSession:
               thread_id: str | None = None) -> "ChatSession":
         """A new thread, empty or continuing `history` (e.g. a unit of an autonomous run)."""
         context.engine.check_unit(unit)
+        context.engine.check_finite([unit])  # before the thread exists: a unit with NaN activations has nothing to study
         run = Run.create(settings, [unit], thread_id or f"chat-{new_run_id(settings)}-u{unit}-{uuid.uuid4().hex[:4]}")
         meta = json.loads((run.folder / "run.json").read_text())
         atomic_write(run.folder / "run.json", json.dumps(meta | {"kind": CHAT_KIND}, indent=2).encode())
         session = cls(run, context)
-        seed = history.model_copy(update={"unit": unit}) if history else NeuronState(unit=unit)
+        held = {"unit": unit, "held_unit": unit}  # the thread's unit (agent.loop.nodes.hold_unit)
+        seed = history.model_copy(update=held) if history else NeuronState(**held)
         session.graph.update_state(session.config, {k: getattr(seed, k) for k in NeuronState.model_fields},
                                    as_node="stall")
         return session

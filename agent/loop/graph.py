@@ -87,10 +87,12 @@ def after_review(s: NeuronState) -> str:
     return "check" if s.proposals else "finalize"
 
 
-def build_label_graph(checkpointer=None):
+def build_label_graph(checkpointer=None, wrap=None):
+    """The labelling graph; `wrap` (a served graph's) wraps each node function."""
+    wrap = wrap or (lambda node: node)
     graph = StateGraph(NeuronState, context_schema=LineContext)
     for name in NODES:
-        graph.add_node(name, getattr(nodes, name))
+        graph.add_node(name, wrap(getattr(nodes, name)))
     graph.add_edge(START, "init")
     graph.add_edge("init", "stall")
     graph.add_conditional_edges("stall", after_stall, ["propose", "operate", "summarize"])

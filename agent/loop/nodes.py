@@ -25,8 +25,21 @@ from agent.loop.label_choice import choose_label, persons_label, pick_finalists
 from agent.loop.proposal import ask_for_concept, failure_event, feedback, pool_lines, proposal_of, vocabulary_hint
 from agent.loop.stall import HOT_TEMPERATURE_BOOST, budget_spent, next_strategy, stall_trigger
 from agent.loop.state import AtomScore, Label, NeuronState, Proposal
+from tools.errors import LineError
 from tools.history import Event, Step, score_steps
 from tools import meanings, verdict
+
+
+def hold_unit(state: NeuronState, engine) -> dict:
+    """The thread's unit, checked at every input (a served graph's `{"unit": N}` included):
+    a unit of the layer with finite activations, and the one the thread started on. The
+    update that holds it."""
+    engine.check_unit(state.unit)
+    engine.check_finite([state.unit])
+    if state.held_unit is not None and state.held_unit != state.unit:
+        raise LineError(f"this thread investigates unit {state.held_unit}, not unit {state.unit}: a thread is one neuron.",
+                        f"Start a new thread for unit {state.unit}.")
+    return {} if state.held_unit == state.unit else {"held_unit": state.unit}
 
 
 # --- the start: the initial pool -----------------------------------------------------------
@@ -34,8 +47,9 @@ def init(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     """LINE's initial pool: the top control classes for the unit and random ones, then, for
     free from the layer's concept bank, the unit's best atoms of the sweep and the bank's
     best other concepts."""
+    held = hold_unit(state, runtime.context.engine)
     if state.steps:
-        return {}
+        return held
     ctx, start = runtime.context, time.perf_counter()
     classes, means = ctx.engine.class_means()
     drawable = [c for c in (classes[i] for i in np.argsort(-means[:, state.unit], kind="stable"))
@@ -51,7 +65,7 @@ def init(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     bank = [c for c, _ in ctx.engine.bank_best(state.unit, ctx.loop.bank_top, exclude=taken, criterion=ctx.criterion)]
     steps += score_steps(ctx.engine, state.unit, bank, "bank", 0)
     pool = ctx.criterion.order(steps, lambda s: s.scores)[: ctx.loop.pool_size]
-    return {"steps": steps, "pool": [s.concept for s in pool], "sweep": sweep,
+    return held | {"steps": steps, "pool": [s.concept for s in pool], "sweep": sweep,
             "strategy": "refine" if ctx.chat is not None else "operators", "elapsed": time.perf_counter() - start}
 
 

@@ -67,3 +67,5 @@ class NeuronState(History):
     stop_reason: str | None = None
     label: Label | None = None
     verdict: str | None = Field(None, description="a person's review: approve, or a concept of theirs")
+    held_unit: int | None = Field(None, exclude=True, description="the unit the thread started on (an input that "
+                                  "names another unit is refused: a thread is one neuron)")

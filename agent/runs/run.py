@@ -31,6 +31,7 @@ from agent.runs.engine_factory import control_spec
 from agent.runs.store import DONE, RUNNING, WAITING, open_store
 from tools.cache import atomic_write
 from tools.errors import LineError
+from tools.scoring import json_ready
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,7 @@ class Run:
         path = self.folder / "sweep.json"
         if cost is None or (path.exists() and not cost["images_rendered"]):
             return
-        atomic_write(path, json.dumps(cost, indent=1).encode())
+        atomic_write(path, json.dumps(json_ready(cost), indent=1, allow_nan=False).encode())
 
     def thread_config(self, unit: int) -> dict:
         return thread_config(self.store.thread_id(unit), self.settings.loop)
@@ -245,10 +246,10 @@ class Run:
         with self._lock:
             states = self.states(graph) if states is None else states
             path = self.folder / "history.json"
-            atomic_write(path, json.dumps(
+            atomic_write(path, json.dumps(json_ready(
                 {"run": self.id, "settings": self.settings.public(),
-                 "units": {str(u): states[u].model_dump(mode="json") for u in self.units if u in states}},
-                indent=1).encode())
+                 "units": {str(u): states[u].model_dump(mode="json") for u in self.units if u in states}}),
+                indent=1, allow_nan=False).encode())
             return path
 
 

@@ -12,11 +12,11 @@ from typing import Any
 
 from rich.table import Table
 
+from agent.config import MAX_IMAGES_PER_CONCEPT
 from agent.ui.console import console, err_console, flag_settings, progress, settings_from_args
 from agent.ui.terminal import safe
 from tools.errors import LineError
 
-MAX_IMAGES = 256
 
 
 class Parser(argparse.ArgumentParser):
@@ -78,6 +78,7 @@ def cmd_score(args: argparse.Namespace) -> None:
     from agent.runs.engine_factory import build_engine
     from tools.concepts import check_concept
     from tools.engine import parse_units
+    from tools.scoring import json_ready
 
     settings = settings_from_args(args)
     engine = build_engine(settings, progress=progress())
@@ -85,6 +86,9 @@ def cmd_score(args: argparse.Namespace) -> None:
     units = parse_units(args.units if args.units is not None else str(args.unit), engine.units)
     concept = check_concept(args.concept, engine.generator)
     evidence = engine.evaluate(concept, engine.seeds(args.images))
+    nonfinite = engine.nonfinite_units(units, evidence.activations)
+    if nonfinite and (args.units is None or len(nonfinite) == len(units)):
+        engine.check_finite(units, evidence.activations)  # nothing to show: a LineError naming them
     if args.units is not None and args.top:
         units = [u for u in evidence.top_units(len(evidence.table["auc"])) if u in set(units)][: args.top]
     interpretation = evidence.interpretation
@@ -95,11 +99,16 @@ def cmd_score(args: argparse.Namespace) -> None:
         "understood": interpretation.understood, "ignored": interpretation.ignored,
         "canonical": interpretation.canonical,
         "images": [r.path for r in evidence.images],
-        "units": [{"unit": u, **evidence.scores(u).model_dump()} for u in units],
+        "units": [{"unit": u, **{k: (None if u in nonfinite else v) for k, v in evidence.scores(u).model_dump().items()}}
+                  for u in units],
         "cache": {k: v for k, v in sorted(cache.stats.items())},
     }
+    if nonfinite:
+        result["nonfinite_units"] = nonfinite
+        err_console.print(safe(f"warning: units {', '.join(map(str, nonfinite))} give NaN or inf activations; "
+                               "their scores are left empty (null in --json)."), highlight=False, soft_wrap=True)
     if args.json:
-        print(json.dumps(result, indent=1))
+        print(json.dumps(json_ready(result), indent=1, allow_nan=False))
         return
     console.print(f"[bold]{safe(repr(concept))}[/] on {safe(settings.model)} / {safe(settings.layer)} vs {safe(result['control'])}")
     console.print(safe(f"generator {engine.generator.id}: understood {interpretation.understood or '-'}, "
@@ -108,6 +117,9 @@ def cmd_score(args: argparse.Namespace) -> None:
     for column in ("unit", "AUC", "MAD", "mean act", "U", "p"):
         table.add_column(column, justify="right")
     for row in result["units"]:
+        if row["unit"] in nonfinite:
+            table.add_row(str(row["unit"]), *["-"] * 5)
+            continue
         table.add_row(str(row["unit"]), f"{row['auc']:.3f}", f"{row['mad']:.2f}", f"{row['mean']:.4f}",
                       f"{row['u']:.0f}", f"{row['p']:.2e}")
     console.print(table)
@@ -138,6 +150,8 @@ def cmd_label(args: argparse.Namespace) -> None:
             settings = settings_from_args(args, runs_dir=args.runs_dir, concurrency=args.concurrency)
             engine = build_engine(settings, progress=progress())
             units = parse_units(args.units or "0", engine.units)
+            if settings.cluster.backend == "local":  # on Ray the workers compute the control set (their init checks)
+                engine.check_finite(units)
             context = labelling_context(settings, engine)  # before the run exists: a failed start leaves nothing behind
             run = Run.create(settings, units, args.run_id)
             stack.enter_context(run.writer())
@@ -367,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concept", required=True)
     p.add_argument("--top", type=whole_number(0, 1_000_000), default=0,
                    help="with --units: only the N units it drives most (by AUC); 0: all")
-    p.add_argument("--images", type=whole_number(1, MAX_IMAGES), help="images of the concept (default: loop.images_per_concept)")
+    p.add_argument("--images", type=whole_number(1, MAX_IMAGES_PER_CONCEPT), help="images of the concept (default: loop.images_per_concept)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_score)
 

@@ -64,6 +64,9 @@ def load_factory(spec: str, device: str) -> TargetModel:
             f"cannot import {mod_name!r} for model {spec!r} ({exc}).",
             "Check the module path (run from the folder that contains the package), or use path/to/file.py:factory.",
         ) from exc
+    except (Exception, SystemExit) as exc:  # a SyntaxError, or the module's own code failing as it is imported
+        raise LineError(f"importing {mod_name!r} for model {spec!r} failed: {_described(exc)}.",
+                        f"Fix {mod_name} (import it in Python to see the traceback).") from exc
     factory = getattr(mod, attr, None)
     if not callable(factory):
         names = [n for n, v in vars(mod).items() if callable(v) and not n.startswith("_")]
@@ -72,7 +75,11 @@ def load_factory(spec: str, device: str) -> TargetModel:
             f"{mod_name!r} has no function {attr!r}" + (f" (nearest: {', '.join(near)})." if near else "."),
             f"Use {mod_name}:<function returning an nn.Module>.",
         )
-    result = factory()
+    try:
+        result = factory()
+    except (Exception, SystemExit) as exc:  # a factory that exits would end `line` silently
+        raise LineError(f"model factory {spec} failed: {_described(exc)}.",
+                        f"Fix {attr}() in {mod_name} (call it in Python to see the traceback).") from exc
     if isinstance(result, TargetModel):
         return result
     if not isinstance(result, torch.nn.Module):
@@ -81,13 +88,21 @@ def load_factory(spec: str, device: str) -> TargetModel:
             "Make the factory return an nn.Module (or a TargetModel).",
         )
     size = getattr(mod, "input_size", 224)
-    if isinstance(size, (tuple, list)):
+    if isinstance(size, (tuple, list)) and size:
         size = size[-1]
-    return TargetModel(
+    return TargetModel(  # the values are checked by `finished` (a LineError naming the factory and the value)
         name=spec,
         module=result,
-        input_size=int(size),
-        mean=tuple(getattr(mod, "mean", IMAGENET_MEAN)),  # type: ignore[arg-type]
-        std=tuple(getattr(mod, "std", IMAGENET_STD)),  # type: ignore[arg-type]
+        input_size=size,
+        mean=getattr(mod, "mean", IMAGENET_MEAN),
+        std=getattr(mod, "std", IMAGENET_STD),
         interpolation=str(getattr(mod, "interpolation", "bilinear")),
     )
+
+
+def _described(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r})"
+    if isinstance(exc, SyntaxError):
+        return f"SyntaxError in {exc.filename}, line {exc.lineno}: {exc.msg}"
+    return f"{type(exc).__name__}: {exc}"

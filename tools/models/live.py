@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 from PIL import Image
 
+from tools.devices import resolve_device
 from tools.errors import LineError
 from tools.fingerprint import fingerprint_live
 from tools.models.hf_models import hf_preprocessing
@@ -32,6 +33,9 @@ def live_target_model(module: torch.nn.Module, preprocess: Callable[[Image.Image
     if not isinstance(module, torch.nn.Module):
         raise LineError(f"model is a {type(module).__name__}, not a torch.nn.Module or a model spec.",
                         "Pass a torch module, or a spec string such as 'efficientnet-lite0' or 'timm:resnet50'.")
+    if any(p.is_meta for p in module.parameters()) or any(b.is_meta for b in module.buffers()):
+        raise LineError(f"the live {type(module).__name__} has its weights on the meta device: they hold no data to compute on.",
+                        "Load its weights first (e.g. module.to_empty(device='cpu'), then load_state_dict), or pass a module on the CPU or a GPU.")
     given = {k: v for k, v in {"input_size": input_size, "mean": mean, "std": std}.items() if v is not None}
     fields = {**_inferred_preprocessing(module), **given}
     missing = [k for k in ("input_size", "mean", "std") if k not in fields]
@@ -44,8 +48,10 @@ def live_target_model(module: torch.nn.Module, preprocess: Callable[[Image.Image
             raise LineError(f"{key}={fields[key]!r} is not three numbers (one per RGB channel).", f"Pass e.g. {key}=(0.5, 0.5, 0.5).")
     target = TargetModel(name="", module=module, transform=preprocess,
                          **{k: v for k, v in fields.items() if k not in missing})
-    if device is None:
-        device = next((str(p.device) for p in module.parameters()), "cpu")
+    if preprocess is not None and not callable(preprocess):
+        raise LineError(f"preprocess is a {type(preprocess).__name__}, not a callable.",
+                        "Pass a function from a PIL image to a 3 x H x W tensor (e.g. a torchvision transform).")
+    device = resolve_device(device) if device is not None else next((str(p.device) for p in module.parameters()), "cpu")
     spec = f"{LIVE}:{type(module).__name__}@{fingerprint_live(module, preprocess or _resize_text(target))}"
     return finished(target, spec, device)
 

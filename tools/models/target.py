@@ -139,10 +139,36 @@ def finished(loaded: TargetModel | torch.nn.Module, spec: str, device: str) -> T
                         'Set device = "cpu" in the config, or pass --device cpu.') from exc
     tm.device = device
     tm.module.eval()
-    tm.input_size = int(tm.input_size)
-    tm.mean = tuple(float(v) for v in tm.mean)  # type: ignore[assignment]
-    tm.std = tuple(float(v) for v in tm.std)  # type: ignore[assignment]
+    tm.input_size = _checked_size(tm.input_size, spec)
+    tm.mean = _three_numbers(tm.mean, "mean", spec)  # type: ignore[assignment]
+    tm.std = _three_numbers(tm.std, "std", spec, positive=True)  # type: ignore[assignment]
     return tm
+
+
+MAX_INPUT_SIZE = 4096  # pixels a side: beyond, one image's tensor alone takes hundreds of MB
+
+
+def _checked_size(size: object, spec: str) -> int:
+    """A model's input_size: a whole number of pixels, 1..MAX_INPUT_SIZE, or a LineError."""
+    ok = isinstance(size, (int, float, np.integer)) and not isinstance(size, bool) and float(size).is_integer()
+    if not (ok and 1 <= int(size) <= MAX_INPUT_SIZE):  # type: ignore[arg-type]
+        raise LineError(f"model {spec}: input_size={size!r} is not a whole number of pixels from 1 to {MAX_INPUT_SIZE}.",
+                        "Set input_size to the side the model takes, e.g. input_size = 224.")
+    return int(size)  # type: ignore[arg-type]
+
+
+def _three_numbers(values: object, key: str, spec: str, positive: bool = False) -> tuple[float, float, float]:
+    """A model's mean or std: three finite numbers, one per RGB channel (std above 0), or a LineError."""
+    try:
+        numbers = tuple(float(v) for v in values)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        numbers = ()
+    if len(numbers) != 3 or not all(np.isfinite(numbers)) or (positive and min(numbers) <= 0):
+        what = "three numbers above 0" if positive else "three finite numbers"
+        raise LineError(f"model {spec}: {key}={values!r} is not {what} (one per RGB channel).",
+                        f"Set e.g. {key} = {IMAGENET_STD if positive else IMAGENET_MEAN}"
+                        + (" (dividing by a std of 0 makes every activation NaN)." if positive else "."))
+    return numbers  # type: ignore[return-value]
 
 
 def _transformed(transform: Callable[[Image.Image], torch.Tensor], image: Image.Image) -> torch.Tensor:
