@@ -52,3 +52,10 @@ def test_open_vocabularies_merge_the_best_concept_with_the_best_atoms():
     found = list(operators.candidates(["a red car"], {}, None, random.Random(0), atoms=["wheel", "road"]))
     assert found[:2] == [("a red car wheel", "add the best atom 'wheel' to 'a red car'"),
                          ("a red car road", "add the best atom 'road' to 'a red car'")]
+
+
+def test_attribute_questions_are_asked_of_the_generators_slots():
+    from agent.chat.probe import asked_attributes
+
+    assert asked_attributes("Does the colour or the pattern matter?", READER) == ["colour", "kind"]
+    assert asked_attributes("Does the colour matter?", None) == []  # open vocabularies have no slots
