@@ -268,8 +268,9 @@ def test_the_embedded_model_experiments_before_it_may_answer(settings, engine):
 # --- answers grounded in the history (issue 24) ------------------------------------------------
 def grounding_of(session):
     from agent.chat.answer import Grounding
+    from tools.generators.base import slot_reader
 
-    return Grounding.of(session.state(), session.context.engine.generator.vocabulary())
+    return Grounding.of(session.state(), slot_reader(session.context.engine.generator))
 
 
 def test_an_answer_stating_a_number_or_concept_the_history_lacks_is_replaced(scripted, engine):

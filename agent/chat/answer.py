@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Iterable
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 
 import prompts
-from agent.loop import operators
 from agent.llm import message_text as text_of
 from agent.chat.probe import ATTRIBUTE_NAMES, HARDLY, PROBE_KEY, Outcome, outcomes
+from tools.generators.base import SlotReader, slot_reader
 from tools.history import History, Step
 from tools.text import normalise
 
@@ -57,10 +57,10 @@ class Grounding:
     numbers: list[float]
     concepts: set[str]
     said: str  # the researcher's messages, in plain lower-case words
-    vocabulary: dict[str, list[str]]
+    reader: SlotReader | None  # the generator's slots (None for open vocabularies)
 
     @classmethod
-    def of(cls, state: ChatState, vocabulary: dict[str, list[str]], extra: Iterable[float] = ()) -> "Grounding":
+    def of(cls, state: ChatState, reader: SlotReader | None, extra: Iterable[float] = ()) -> "Grounding":
         numbers: list[float] = [float(state.unit), float(len(state.steps)), *REFERENCE_NUMBERS, *extra]
         concepts: set[str] = set()
         for step in state.steps:
@@ -83,7 +83,7 @@ class Grounding:
                 numbers += _numbers_in(text_of(message))
             if isinstance(message, HumanMessage) and message.name is None:
                 said.append(text_of(message))
-        return cls(numbers, {normalise(c) for c in concepts}, _plain(" ".join(said)), vocabulary)
+        return cls(numbers, {normalise(c) for c in concepts}, _plain(" ".join(said)), reader)
 
     def holds_number(self, token: str) -> bool:
         percent = token.endswith("%")
@@ -107,10 +107,12 @@ class Grounding:
 
     def holds_words(self, parts: dict[str, list[str]]) -> bool:
         """Whether some known concept (or the researcher) holds every attribute value of `parts`."""
+        if self.reader is None:
+            return False
         wanted = {(_as_colour(g), v) for g, values in parts.items() for v in values}
-        for concept in [*self.concepts, self.said]:
-            known = {(_as_colour(g), v) for g, values in operators.slots(concept, self.vocabulary).items()
-                     for v in values}
+        said = [parts for parts, _ in _attribute_runs(self.said, self.reader)]  # every attribute the researcher named
+        for known_parts in [*(self.reader.slots(c) for c in self.concepts), _union(said)]:
+            known = {(_as_colour(g), v) for g, values in known_parts.items() for v in values}
             if wanted <= known:
                 return True
         return False
@@ -130,7 +132,7 @@ def problems(text: str, grounding: Grounding, earlier: list[str]) -> list[str]:
     if numbers:
         found.append(f"it states {', '.join(dict.fromkeys(numbers))}, which the history does not hold")
     quoted = [q for q in _quoted(text) if not grounding.holds_concept(q)]
-    named = [" ".join(v for vs in parts.values() for v in vs) for parts in _named_concepts(text, grounding.vocabulary)
+    named = [" ".join(v for vs in parts.values() for v in vs) for parts in _named_concepts(text, grounding.reader)
              if not grounding.holds_words(parts)]
     unknown = list(dict.fromkeys(quoted + named))
     if unknown:
@@ -152,15 +154,29 @@ def _quoted(text: str) -> list[str]:
     return [p for p in phrases if 0 < len(p.split()) <= 6 and not _NUMBER.fullmatch(p.strip())]
 
 
-def _named_concepts(text: str, vocabulary: dict[str, list[str]]) -> list[dict[str, list[str]]]:
+def _named_concepts(text: str, reader: SlotReader | None) -> list[dict[str, list[str]]]:
     """Runs of the generator's attribute words in `text` that name a colour or a pattern
-    (e.g. "green stripes"), as slots; words common in prose are left out."""
-    if not vocabulary:
+    (e.g. "green stripes"), as slots holding only the values the words name (not those the
+    generator infers, such as the count one of a singular shape); words common in prose are
+    left out."""
+    named = []
+    for parts, forms in _attribute_runs(_QUOTED.sub(" | ", text), reader):  # quoted phrases are checked as such
+        parts = {slot: kept for slot, values in parts.items()
+                 if (kept := [v for v in values if {v, f"{v}s", f"{v}es"} & forms])}
+        if "colour" in parts or "kind" in parts:
+            named.append(parts)
+    return named
+
+
+def _attribute_runs(text: str, reader: SlotReader | None) -> list[tuple[dict[str, list[str]], set[str]]]:
+    """(slots, words) of each run of the generator's attribute values (or their plurals) in
+    `text`, runs split by other words and punctuation; none without a slot reader."""
+    if reader is None:
         return []
-    known = {form for c, words in vocabulary.items() if c in operators.GROUP_OF for w in words
-             if w not in _PROSE_WORDS for form in (w, f"{w}s", f"{w}es")}
+    known = {form for values in reader.slot_values().values() for w in values if w not in _PROSE_WORDS
+             for form in (w, f"{w}s", f"{w}es")}
     runs = []
-    for segment in re.split(r"[.,;:!?()\[\]]", _QUOTED.sub(" | ", text)):  # quoted phrases are checked as such
+    for segment in re.split(r"[.,;:!?()\[\]]", text):
         words, current, i = _plain(segment).split(), [], 0
         while i < len(words):
             pair = " ".join(words[i:i + 2])
@@ -173,12 +189,16 @@ def _named_concepts(text: str, vocabulary: dict[str, list[str]]) -> list[dict[st
             i += size or 1
         if current:
             runs.append(current)
-    named = []
-    for run in runs:
-        parts = operators.slots(" ".join(run), vocabulary)
-        if "colour" in parts or "kind" in parts:
-            named.append(parts)
-    return named
+    return [(reader.slots(" ".join(run)), set(run)) for run in runs]
+
+
+def _union(parts: list[dict[str, list[str]]]) -> dict[str, list[str]]:
+    """Every slot value of any of `parts`."""
+    union: dict[str, list[str]] = {}
+    for one in parts:
+        for slot, values in one.items():
+            union.setdefault(slot, []).extend(v for v in values if v not in union[slot])
+    return union
 
 
 def _plain(text: str) -> str:
@@ -282,8 +302,7 @@ def _uncertain_line(ctx: ChatContext, state: ChatState, ranked: list[Step]) -> s
                           f"(MAD {best.scores.mad:.2f} ± {best.scores.mad_se:.2f} vs {second.scores.mad:.2f})")
     tested = {plan["attribute"] for m in state.messages if isinstance(m, AIMessage)
               for plan in m.additional_kwargs.get(PROBE_KEY, []) if plan["concept"] == best.concept}
-    vocabulary = ctx.engine.generator.vocabulary()
-    if vocabulary:
+    if slot_reader(ctx.engine.generator) is not None:
         untested = [ATTRIBUTE_NAMES[a] for a in OPEN_QUESTIONS if a not in tested]
         if untested:
             doubts.append(f'not tested yet on "{best.concept}": {", ".join(untested)}')
@@ -308,7 +327,7 @@ def final_answer(ctx: ChatContext, state: ChatState, stall_note: str) -> list[AI
                           additional_kwargs={"llm_reply": text})]
     earlier = [t for m in state.messages[:-1] if isinstance(m, AIMessage) and not m.tool_calls
                for t in (text_of(m), m.additional_kwargs.get("llm_text"), m.additional_kwargs.get("replaced")) if t]
-    grounding = Grounding.of(state, ctx.engine.generator.vocabulary())
+    grounding = Grounding.of(state, slot_reader(ctx.engine.generator))
     found = problems(text, grounding, earlier)
     if found:
         note = f"(The agent's own answer was set aside: {'; '.join(found)}.)"

@@ -47,6 +47,7 @@ from agent.llm import Usage
 from agent.loop.state import NeuronState, Proposal
 from tools.agent_tools import PROBE_CALL_PREFIX, TOOLS, USER_CALL_PREFIX, ScoreConceptArgs, ScoreResult
 from tools.errors import LineError
+from tools.generators.base import slot_reader
 from tools.history import Event
 
 STALL_NOTE = "stall-detector"  # name of the messages the stall node adds
@@ -82,7 +83,7 @@ def intake(state: ChatState, runtime: Runtime[ChatContext]) -> Command:
     text = text_of(last)
     if not (isinstance(last, HumanMessage) and text.startswith("/")):
         update: dict = held | {"turn_start": work_done(state), "turn_steps": len(state.steps)}
-        probes = plan_probes(ctx, state, asked_attributes(text, ctx.engine.generator.vocabulary()))
+        probes = plan_probes(ctx, state, asked_attributes(text, slot_reader(ctx.engine.generator)))
         if probes:
             return Command(goto="dedup", update=update | {"messages": [probe_message(probes)]})
         return Command(goto="agent", update=update)

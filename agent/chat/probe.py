@@ -1,10 +1,10 @@
 """Questions about attributes, answered by experiments.
 
 "Does the colour matter?", "Is it the pattern?", "Does size matter?", "Is it the
-background?": the question's attribute is recognised by plain matching on the generator's
-attribute words (its vocabulary's categories: colours, patterns, shapes, sizes, ...) and a
-few synonyms, so a weak LLM that cannot pick the experiment still gets it run. The graph
-then tests the attribute on the best concept so far, on the same seeds:
+background?": the question's attribute is recognised by plain matching on words for the
+generator's attribute slots (`tools.generators.base.SlotReader`: colour, kind, size, ...),
+so a weak LLM that cannot pick the experiment still gets it run. The graph then tests the
+attribute on the best concept so far, on the same seeds:
 
 - swap it: the best concept with the attribute's value replaced by others of its kind
   ("small vertical polka dots" -> "small vertical orange polka dots"), or added where the
@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING
 
 from langchain_core.messages import AIMessage, ToolMessage
 
-from agent.loop import concept_path as path, operators
+from agent.loop import concept_path as path
 from tools.agent_tools import PROBE_CALL_PREFIX
+from tools.generators.base import SlotReader, slot_reader
 
 if TYPE_CHECKING:
     from agent.chat.graph import ChatContext, ChatState
@@ -38,7 +39,7 @@ MAX_ATTRIBUTES = 2  # attributes tested for one question ("colour or pattern?")
 HARDLY = 0.75  # every variant keeps this share of the concept's MAD: the attribute hardly matters
 MATTERS = 0.5  # a variant (or the ablation) falls below this share: the attribute matters
 
-# The question's words for each attribute group of agent.loop.operators (plus the vocabulary's categories).
+# The question's words for each attribute slot of the generator (`SlotReader.slot_values`).
 ATTRIBUTE_WORDS = {
     "colour": ("colour", "color", "colours", "colors", "coloured", "colored", "hue", "hues", "tint"),
     "kind": ("pattern", "patterns", "shape", "shapes", "texture", "textures", "form", "motif"),
@@ -50,21 +51,21 @@ ATTRIBUTE_WORDS = {
 }
 _ASKING = re.compile(r"\?|\b(matters?|test|check|depends?|cares?|about|difference|effect|role)\b")  # a question
 ATTRIBUTE_NAMES = {"colour": "colour", "kind": "pattern", "size": "size", "background": "background",
-                   "orientation": "orientation", "thickness": "thickness", "count": "count"}  # groups in words
-_GENERIC = {"colour": "colours", "kind": "patterns", "size": "sizes", "orientation": "orientations",
-            "thickness": "thickness", "count": "counts"}  # the vocabulary category that holds a group's values
+                   "orientation": "orientation", "thickness": "thickness", "count": "count"}  # slots in words
+_NOT_VARIANTS = {"kind": {"plain"}}  # values a probe does not swap in: a plain fill has no pattern
 
 
-def asked_attributes(text: str, vocabulary: dict[str, list[str]]) -> list[str]:
-    """The attribute groups a question asks about, in the order it names them (at most
-    MAX_ATTRIBUTES); none for a generator without attribute words, or for a message that
-    neither asks (a question mark) nor talks of testing or mattering."""
+def asked_attributes(text: str, reader: SlotReader | None) -> list[str]:
+    """The attribute slots a question asks about, in the order it names them (at most
+    MAX_ATTRIBUTES); none for a generator without slots (`reader` None), or for a message
+    that neither asks (a question mark) nor talks of testing or mattering."""
     lowered = text.lower()
-    if not vocabulary or not _ASKING.search(lowered):
+    if reader is None or not _ASKING.search(lowered):
         return []
+    slots = reader.slot_values()
     found: list[tuple[int, str]] = []
     for group, words in ATTRIBUTE_WORDS.items():
-        if group == "background" or _GENERIC.get(group) in vocabulary or group == "kind":
+        if slots.get(group):
             hits = [m.start() for w in words for m in re.finditer(rf"\b{re.escape(w)}\b", lowered)]
             if hits:
                 found.append((min(hits), group))
@@ -92,21 +93,21 @@ class Probe:
 def plan_probes(ctx: ChatContext, state: ChatState, attributes: list[str]) -> list[Probe]:
     """The experiments for `attributes` on the best concept so far (or, before anything is
     scored, on the scene of the images the unit fires on most)."""
-    vocabulary = ctx.engine.generator.vocabulary()
+    reader = slot_reader(ctx.engine.generator)
     best = state.best(ctx.criterion)
     base = path.canonical(ctx, best.concept) if best else _first_concept(ctx, state)
-    if base is None:
+    if base is None or reader is None:
         return []
     probes = []
     for attribute in attributes:
         probe = Probe(attribute, base)
         if best is None and not probes:
             probe.add("score_concept", {"concept": base}, "base")
-        parts = operators.slots(base, vocabulary)
+        parts = reader.slots(base)
         present = parts.get(attribute, [])
-        for value in _other_values(ctx, state, attribute, parts, vocabulary):
+        for value in _other_values(ctx, state, attribute, parts, reader):
             changed = parts | {attribute: [value] + present[1:]}
-            probe.add("score_concept", {"concept": operators.compose(changed, vocabulary)}, "variant", value)
+            probe.add("score_concept", {"concept": reader.compose(changed)}, "variant", value)
         if present and attribute != "background":
             probe.add("ablate_concept", {"concept": present[0], "scene": base}, "ablation", present[0])
         elif present:
@@ -132,13 +133,12 @@ def _first_concept(ctx: ChatContext, state: ChatState) -> str | None:
     return proposal.concept if proposal else None
 
 
-def _other_values(ctx: ChatContext, state: ChatState, attribute: str, parts: dict, vocabulary: dict) -> list[str]:
+def _other_values(ctx: ChatContext, state: ChatState, attribute: str, parts: dict, reader: SlotReader) -> list[str]:
     """VARIANTS values of `attribute` other than the concept's, each giving a drawable
-    concept; untried ones first, then contrasting ones (spread over the vocabulary's list)."""
-    category = "colours" if attribute == "background" else _GENERIC.get(attribute)
-    values = list(vocabulary.get(category, []))
-    if attribute == "kind":
-        values = [v for c in ("patterns", "shapes", "textures") for v in vocabulary.get(c, []) if v != "plain"]
+    concept that keeps every other value of the concept (no orientation for circles, no
+    count for stripes); untried ones first, then contrasting ones (spread over the slot's
+    values)."""
+    values = [v for v in reader.slot_values().get(attribute, []) if v not in _NOT_VARIANTS.get(attribute, ())]
     present = set(parts.get(attribute, [])) | set(parts.get("colour", []) if attribute == "background" else [])
     tried = {path.canonical(ctx, c) for c in state.tried()}
     candidates = []
@@ -147,8 +147,10 @@ def _other_values(ctx: ChatContext, state: ChatState, attribute: str, parts: dic
     for value in order:
         if value in present:
             continue
-        concept = operators.compose(parts | {attribute: [value] + parts.get(attribute, [])[1:]}, vocabulary)
-        if path.fully_drawn(ctx, concept):
+        changed = {slot: values for slot, values in (parts | {attribute: [value] + parts.get(attribute, [])[1:]}).items()
+                   if values}
+        concept = reader.compose(changed)
+        if reader.slots(concept) == changed and path.fully_drawn(ctx, concept):  # every value applies
             candidates.append((path.canonical(ctx, concept) in tried, value))
     return [value for _, value in sorted(candidates, key=lambda c: c[0])][:VARIANTS]
 

@@ -18,6 +18,7 @@ from typing import Iterator
 from agent.loop import operators
 from agent.loop.context import LineContext
 from agent.loop.state import NeuronState, Proposal
+from tools.generators.base import slot_reader
 from tools.history import Event, Finalist, History, Step, confirm_finalists, score_steps
 
 
@@ -71,14 +72,14 @@ def score(ctx: LineContext, unit: int, proposals: list[Proposal]) -> tuple[list[
 def operator_proposals(ctx: LineContext, state: NeuronState, rng: random.Random) -> Iterator[Proposal]:
     """New, fully drawn operator concepts (in the generator's normal form), best first, for
     the state's iteration."""
-    vocabulary = ctx.engine.generator.vocabulary()
+    reader = slot_reader(ctx.engine.generator)
     ranked = [canonical(ctx, s.concept) for s in state.ranked(ctx.criterion)]
     images = sorted(image_evidence(ctx, state), key=lambda item: -item[1])
-    ranking = operators.attribute_ranking(images, vocabulary)
+    ranking = operators.attribute_ranking(images, reader)
     scenes = list(dict.fromkeys(scene for scene, _ in images))[:TOP_SCENES]
     atoms = [a.concept for a in ctx.criterion.order(state.sweep, lambda a: a.scores)]
     seen = {e.concept for e in state.events if e.iteration == state.iteration}  # rejected in this iteration
-    for concept, how in operators.candidates(ranked, ranking, vocabulary, rng, atoms, scenes):
+    for concept, how in operators.candidates(ranked, ranking, reader, rng, atoms, scenes):
         concept = canonical(ctx, concept)
         if concept not in seen and is_new(ctx, state, concept):
             seen.add(concept)

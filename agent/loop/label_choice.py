@@ -9,6 +9,7 @@ from agent.loop import operators
 from agent.loop.context import LineContext
 from agent.loop.state import NeuronState
 from tools.criterion import Criterion
+from tools.generators.base import slot_reader
 from tools.history import Step
 
 MAX_NEW_GENERALISATIONS = 1  # when no shorter concept is as strong: shorter forms of the best not scored yet
@@ -27,7 +28,7 @@ def pick_finalists(ctx: LineContext, state: NeuronState) -> list[tuple[str, str]
         best = state.ranked(criterion)[0]
         scored = {path.canonical(ctx, s.concept) for s in state.steps} | {path.canonical(ctx, c) for c, _ in chosen}
         shorter = [path.canonical(ctx, c) for c, _ in operators.generalisations(path.canonical(ctx, best.concept),
-                                                                              ctx.engine.generator.vocabulary())]
+                                                                              slot_reader(ctx.engine.generator))]
         new = [c for c in dict.fromkeys(shorter) if c not in scored and path.fully_drawn(ctx, c)]
         chosen += [(c, f"a shorter form of {best.concept!r}") for c in new[:MAX_NEW_GENERALISATIONS]]
     return chosen

@@ -26,6 +26,7 @@ from agent.loop.proposal import ask_for_concept, failure_event, feedback, pool_l
 from agent.loop.stall import HOT_TEMPERATURE_BOOST, budget_spent, next_strategy, stall_trigger
 from agent.loop.state import AtomScore, Label, NeuronState, Proposal
 from tools.errors import LineError
+from tools.generators.base import slot_reader
 from tools.history import Event, Step, score_steps
 from tools import meanings, verdict
 
@@ -128,7 +129,7 @@ def summarize(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     if ctx.loop.simplify:
         best = path.canonical(ctx, top[0].concept)
         rejected = {e.concept for e in state.events if e.source == "summary"}
-        for concept, how in operators.generalisations(best, ctx.engine.generator.vocabulary()):
+        for concept, how in operators.generalisations(best, slot_reader(ctx.engine.generator)):
             concept = path.canonical(ctx, concept)
             if concept not in rejected and path.is_new(ctx, state, concept):
                 return update | {"proposals": [Proposal(concept=concept, source="summary", iteration=iteration,

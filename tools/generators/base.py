@@ -1,9 +1,10 @@
-"""The protocol every image generator follows: concept prompts + seeds -> images."""
+"""The protocol every image generator follows: concept prompts + seeds -> images; and the
+optional one of closed-vocabulary generators that read concepts as attribute slots."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol, runtime_checkable
+from typing import Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 from PIL import Image
 
@@ -77,3 +78,28 @@ class ImageGenerator(Protocol):
     def atoms(self) -> list[Atom]:
         """The layer-wide sweep's concepts: each attribute value alone (or, for open
         vocabularies, a list of common concepts)."""
+
+
+@runtime_checkable
+class SlotReader(Protocol):
+    """A generator that reads its concepts as attribute slots (the procedural one: count,
+    size, thickness, orientation, colour, kind, background, avoid). Operators decompose and
+    recombine concepts through it instead of re-reading the generator's grammar;
+    open-vocabulary generators (diffusion) have no slots and do not follow it."""
+
+    def slots(self, concept: str) -> dict[str, list[str]]:
+        """The attribute values `concept` fixes, by slot, as canonical values; what the
+        generator cannot draw is left out, and so is what it fills in itself."""
+
+    def compose(self, slots: Mapping[str, Sequence[str]]) -> str:
+        """The canonical concept holding `slots` ("" when nothing of it is drawable)."""
+
+    def slot_values(self) -> dict[str, list[str]]:
+        """Every value each slot can hold, by slot, slots in the order of a concept's words."""
+
+
+def slot_reader(generator: object) -> SlotReader | None:
+    """`generator` where it reads concepts as slots (with at least one slot), else None."""
+    if isinstance(generator, SlotReader) and generator.slot_values():
+        return generator
+    return None

@@ -204,14 +204,15 @@ class ProceduralGenerator:
         return _parse(" ".join(w for w in words if w)).scene.canonical()
 
     def slot_values(self) -> dict[str, list[str]]:
-        """Every value each slot of `SLOTS` can hold, by slot."""
+        """Every value each slot of `SLOTS` can hold, by slot; kinds list patterns, then
+        shapes and blobs, then textures (operators and probes spread their picks over it)."""
         return {
             "count": list(COUNT_WORDS),
             "size": list(SIZES),
             "thickness": list(THICKNESS),
             "orientation": list(ORIENTATIONS),
             "colour": list(COLOURS),
-            "kind": SHAPES + [BLOBS] + PATTERNS + TEXTURES,
+            "kind": PATTERNS + SHAPES + [BLOBS] + TEXTURES,
             "background": list(COLOURS),
             "avoid": list(COLOURS),
         }
