@@ -17,7 +17,7 @@ from agent.chat import STALL_NOTE, ChatAction, ChatSession, chat_context
 from agent.ui.chat_repl import ConsolePrinter
 from agent.ui.cli import build_parser
 from agent.config import load_settings
-from agent.llm import LLMUnavailable, ScriptedChatModel
+from agent.llm import LLMUnavailable, ScriptedChatModel, message_text as text_of
 from tools.agent_tools import ablate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,7 +84,7 @@ from langchain_core.messages import AIMessage
 from agent.runs import context
 context.default_embedder = lambda: None
 from agent.chat import ChatSession, chat_context
-from agent.llm import LLMUnavailable, ScriptedChatModel
+from agent.llm import LLMUnavailable, ScriptedChatModel, message_text as text_of
 from agent.runs.engine_factory import build_engine
 from agent.runs.run import Run
 run = Run.open(sys.argv[1], sys.argv[2])
@@ -382,3 +382,15 @@ def test_a_repeated_call_is_shown_once_with_a_count_and_verbose_shows_every_one(
         results = [line for line in out.splitlines() if line.startswith(("  <-", "  stall:"))]
         assert results and all(len(line) < 260 for line in results)  # one short line per result
     assert "line> (Stopped after 4 tool rounds" in out and 'Best so far: "' in out
+
+
+def test_the_loops_llm_call_budget_does_not_make_every_chat_round_a_stall(scripted, engine):
+    """A thread outlives the autonomous loop's LLM call budget: once spent, it must not
+    trigger a stall (and an operator concept) on every round."""
+    scripted = settings_with(scripted, loop={"max_llm_calls": 2, "patience": 10, "duplicate_streak": 10})
+    concepts = ["red background", "blue background", "green background", "red stripes"]
+    session = start(scripted, engine, [call("score_concept", concept=c) for c in concepts] + ["Red it is."])
+    added = session.send("What does unit 0 respond to?")
+    assert [s.concept for s in session.state().steps] == concepts  # the LLM's four, no operator in between
+    assert not any("budget" in text_of(m) for m in added)
+    session.close()

@@ -31,6 +31,9 @@ def is_chat_thread(run: Run) -> bool:
     return bool(values.get("messages")) if isinstance(values, dict) else bool(getattr(values, "messages", None))
 
 
+CONVERSATION_LLM_CALLS = 2**31  # no budget of LLM calls across a thread (see chat_context)
+
+
 def chat_config(run: Run, unit: int) -> dict:
     """The thread, named like a labelling run's so that `line history` reads it too."""
     return {"configurable": {"thread_id": run.store.thread_id(unit)}}
@@ -43,7 +46,9 @@ def chat_context(settings: Settings, engine, chat=None) -> ChatContext:
     if base.chat is None:
         raise LineError("the chat needs an LLM, but loop.max_llm_calls is 0.", "Set loop.max_llm_calls above 0.")
     tool_calling = settings.llm.provider != "local"
-    loop = base.loop.model_copy(update={"patience": settings.chat.patience})
+    # A conversation's messages are bounded by chat.max_rounds each, not by the autonomous
+    # loop's LLM call budget: once spent, that budget would call every round a stall.
+    loop = base.loop.model_copy(update={"patience": settings.chat.patience, "max_llm_calls": CONVERSATION_LLM_CALLS})
     return ChatContext(**vars(base) | {"loop": loop}, tool_calling=tool_calling, max_rounds=settings.chat.max_rounds,
                        min_experiments=0 if tool_calling else settings.chat.min_experiments)
 
