@@ -291,8 +291,22 @@ def random_projection(f: Features, seed: int = 0) -> torch.Tensor:
     return thumb @ (direction / direction.norm()).to(thumb)
 
 
+def noise_template(f: Features, seed: int = 0) -> torch.Tensor:
+    """The cosine between the image's fine detail (gray minus its 3x3 mean, at WORK_SIZE px)
+    and a fixed white-noise template (from `seed`): where each edge falls, pixel by pixel, is
+    all it sees, and every seed of a concept moves the edges, so no concept drives it. The
+    trust evals' unit the generator cannot express (random_filter and random_projection turned
+    out to be expressible: stripes and plain colours drive them beyond every photo)."""
+    gray = f.gray[:, None]
+    detail = (gray - nn.functional.avg_pool2d(gray, 3, 1, 1, count_include_pad=False))[:, 0]
+    detail = detail - detail.mean(dim=(1, 2), keepdim=True)
+    template = torch.randn(detail.shape[-2:], generator=torch.Generator().manual_seed(int(seed))).to(detail)
+    return (detail * template).flatten(1).sum(1) / (detail.flatten(1).norm(dim=1) * template.norm() + _EPS)
+
+
 PRIMITIVES: dict[str, Callable[..., torch.Tensor]] = {
-    fn.__name__: fn for fn in (colour, stripes, dots, checkerboard, edges, corners, random_filter, random_projection)
+    fn.__name__: fn for fn in (colour, stripes, dots, checkerboard, edges, corners, random_filter, random_projection,
+                               noise_template)
 }
 # Raw score -> presence = sigmoid((raw - midpoint) / width), set from the raw scores of
 # generator images of each concept and of a procedural control set, so that a clear
@@ -301,6 +315,7 @@ CALIBRATION: dict[str, tuple[float, float]] = {
     "colour": (0.12, 0.04), "stripes": (0.45, 0.06), "dots": (0.04, 0.006),
     "checkerboard": (0.035, 0.006), "edges": (0.035, 0.008), "corners": (0.0005, 0.00015),
     "random_filter": (0.0044, 0.001), "random_projection": (0.3, 0.1),
+    "noise_template": (0.02, 0.008),
 }
 COMBINATORS = {"and", "or", "not"}
 

@@ -23,6 +23,8 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+
 from agent.config import Settings, load_settings
 from agent.runs.engine_factory import build_engine
 from agent.loop.state import NeuronState
@@ -101,6 +103,9 @@ def judge_unit(engine, cosy, state: NeuronState, old: dict, matcher, planted) ->
            "old_flag": bool(state.label.polysemanticity and state.label.polysemanticity.polysemantic),
            "flag": poly.polysemantic, "meaning_images": poly.images_rendered, "reason": trust.reason}
     row["meanings"] = "; ".join(row["meanings"])
+    control = engine.control_activations()[:, state.unit]
+    excess = [float(np.mean(m.evidence.evidence.activations) - control.mean()) for m in poly.meanings]
+    row["meaning_strength"] = "; ".join(f"{e / max(excess):.2f}" for e in excess) if excess and max(excess) > 0 else ""
     for name, scorer in cosy.items():
         auc, mad = scorer.scores(label, state.unit)
         row[f"cosy_auc_{name}"], row[f"cosy_mad_{name}"] = round(auc, 4), round(mad, 3)

@@ -70,6 +70,12 @@ def run_html(report: Report, states: Sequence[NeuronState], pages: Path) -> str:
 
 
 def _shots(score: ConceptScore) -> list[Shot]:
-    """The concept's images, with the unit's activation on each."""
-    return [Shot(data_uri(score.engine.load_image(ref)), f"seed {ref.seed}", activation)
-            for ref, activation in zip(score.refs, score.activations)]
+    """The concept's images, with the unit's activation on each and, for a layer with a
+    spatial map, where it fires (`agent.ui.overlay`, one scale over these images)."""
+    from agent.ui.overlay import overlaid
+    from agent.ui.report import THUMBNAIL
+
+    loads = {ref.key: (lambda ref=ref: score.engine.load_image(ref)) for ref in score.refs}
+    shots = [Shot(data_uri(loads[ref.key]()), f"seed {ref.seed}", activation, key=ref.key)
+             for ref, activation in zip(score.refs, score.activations)]
+    return overlaid(score.engine, score.unit, [shots], loads, THUMBNAIL)[0][0]

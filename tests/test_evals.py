@@ -89,3 +89,21 @@ def test_the_closed_vocabulary_draws_every_planted_truth():
         for unit in load_suite(suite).units:
             truths = unit.concepts if unit.kind == "polysemantic" else (unit.truth,)
             assert all(generator.interpret(t.label).canonical in scenes for t in truths), (suite, unit.name)
+
+
+def test_the_noise_template_sees_only_where_edges_fall():
+    """The unexpressible suite's unit (issue 23): a plain image gives nothing, and moving a
+    drawing by a few pixels changes its response as much as another drawing does."""
+    import torch
+
+    from evals.planted import Features, noise_template
+
+    generator = ProceduralGenerator()
+    images = generator.render(["vertical stripes"] * 12, list(range(12)))
+    x = torch.stack([torch.tensor(list(im.convert("RGB").resize((224, 224)).getdata()), dtype=torch.float32)
+                     .view(224, 224, 3).permute(2, 0, 1) / 255 for im in images])
+    raw = noise_template(Features(x))
+    shifted = noise_template(Features(torch.roll(x, shifts=6, dims=3)))
+    assert raw.abs().max() < 0.1 and noise_template(Features(torch.full((1, 3, 224, 224), 0.5))).abs().max() < 1e-6
+    assert torch.corrcoef(torch.stack([raw, shifted]))[0, 1].abs() < 0.6  # where the edges fall, not what is drawn
+    assert load_suite("unexpressible").units[-1].detector.op == "noise_template"

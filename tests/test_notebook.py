@@ -26,7 +26,9 @@ def test_the_quickstart_runs_on_a_kernel_and_shows_what_it_says(tmp_path, monkey
     cells = [outputs(c) for c in notebook.cells if c.cell_type == "code"]
     (_, _), (scored, score_html), (_, run_html), (_, table_html), (labelled, label_html), (asked, _) = cells
     auc = float(re.search(r"AUC (\d\.\d+)", scored).group(1))
-    assert 0 <= auc <= 1 and score_html.count("data:image/jpeg;base64,") == 3
+    assert 0 <= auc <= 1 and score_html.count('<img src="data:image/jpeg;base64,') == 3
+    assert score_html.count('<img class="overlay" src="data:image/jpeg;base64,') == 3  # a conv layer: where it fires
+    assert "where the unit fires" in label_html
     assert run_html.count('<tr data-unit="') == 2 and "<table" in table_html
     assert "How the label was chosen" in label_html and labelled.split(" AUC")[0] in label_html
     assert "score_concept({'concept': 'red stripes'}) -> 'red stripes' on unit 17: AUC" in asked

@@ -5,6 +5,7 @@ from markupsafe import escape
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from agent.ui import report
@@ -164,3 +165,40 @@ def test_the_report_renders_in_headless_chromium(run, index, tmp_path):
     assert all(r["ok"] for r in results), results
     png = report_screenshot.screenshot(index.parent / "unit-0.html", tmp_path / "unit-0.png")
     assert Image.open(png).size == (1200, 1600)
+
+
+# --- where the unit fires (issue 23, item 4) ---------------------------------------------------------
+def test_evidence_images_carry_the_units_activation_map_on_one_scale(run, index):
+    assert 'class="overlay"' not in (index.parent / "unit-0.html").read_text()  # untrusted: the model may not run
+    text = report.write_report(run, unit=0, trust=True).read_text()
+    tags = Tags(text).tags
+    overlays = [img for img in tags["img"] if img.get("class") == "overlay"]
+    plain = [img for img in tags["img"] if img.get("class") != "overlay"]
+    assert overlays and all(img["src"].startswith("data:image/jpeg;base64,") for img in overlays)
+    assert len(overlays) == len(plain)  # a conv layer: every evidence image shows where the unit fires
+    scale = re.search(r"dark red to yellow from 0 to ([0-9.e+-]+) \(one scale for every image of this unit", text)
+    assert scale and float(scale.group(1)) > 0
+
+
+def test_the_map_shows_where_the_unit_fires_and_flat_layers_get_none(run, tmp_path):
+    from PIL import Image
+
+    from agent.ui.overlay import heat, overlaid
+    from agent.ui.report import Shot
+
+    engine = build_engine(run.settings)
+    half = Image.new("RGB", (96, 64), (0, 0, 255))  # wider than high: the model sees the centre 64 x 64
+    half.paste((255, 0, 0), (0, 0, 48, 64))  # red on the left half
+    maps = engine.activation_maps(["half-red"], lambda i: half, unit=0)
+    size = engine.model.input_size
+    assert maps is not None and maps[0].shape == (size, size)
+    assert maps[0][:, : size * 7 // 16].min() > 0.5 and maps[0][:, size * 9 // 16:].max() == 0  # the crop's left half
+    assert engine.activation_maps(["half-red"], lambda i: half, unit=0)[0].shape == (size, size)  # from the cache
+    drawn = np.asarray(heat(half, maps[0], float(maps[0].max()), engine.model.input_box(96, 64), 32), dtype=float)
+    assert drawn[:, :12, 1].mean() > 100 and abs(drawn[:, 20:, :] - [0, 0, 255]).max() < 3  # yellowish where red only
+    shot = Shot("data:", "half red", 1.0, key="half-red")
+    (strip,), scale = overlaid(engine, 0, [[shot]], {"half-red": lambda: half}, 32, scale=4.0)
+    assert scale == 4.0 and strip[0].overlay.startswith("data:image/jpeg;base64,")
+    flat = build_engine(run.settings.model_copy(update={"layer": "head"}))
+    assert flat.activation_maps(["half-red"], lambda i: half, unit=0) is None
+    assert overlaid(flat, 0, [[shot]], {"half-red": lambda: half}, 32) == ([[shot]], None)

@@ -104,6 +104,32 @@ def test_a_meaning_carried_by_one_lucky_image_does_not_count():
     assert not judged.explained and "interval" in judged.reason
 
 
+class FaintProbe(LuckyProbe):
+    """An AND-like unit, all but silent on the control set: 1.0 on red, 0.05 on stripes of any
+    other colour (above every control image, yet it leaves the unit all but cold)."""
+
+    def __init__(self):
+        super().__init__()
+        self._control = np.random.default_rng(0).normal(0, 0.01, (200, 1))
+
+    def image_activations(self, refs):
+        def act(prompt, seed):
+            scene = self.generator.drawn(prompt, seed).split()
+            if "red" in scene:
+                return 1.0 - 0.01 * (seed % 3)
+            return 0.05 + 0.002 * (seed % 3) if "stripes" in scene else float(np.random.default_rng(seed).normal(0, 0.01))
+        return np.array([[act(p, s)] for p, s in refs])
+
+
+def test_images_that_outrank_a_silent_control_but_leave_the_unit_cold_are_no_meaning():
+    """AUC ignores magnitude: stripes rank above every control image at 5% of red's response;
+    they do not drive the unit, so they are no second meaning."""
+    result = meanings.analyse(FaintProbe(), 0, _steps(("plain red", 0.99), ("green stripes", 0.97)), "plain red")
+    faint = next(c for c in result.comparisons if c.candidate == "green stripes").forward
+    assert faint.evidence.auc >= 0.95 and not faint.passed
+    assert not result.polysemantic and [m.concept for m in result.meanings] == ["plain red"]
+
+
 def test_a_unit_no_concept_separates_from_the_control_set_is_unexplained(or_engine):
     """Unit 1 of the OR net is dead: every image, concept or control, gives 0."""
     steps = score_steps(or_engine, 1, ["plain red", "plain blue", "green stripes"], "llm", 1)

@@ -4,6 +4,7 @@ forward pass per batch, and the model's layers with their output shapes and unit
 A forward hook on the layer captures its output and reduces it to one number per unit:
 N x C x H x W -> the spatial mean (N x C); N x T x D (transformer tokens) -> the CLS token
 (N x D); N x D as is. The hook then stops the forward, so later layers cost nothing.
+`unit_maps` keeps one unit's H x W map instead (where the unit fires, for the reports).
 
 Hooks live on the module, so hooked forwards through one module never overlap
 (`module_lock`). What they learn about layers is kept in the model's public
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -91,12 +92,13 @@ def _as_batch(model: TargetModel, x: torch.Tensor) -> torch.Tensor:
     return x.to(device=model.device, dtype=model.dtype)
 
 
-def _capture(model: TargetModel, module: torch.nn.Module, layer: str, x: torch.Tensor) -> np.ndarray:
+def _capture(model: TargetModel, module: torch.nn.Module, layer: str, x: torch.Tensor,
+             reduce: Callable[[Any], torch.Tensor] = reduce_output) -> np.ndarray:
     captured: list[torch.Tensor] = []
 
     def hook(mod, inputs, output):
         if not captured:
-            captured.append(reduce_output(output).float().cpu())
+            captured.append(reduce(output).float().cpu())
         raise _StopForward
 
     with module_lock(model.module):
@@ -136,6 +138,29 @@ def layer_activations(
     acts = np.concatenate(parts, axis=0)
     model.layer_cache.units.setdefault(layer, int(acts.shape[1]))
     return acts
+
+
+def unit_maps(model: TargetModel, layer: str, images: list[Image.Image], unit: int,
+              batch_size: int = 32) -> np.ndarray | None:
+    """images x H x W: one unit's spatial map on each image (the layer's N x C x H x W output
+    before the spatial mean, channel `unit`), aligned with the model's input crop
+    (`TargetModel.input_box`); None when the layer's output has no spatial map (N x T x D,
+    N x D)."""
+    module = model.layer(layer)
+    spatial: list[bool] = []
+
+    def channel(output: Any) -> torch.Tensor:
+        t = primary_tensor(output)
+        spatial.append(t is not None and t.dim() == 4)
+        return t[:, unit] if spatial[-1] else reduce_output(output)[:, :1]
+
+    parts = []
+    for start in range(0, len(images), max(1, int(batch_size))):
+        chunk = model.preprocess(list(images[start : start + max(1, int(batch_size))]))
+        parts.append(_capture(model, module, layer, _as_batch(model, chunk), channel))
+        if not spatial[-1]:
+            return None
+    return np.concatenate(parts, axis=0) if parts else None
 
 
 def unit_count(model: TargetModel, layer: str) -> int:

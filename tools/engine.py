@@ -217,6 +217,28 @@ class Engine:
             self._control_acts = self.activations(self.control.keys, self.control.load)
         return self._control_acts
 
+    def activation_maps(self, keys: Sequence[str], load: Callable[[int], Image.Image], unit: int) -> list[np.ndarray] | None:
+        """One unit's spatial map (H x W, over the model's input crop) on each image with
+        these cache keys, cached like activations; None when the layer has no spatial map
+        (its output is N x T x D or N x D: nothing to show where the unit fires)."""
+        flat = content_key("no-map", self.model_id, self.layer)
+        if self.cache.load_array(flat) is not None:
+            return None
+        map_keys = [content_key("map", self.model_id, self.layer, str(unit), key) for key in keys]
+        maps: list[np.ndarray | None] = [self.cache.load_array(k) for k in map_keys]
+        missing = [i for i, m in enumerate(maps) if m is None or m.ndim != 2]
+        if missing:
+            from tools.activations import unit_maps
+
+            computed = unit_maps(self.model, self.layer, [load(i) for i in missing], unit, self.batch_size)
+            if computed is None:
+                self.cache.save_array(flat, np.zeros(1))
+                return None
+            for i, one in zip(missing, computed):
+                self.cache.save_array(map_keys[i], one.astype(np.float32))
+                maps[i] = one
+        return [np.asarray(m, dtype=np.float32) for m in maps]
+
     def _act_key(self, image_key: str) -> str:
         return content_key("activation", self.model_id, self.layer, image_key)
 

@@ -18,13 +18,19 @@ fresh images (seeds the loop never used):
    is distinct from all, it opens a new meaning, its evidence the images that showed it.
 4. A meaning must drive the unit at least `MIN_RELATIVE` as hard as the strongest one (mean
    fresh activation above the control's mean): a shape that half-fires a blob detector is
-   not a second meaning. Shared unnamed drivers count too: when every firing image of both
-   tests shows one attribute the generator chose itself (a random colour), they are the same.
+   not a second meaning; it is listed among the unconfirmed with its strength. Shared unnamed
+   drivers count too: when every firing image of both tests shows one attribute the generator
+   chose itself (a random colour), they are the same.
 5. The unit is polysemantic when two or more meanings are confirmed.
 
-"Drives the unit" (`confirmed`): at least `min_images` fresh images, AUC >= `threshold`, the
-AUC's bootstrap interval (tools.verdict) above `min_auc_low`, and p <= `max_p` against the
-control set. One lucky image among a few cannot pass: the interval's low end falls to chance.
+"Drives the unit" (`Analyst.drives`): at least `min_images` fresh images, AUC >= `threshold`,
+the AUC's bootstrap interval (tools.verdict) above `min_auc_low`, p <= `max_p` against the
+control set, and a mean activation above the control's mean at least `MIN_RELATIVE` of the
+label's own fresh images' (the reference). One lucky image among a few cannot pass: the
+interval's low end falls to chance. Nor can images that outrank a silent control set while
+leaving the unit all but cold: an AND unit (yellow and diagonal stripes, dev unit 8) that gives
+0.05 to gradients and 1.0 to its label ranks those gradients above 96% of a control set where
+it gives ~0, yet they do not drive it (AUC ignores magnitude: NeuronEval's point).
 
 The unit's activations come through `Probe` (tools.engine.Engine satisfies it); everything
 else is pure. Results are pydantic models (JSON as is) and keep every test's evidence.
@@ -49,7 +55,7 @@ IMAGES = 4  # fresh images per test
 EXTRA = 4  # more seeds to draw from when contrast images drop some
 MAX_CANDIDATES = 6
 MAX_MEANINGS = 3
-MIN_RELATIVE = 0.5  # a meaning drives the unit at least half as hard (mean above control) as the strongest one
+MIN_RELATIVE = 0.5  # a test's images drive the unit at least half as hard (mean above control) as the label's
 _FUNCTION_WORDS = {"a", "an", "the", "on", "of", "and", "with", "background", "in", "some"}
 
 
@@ -96,12 +102,17 @@ class Analyst:
         self.threshold, self.min_auc_low, self.max_p = threshold, min_auc_low, max_p
         self.images, self.min_images, self.seed = images, min_images, seed
         self.control = probe.control_activations()[:, unit]
+        self.reference = 0.0  # the label's excess over the control mean: what "driving the unit" is measured against
         self.rendered = 0
         self._memo: dict[tuple[str, str], Test] = {}
 
+    def excess(self, ev: Evidence) -> float:
+        """Mean activation of the test's images above the control's mean."""
+        return float(np.mean(ev.activations)) - float(self.control.mean()) if ev.activations else 0.0
+
     def drives(self, ev: Evidence) -> bool:
         return (ev.images >= self.min_images and ev.auc is not None and ev.auc >= self.threshold and ev.auc_low >= self.min_auc_low
-                and ev.p <= self.max_p)
+                and ev.p <= self.max_p and self.excess(ev) >= MIN_RELATIVE * self.reference)
 
     def test(self, concept: str, without: str = "") -> Test:
         key = (concept, without)
@@ -167,6 +178,8 @@ def analyse(probe: Probe, unit: int, steps: Sequence[Step], label: str | None = 
     and contrast images (module docstring)."""
     analyst = Analyst(probe, unit, threshold=threshold, min_auc_low=min_auc_low, max_p=max_p, images=images)
     pool = [c for c, _ in candidates(steps, probe.generator, label, threshold, max_candidates)]
+    if label is not None and label in pool:  # the label's own fresh images set the scale of "drives the unit"
+        analyst.reference = max(0.0, analyst.excess(analyst.test(label).evidence))
     scores = best_scores(steps)
     meanings: list[Meaning] = []
     comparisons: dict[tuple[str, str], Comparison] = {}
@@ -208,11 +221,11 @@ def analyse(probe: Probe, unit: int, steps: Sequence[Step], label: str | None = 
                 pending.remove(concept)
                 changed = True
     unconfirmed += [f"{c} (undecided)" for c in pending]
-    excess = {m.concept: float(np.mean(m.evidence.evidence.activations)) - float(analyst.control.mean()) for m in meanings}
+    excess = {m.concept: analyst.excess(m.evidence.evidence) for m in meanings}
     strongest = max(excess.values(), default=0.0)
     weak = [m for m in meanings if excess[m.concept] < MIN_RELATIVE * strongest]
-    unconfirmed += [f"{c} (drives the unit less than {MIN_RELATIVE:.0%} as hard as the strongest meaning)"
-                    for m in weak for c in m.concepts]
+    unconfirmed += [f"{c} (drives the unit {excess[m.concept] / strongest:.0%} as hard as the strongest meaning, "
+                    f"less than {MIN_RELATIVE:.0%}: a weaker response, not a meaning)" for m in weak for c in m.concepts]
     meanings = [m for m in meanings if m not in weak]
     for meaning in meanings:  # named by its simplest, then strongest, concept
         meaning.concept = min(meaning.concepts, key=lambda c: (len(c.split()), -scores.get(c, 0.0)))

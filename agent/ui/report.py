@@ -80,11 +80,14 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 # --- what a page is made from -------------------------------------------------------------
 class Shot(NamedTuple):
-    """An image shown on a page: its data: URI, caption and the unit's activation on it."""
+    """An image shown on a page: its data: URI, caption and the unit's activation on it; and
+    where the unit fires on it (`agent.ui.overlay`), for layers with a spatial map."""
 
     src: str
     caption: str
     activation: float | None  # None: not in the cache, and the model may not be loaded
+    overlay: str | None = None  # data: URI of the image with the unit's activation map over it
+    key: str = ""  # the image's cache key
 
 
 @dataclass
@@ -113,6 +116,7 @@ class Report:
     engine: Engine
     embedder: Any
     _thumbnails: dict[str, str] = field(default_factory=dict)
+    _loads: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, run: Run, trust: bool = False, engine: Engine | None = None) -> Report:
@@ -137,7 +141,14 @@ class Report:
         """A data: URI of the image with this cache key; `load()` opens it."""
         if key not in self._thumbnails:
             self._thumbnails[key] = data_uri(load())
+            self._loads[key] = load
         return self._thumbnails[key]
+
+    def overlaid(self, unit: int, groups: list[list[Shot]], scale: float | None = None) -> tuple[list[list[Shot]], float | None]:
+        """The shots with the unit's activation map over each (`agent.ui.overlay.overlaid`)."""
+        from agent.ui.overlay import overlaid
+
+        return overlaid(self.engine, unit, groups, self._loads, THUMBNAIL, scale)
 
     def concept_shots(self, step: Step, unit: int, limit: int | None = None) -> list[Shot]:
         """The step's images (at most `limit`) with the unit's activations."""
@@ -149,7 +160,7 @@ class Report:
             acts = [float(a) for a in self.engine.image_activations(refs)[:, unit]]
         except UntrustedCode:
             acts = [None] * len(refs)
-        return [Shot(self.thumbnail(ref.key, lambda ref=ref: self.engine.load_image(ref)), step.concept, act)
+        return [Shot(self.thumbnail(ref.key, lambda ref=ref: self.engine.load_image(ref)), step.concept, act, key=ref.key)
                 for ref, act in zip(refs, acts)]
 
     def finalist_shots(self, finalist: Finalist) -> list[Shot]:
@@ -162,7 +173,7 @@ class Report:
             ref = ImageRef(key, self.engine.generator.prompt(finalist.concept, seed), seed,
                            str(self.engine.cache.image_path(key)))
             shots.append(Shot(self.thumbnail(key, lambda ref=ref: self.engine.load_image(ref)),
-                              f"{finalist.concept} (seed {seed})", act))
+                              f"{finalist.concept} (seed {seed})", act, key=key))
         return shots
 
     def control_shots(self, unit: int, lowest: bool) -> list[Shot]:
@@ -175,8 +186,8 @@ class Report:
         order = acts.argsort(kind="stable")
         chosen = order[:CONTROL_IMAGES] if lowest else order[::-1][:CONTROL_IMAGES]
         control = self.engine.control
-        return [Shot(self.thumbnail(control.keys[i], lambda i=i: control.load(i)), control.labels[i], float(acts[i]))
-                for i in chosen]
+        return [Shot(self.thumbnail(control.keys[i], lambda i=i: control.load(i)), control.labels[i], float(acts[i]),
+                     key=control.keys[i]) for i in chosen]
 
 
 # --- rendering ---------------------------------------------------------------------------------
@@ -225,8 +236,11 @@ def unit_page(report: Report, view: UnitView) -> str:
     from agent.ui.summaries import llm_failures_text
 
     state, poly = view.state, view.poly
-    senses = [(group, report.concept_shots(state.step(group.best), state.unit, GROUP_IMAGES))
-              for group in poly.groups if group.auc >= poly.score_threshold]
+    context = label_context(report, view)
+    groups = [g for g in poly.groups if g.auc >= poly.score_threshold]
+    strips, _ = report.overlaid(state.unit, [report.concept_shots(state.step(g.best), state.unit, GROUP_IMAGES)
+                                             for g in groups], context["overlay_scale"])
+    senses = list(zip(groups, strips))
     pool = report.criterion().order([state.step(c) for c in state.pool if state.step(c)], lambda s: s.scores)
     timeline = sorted([(True, s) for s in state.steps] + [(False, e) for e in state.events],
                       key=lambda item: (item[1].iteration, not item[0]))
@@ -235,7 +249,7 @@ def unit_page(report: Report, view: UnitView) -> str:
             ("concepts scored", len(state.steps)), ("iterations", state.iteration),
             ("LLM calls", llm_failures_text(state)),
             ("tokens in / out", f"{usage.input_tokens} / {usage.output_tokens}"), ("time", f"{state.elapsed:.1f} s")]
-    return render("unit.html", run=report.run, **label_context(report, view), senses=senses,
+    return render("unit.html", run=report.run, **context, senses=senses,
                   criterion=report.criterion().name,
                   weak=[g for g in poly.groups if g.auc < poly.score_threshold], best_scores=best_scores(state.steps),
                   plot=score_plot(state.steps, report.criterion()) if state.steps else None, pool=pool, timeline=timeline,
@@ -253,13 +267,18 @@ def label_context(report: Report, view: UnitView) -> dict:
                ("control images it fires on most", report.control_shots(state.unit, lowest=False))] if step else []
     finalists = [(f, report.finalist_shots(f)) for f in report.criterion().order(state.finalists, lambda f: f.scores)]
     top_control = report.control_shots(state.unit, lowest=False) if finalists else []
+    strips, scale = report.overlaid(state.unit, [shots for _, shots in gallery] + [shots for _, shots in finalists]
+                                    + [top_control])
+    gallery = [(title, strip) for (title, _), strip in zip(gallery, strips)]
+    finalists = [(f, strip) for (f, _), strip in zip(finalists, strips[len(gallery):])]
+    top_control = strips[-1]
     missing = any(shot.activation is None for _, shots in gallery for shot in shots) or (gallery and not gallery[1][1])
     warning = (f"labelled without the LLM (none of its {state.usage.llm_calls} answers was scored: "
                f"{unused_answers_text(state)}): operators and the initial pool chose this label"
                if labelled_without_llm(state) else "")
     return {"state": state, "step": step, "scores": view.label_scores, "poly": view.poly,
             "missing_activations": missing, "llm_warning": warning, "gallery": gallery, "finalists": finalists,
-            "top_control": top_control}
+            "top_control": top_control, "overlay_scale": scale}
 
 
 def score_plot(steps: list[Step], criterion: Criterion, width: int = 900, height: int = 260) -> dict:

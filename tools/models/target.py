@@ -88,6 +88,14 @@ class TargetModel:
         std = torch.tensor(self.std, dtype=torch.float32).view(1, 3, 1, 1)
         return x.sub_(mean).div_(std).contiguous()
 
+    def input_box(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """The part of a `width` x `height` image the model sees (left, top, right, bottom):
+        `preprocess`'s center crop (a live module's own preprocess is taken to center-crop
+        the short side too)."""
+        side = min(width, height) * (1.0 if self.transform is not None else min(1.0, float(self.crop_pct)))
+        left, top = (width - side) / 2, (height - side) / 2
+        return round(left), round(top), round(left + side), round(top + side)
+
     # --- layers (their outputs and units: `tools.activations.layer_infos`) --------------
     def layer_names(self) -> list[str]:
         return [n for n, _ in self.module.named_modules() if n]
