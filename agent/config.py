@@ -163,6 +163,18 @@ class Settings(BaseSettings):
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
 
+    @field_validator("model", "layer", "control", "device", "cache_dir", "runs_dir")
+    @classmethod
+    def _not_empty(cls, value: str, info) -> str:
+        """An empty value would fall back on a default, or on the current folder, unseen."""
+        if not value.strip():
+            name = info.field_name
+            default = cls.model_fields[name].default
+            raise LineError(f"{name} is empty (from --{name.replace('_', '-')}, a config file or "
+                            f"{ENV_PREFIX}{name.upper()}).",
+                            f"Give a value, or leave it out for the default ({default!r}).")
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings

@@ -121,10 +121,14 @@ class Setup:
 def unit_list(units: int | str | Iterable[int], engine: Engine) -> list[int]:
     """17, '0-9', '1,5,9-12', 'all' or a list of ints -> checked unit indices, each once."""
     if isinstance(units, str):
-        return parse_units(units, engine.units)
+        return parse_units(units, engine.units, engine.layer)
     if isinstance(units, int):
         units = [units]
-    return list(dict.fromkeys(engine.check_unit(u) for u in units))
+    chosen = list(dict.fromkeys(engine.check_unit(u) for u in units))
+    if not chosen:
+        raise LineError("units= is empty: there is nothing to score or label.",
+                        "Pass a unit (17), a list ([0, 3]), a range ('0-9') or 'all'.")
+    return chosen
 
 
 # --- score --------------------------------------------------------------------------------------

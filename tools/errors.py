@@ -14,8 +14,16 @@ class UntrustedCode(LineError):
     """Loading the model would run code named in data nobody vouched for (a run folder)."""
 
 
+def no_units(layer: str = "") -> LineError:
+    """The error for a layer whose output has no units (nothing to score or label)."""
+    return LineError(f"layer {layer or 'chosen'} has no units (its output is empty).",
+                     "Pick a layer with units: line layers --model MODEL lists them.")
+
+
 def check_unit_index(unit: object, units: int, layer: str = "") -> int:
     """`unit` as an int, or a LineError when a layer of `units` units has no such unit."""
+    if units <= 0:
+        raise no_units(layer)
     try:
         index = int(unit)
         ok = index == unit and 0 <= index < units

@@ -71,6 +71,8 @@ class Run:
         if run_id is not None and not RUN_ID.fullmatch(run_id):
             raise LineError(f"bad run id {run_id!r}: a run id names a folder inside runs_dir.",
                             "Use letters, digits, '.', '_' and '-', starting with a letter or digit, e.g. --run-id demo-1.")
+        if not units:
+            raise LineError("a run needs at least one unit.", "Pass the units to label, e.g. 0-9 or all.")
         folder = Path(settings.runs_dir) / (run_id or new_run_id(settings))
         if (folder / "run.json").exists():
             raise LineError(f"run {folder.name!r} exists already.", f"Resume it with line label --resume {folder.name}.")

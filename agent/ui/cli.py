@@ -62,7 +62,9 @@ def cmd_layers(args: argparse.Namespace) -> None:
 
     settings = settings_from_args(args)
     model = load_target_model(settings.model, settings.device)
-    layers = model.layers()
+    from tools.activations import layer_infos
+
+    layers = layer_infos(model)
     if args.json:
         print(json.dumps([{"name": l.name, "type": l.type, "shape": list(l.shape), "units": l.units} for l in layers], indent=1))
         return
@@ -82,7 +84,7 @@ def cmd_score(args: argparse.Namespace) -> None:
     settings = settings_from_args(args)
     engine = build_engine(settings, progress=progress())
     cache = engine.cache
-    units = parse_units(args.units if args.units is not None else str(args.unit), engine.units)
+    units = parse_units(args.units if args.units is not None else str(args.unit), engine.units, engine.layer)
     concept = check_concept(args.concept, engine.generator)
     evidence = engine.evaluate(concept, engine.seeds(args.images))
     if args.units is not None and args.top:
@@ -137,7 +139,7 @@ def cmd_label(args: argparse.Namespace) -> None:
         else:
             settings = settings_from_args(args, runs_dir=args.runs_dir, concurrency=args.concurrency)
             engine = build_engine(settings, progress=progress())
-            units = parse_units(args.units or "0", engine.units)
+            units = parse_units(args.units if args.units is not None else "0", engine.units, engine.layer)
             context = labelling_context(settings, engine)  # before the run exists: a failed start leaves nothing behind
             run = Run.create(settings, units, args.run_id)
             stack.enter_context(run.writer())
@@ -192,7 +194,11 @@ def _resumed(args: argparse.Namespace):
         if getattr(args, key, None) is not None:
             changes[key] = getattr(args, key)
     changes = deep_merged(changes, flag_settings(args))
-    units = parse_units(args.units, build_engine(run.settings).units) if args.units is not None else None
+    if args.units is not None:
+        engine = build_engine(run.settings)
+        units = parse_units(args.units, engine.units, engine.layer)
+    else:
+        units = None
     return run, resume_settings(run, changes, units)
 
 
