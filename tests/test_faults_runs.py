@@ -1,0 +1,101 @@
+"""The fault suite, round two (issue 21): runs that pause, stop on a budget or a signal, meet
+damaged files, full or read-only folders and empty values. Each test drives `line` as a user
+does, on the colour net with a fresh cache folder (tests/test_faults.py has round one)."""
+
+import io
+import json
+import os
+import sys
+
+import pytest
+
+from tests.helpers import COLOUR_NET, line, one_line_error, say, write_config
+from tools.errors import LineError
+
+NO_UNITS = ["--model", "tests.tiny_models:no_units", "--layer", "empty", "--control", "procedural:10"]
+
+
+@pytest.fixture
+def base(tmp_path):
+    return ["--model", COLOUR_NET, "--layer", "relu", "--control", "procedural:40", "--cache-dir", tmp_path / "cache"]
+
+
+def words(text: str) -> str:
+    """`text` with rich's line breaks undone."""
+    return " ".join(text.split())
+
+
+# --- 1. a unit reaching review, with a terminal or without -------------------------------------------
+def test_review_without_a_terminal_says_who_waits_and_how_to_go_on(capsys, base, tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    config = write_config(tmp_path / "rev.toml", [say("red background")], review=True)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # < /dev/null
+    code, out, err = line(capsys, "label", *base, "--config", config, "--units", "0-1", "--run-id", "r", "--runs-dir", runs)
+    assert code == 0 and "waiting for review" in words(out)
+    assert f"units 0, 1 wait for a person's review, which needs a terminal: resume on one with: line label --resume r --runs-dir {runs}" in words(err)
+    code, _, err = line(capsys, "label", "--resume", "r", "--runs-dir", runs)  # from a pipe again: still waiting
+    assert code == 0 and "units 0, 1 wait for a person's review" in words(err)
+
+    asked = []
+    monkeypatch.setattr(sys, "stdin", type("Terminal", (io.StringIO,), {"isatty": lambda self: True})(""))
+    monkeypatch.setattr("builtins.input", lambda prompt="": asked.append(prompt) or "approve")
+    code, out, err = line(capsys, "label", "--resume", "r", "--runs-dir", runs)
+    assert code == 0 and len(asked) == 2 and "wait for a person's review" not in err and "waiting for review" not in out
+    history = json.loads((runs / "r" / "history.json").read_text())["units"]
+    assert all(history[u]["label"] and history[u]["verdict"] == "approve" for u in ("0", "1"))
+
+
+# --- 17. empty unit sets -----------------------------------------------------------------------------
+def test_a_layer_without_units_and_an_empty_unit_list_are_refused(capsys, tmp_path):
+    runs = tmp_path / "runs"
+    empty = [*NO_UNITS, "--cache-dir", tmp_path / "cache"]
+    for argv in (["label", *empty, "--units", "all", "--runs-dir", runs], ["label", *empty, "--runs-dir", runs],
+                 ["score", *empty, "--unit", "0", "--concept", "red"], ["score", *empty, "--units", "all", "--concept", "red"]):
+        code, _, err = line(capsys, *argv)
+        assert one_line_error(code, err, "layer empty has no units", "line layers") and "-1" not in err, argv
+    assert not runs.exists()  # no empty run
+
+    import line_agent
+
+    for call in (lambda: line_agent.score(COLOUR_NET, "relu", "red", units=[], control="procedural:40",
+                                          cache_dir=str(tmp_path / "cache")),
+                 lambda: line_agent.label(COLOUR_NET, "relu", units=[], control="procedural:40",
+                                          cache_dir=str(tmp_path / "cache"), runs_dir=str(runs))):
+        with pytest.raises(LineError, match="units= is empty"):
+            call()
+    assert not runs.exists()
+
+
+# --- 19. empty strings are refused, not taken for the default ------------------------------------------
+def test_empty_values_are_refused_not_taken_for_defaults(capsys, base, tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    for flag in ("--model", "--layer", "--cache-dir", "--device", "--control"):
+        argv = [*base, flag, ""]
+        code, _, err = line(capsys, "score", *argv, "--concept", "red")
+        assert one_line_error(code, err, f"{flag[2:].replace('-', '_')} is empty"), (flag, err)
+    assert one_line_error(*line(capsys, "label", *base, "--units", "", "--runs-dir", runs)[::2], "unit list ''")
+    assert one_line_error(*line(capsys, "label", *base, "--runs-dir", "")[::2], "runs_dir is empty")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LINE_CACHE_DIR", "")
+    code, _, err = line(capsys, "score", *base[:6], "--concept", "red")
+    assert one_line_error(code, err, "cache_dir is empty", "LINE_CACHE_DIR")
+    assert not {"images", "activations", "banks"} & {p.name for p in tmp_path.iterdir()}
+    assert not runs.exists()
+
+
+# --- 25. messages name the right thing ---------------------------------------------------------------------
+def test_messages_name_the_variable_and_the_run(capsys, base, tmp_path, monkeypatch):
+    monkeypatch.setenv("LINE_LLM__SCRIPT", "notjson")
+    code, _, err = line(capsys, "score", *base, "--concept", "red")
+    assert one_line_error(code, err, "LINE_LLM__SCRIPT is not valid JSON", "'notjson'") and "LINE_LLM " not in err
+    monkeypatch.delenv("LINE_LLM__SCRIPT")
+
+    runs, config = tmp_path / "runs", tmp_path / "dead.toml"
+    config.write_text("[llm]\nprovider = 'openai-compatible'\nbase_url = 'http://127.0.0.1:9/v1'\nretries = 0\n"
+                      "[loop]\nimages_per_concept = 2\ninit_top = 1\ninit_random = 0\nbank_top = 0\nmax_iterations = 2\n"
+                      "dedup = false\n")
+    monkeypatch.setenv("OPENAI_API_KEY", "none")
+    code, _, err = line(capsys, "label", *base, "--config", config, "--run-id", "dead", "--runs-dir", runs)
+    error = words(err.split("error:")[-1])
+    assert code == 2 and "the LLM did not answer" in error and "<run-id>" not in error
+    assert f"resume with: line label --resume dead --runs-dir {runs}" in error
