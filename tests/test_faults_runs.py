@@ -5,13 +5,18 @@ does, on the colour net with a fresh cache folder (tests/test_faults.py has roun
 import io
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from tests.helpers import COLOUR_NET, line, one_line_error, say, write_config
 from tools.errors import LineError
 
+ROOT = Path(__file__).resolve().parent.parent
 NO_UNITS = ["--model", "tests.tiny_models:no_units", "--layer", "empty", "--control", "procedural:10"]
 
 
@@ -99,3 +104,39 @@ def test_messages_name_the_variable_and_the_run(capsys, base, tmp_path, monkeypa
     error = words(err.split("error:")[-1])
     assert code == 2 and "the LLM did not answer" in error and "<run-id>" not in error
     assert f"resume with: line label --resume dead --runs-dir {runs}" in error
+
+
+# --- 21. SIGTERM and SIGHUP stop a run as Ctrl-C does ------------------------------------------------------
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_stop_a_run_as_ctrl_c_does(tmp_path, signum):
+    from agent.runs.run import Run
+
+    config = write_config(tmp_path / "line.toml", [say(f"{c} stripes") for c in ("red", "green", "blue", "yellow")] * 5,
+                          max_iterations=40, max_images=1000, max_llm_calls=1000, stall=False)
+    runs = tmp_path / "runs"
+    process = subprocess.Popen([sys.executable, "-m", "agent.ui.cli", "label", "--model", COLOUR_NET, "--layer", "relu",
+                                "--control", "procedural:40", "--cache-dir", str(tmp_path / "cache"), "--config",
+                                str(config), "--units", "0-1", "--run-id", "s", "--runs-dir", str(runs)],
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, steps = time.monotonic() + 120, 0
+        while steps < 3 and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.2)
+            states = Run.open("s", runs).states() if (runs / "s" / "checkpoints.sqlite").exists() else {}
+            steps = len(states[0].steps) if 0 in states else 0
+        assert process.poll() is None, "the run ended before the signal"
+        process.send_signal(signum)
+        _, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signum and f"stopped by {signal.Signals(signum).name}" in err
+    assert "Resume with: line label --resume s" in words(err)
+    saved = [s.concept for s in Run.open("s", runs).states()[0].steps]
+    history = json.loads((runs / "s" / "history.json").read_text())  # written on the way out
+    assert len(saved) >= steps and [s["concept"] for s in history["units"]["0"]["steps"]] == saved
+
+
+def test_line_leaves_the_signal_handlers_as_it_found_them(capsys, base):
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
+    assert line(capsys, "score", *base, "--concept", "red")[0] == 0
+    assert {s: signal.getsignal(s) for s in before} == before

@@ -6,8 +6,10 @@ import argparse
 import importlib
 import json
 import logging
+import signal
 import sys
-from contextlib import ExitStack
+import threading
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from rich.table import Table
@@ -152,10 +154,12 @@ def cmd_label(args: argparse.Namespace) -> None:
         try:
             with _live_progress(run) as on_update:
                 states = label(run, context, on_update=on_update, reviewer=_ask_person if sys.stdin.isatty() else None)
-        except KeyboardInterrupt:
-            err_console.print(f"interrupted: every finished step is saved ({safe(run.folder / 'history.json')}). "
+        except KeyboardInterrupt as stop:
+            signum = getattr(stop, "signum", signal.SIGINT)
+            how = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+            err_console.print(f"{how}: every finished step is saved ({safe(run.folder / 'history.json')}). "
                               f"Resume with: {safe(resume)}", highlight=False, soft_wrap=True)
-            raise SystemExit(130)
+            raise SystemExit(128 + signum)
         except LineError as error:
             raise LineError(error.problem, f"{error.fix} Completed steps are saved; resume with: {resume} "
                                            "(add --config FILE or --device to mend the device, the LLM or budgets)")
@@ -425,14 +429,47 @@ def _lazy(module: str, name: str):
     return command
 
 
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, which `line` takes as Ctrl-C (`signum` says which)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def _signals_as_ctrl_c():
+    """For the block: SIGTERM (kill, a scheduler) and SIGHUP (a closed terminal) stop `line`
+    as Ctrl-C does, so a run saves its history and says how to resume; the handlers before
+    are restored after (in the main thread only, where Python delivers signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise _Stopped(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        args.func(args)
+        with _signals_as_ctrl_c():
+            args.func(args)
     except LineError as error:
         err_console.print(f"[red]error:[/] {safe(error)}", highlight=False, soft_wrap=True)
         return 2
+    except KeyboardInterrupt as stop:  # a command with nothing to save
+        signum = getattr(stop, "signum", signal.SIGINT)
+        err_console.print("interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}")
+        return 128 + signum
     return 0
 
 
