@@ -140,3 +140,24 @@ def test_line_leaves_the_signal_handlers_as_it_found_them(capsys, base):
     before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
     assert line(capsys, "score", *base, "--concept", "red")[0] == 0
     assert {s: signal.getsignal(s) for s in before} == before
+
+
+# --- 5. the time budget holds with an LLM that hangs ---------------------------------------------------------
+def test_a_unit_stops_within_its_time_budget_when_the_llm_hangs(capsys, base, tmp_path, monkeypatch):
+    from evals.fake_openai import FakeOpenAI
+
+    monkeypatch.setenv("OPENAI_API_KEY", "none")
+    runs = tmp_path / "runs"
+    line(capsys, "score", *base, "--concept", "red")  # the control set's activations, outside the budget's clock
+    with FakeOpenAI("hang") as server:
+        config = tmp_path / "line.toml"
+        config.write_text(f"[llm]\nprovider = 'openai-compatible'\nbase_url = '{server.url}'\nretries = 0\ntimeout = 15\n"
+                          "[loop]\nimages_per_concept = 2\ninit_top = 1\ninit_random = 0\nbank_top = 0\n"
+                          "max_iterations = 4\nmax_seconds = 3\ndedup = false\nsummary = true\n")
+        start = time.monotonic()
+        code, out, _ = line(capsys, "label", *base, "--config", config, "--run-id", "r", "--runs-dir", runs)
+        took = time.monotonic() - start
+    state = json.loads((runs / "r" / "history.json").read_text())["units"]["0"]
+    assert code == 0 and state["stop_reason"] == "budget: 3 seconds" and state["label"]
+    assert state["elapsed"] < 3 + 2 and took < 3 + 15, (state["elapsed"], took)  # was 30-39 s
+    assert server.requests == 1  # the summary asks nothing once the budget is spent
