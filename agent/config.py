@@ -137,6 +137,8 @@ class StoreConfig(Section):
 
         if url and not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ValueError("give sqlite:///PATH, postgresql://USER@HOST:PORT/DB, or leave it empty")
+        if url.startswith("sqlite:///") and not url.removeprefix("sqlite:///").strip():
+            raise ValueError("sqlite:/// needs the path of a file after it: sqlite:///runs/store.db")
         parts = urlsplit(url)
         if parts.password or "password" in parse_qs(parts.query):  # a LineError: pydantic would echo the value
             raise LineError("store.url holds a password, which would be stored in run folders.",

@@ -21,7 +21,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tools.errors import LineError, os_error
+
 log = logging.getLogger(__name__)
+
+
+CACHE_DIR = "--cache-dir (cache_dir)"
 
 
 def content_key(*parts: object) -> str:
@@ -39,6 +44,9 @@ class DiskCache:
 
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser()
+        if self.root.exists() and not self.root.is_dir():
+            raise LineError(f"cache_dir {str(self.root)!r} is a file, not a folder.",
+                            f"Move the file away, or point {CACHE_DIR} at a folder.")
         self.stats: Counter[str] = Counter()
         self._lock = threading.Lock()
 
@@ -73,7 +81,7 @@ class DiskCache:
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         path = self.image_path(key)
-        atomic_write(path, buffer.getvalue())
+        self._write(path, buffer.getvalue())
         return path
 
     def load_array(self, key: str) -> np.ndarray | None:
@@ -82,7 +90,13 @@ class DiskCache:
     def save_array(self, key: str, array: np.ndarray) -> None:
         buffer = io.BytesIO()
         np.save(buffer, np.asarray(array), allow_pickle=False)
-        atomic_write(self.array_path(key), buffer.getvalue())
+        self._write(self.array_path(key), buffer.getvalue())
+
+    def _write(self, path: Path, data: bytes) -> None:
+        try:
+            atomic_write(path, data)
+        except OSError as error:  # a full disk, a read-only folder: one line naming the path
+            raise os_error(error, CACHE_DIR) from error
 
     def count(self, event: str, n: int = 1) -> None:
         with self._lock:
@@ -94,6 +108,8 @@ class DiskCache:
         except FileNotFoundError:
             self.count(f"{kind}_miss")
             return None
+        except OSError as error:
+            raise os_error(error, CACHE_DIR) from error
         try:
             value = decode(data)
         except Exception as error:  # any decoding failure means a damaged entry

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from agent.ui.console import console, err_console, flag_settings, progress, settings_from_args
 from agent.ui.terminal import safe
-from tools.errors import LineError
+from tools.errors import LineError, os_error
 
 MAX_IMAGES = 256
 
@@ -160,7 +160,8 @@ def cmd_label(args: argparse.Namespace) -> None:
             err_console.print(f"{how}: every finished step is saved ({safe(run.folder / 'history.json')}). "
                               f"Resume with: {safe(resume)}", highlight=False, soft_wrap=True)
             raise SystemExit(128 + signum)
-        except LineError as error:
+        except (LineError, OSError) as error:  # OSError: a file operation nobody put in words
+            error = error if isinstance(error, LineError) else os_error(error)
             raise LineError(error.problem, f"{error.fix} Completed steps are saved; resume with: {resume} "
                                            "(add --config FILE or --device to mend the device, the LLM or budgets)")
     _print_summary(run, states)
@@ -193,6 +194,7 @@ def _resumed(args: argparse.Namespace):
     if is_chat_thread(run):
         raise LineError(f"{run.id} is a chat thread, not a labelling run: line label --resume cannot continue it.",
                         f"Continue the conversation with: line chat --thread {run.id}")
+    run.check_checkpoints()
     changes: dict[str, Any] = _file_settings(args.config) if args.config else {}
     for key in ("model", "layer", "control", "cache_dir", "runs_dir", "concurrency"):
         if getattr(args, key, None) is not None:
@@ -463,7 +465,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with _signals_as_ctrl_c():
             args.func(args)
-    except LineError as error:
+    except (LineError, OSError) as error:  # OSError: a file operation nobody put in words
+        error = error if isinstance(error, LineError) else os_error(error)
         err_console.print(f"[red]error:[/] {safe(error)}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt as stop:  # a command with nothing to save
