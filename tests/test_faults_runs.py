@@ -161,3 +161,150 @@ def test_a_unit_stops_within_its_time_budget_when_the_llm_hangs(capsys, base, tm
     assert code == 0 and state["stop_reason"] == "budget: 3 seconds" and state["label"]
     assert state["elapsed"] < 3 + 2 and took < 3 + 15, (state["elapsed"], took)  # was 30-39 s
     assert server.requests == 1  # the summary asks nothing once the budget is spent
+
+
+# --- 9. full, read-only and misplaced folders -------------------------------------------------------------
+def test_folders_that_cannot_be_written_are_one_line_errors(capsys, base, tmp_path, monkeypatch):
+    import errno
+    import sqlite3
+
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    runs, cache = tmp_path / "runs", tmp_path / "cache"
+    config = write_config(tmp_path / "line.toml", [say("red background")])
+    (tmp_path / "file").write_text("not a folder")
+    files = [*base[:6], "--cache-dir", tmp_path / "file"]
+    assert one_line_error(*line(capsys, "score", *files, "--concept", "red")[::2], "is a file", "--cache-dir")
+    code, _, err = line(capsys, "label", *base, "--config", config, "--runs-dir", tmp_path / "file")
+    assert one_line_error(code, err, "is a file", "--runs-dir")
+    if os.geteuid() != 0:  # root writes into read-only folders: a file in their place stands in above
+        for folder in (runs, tmp_path / "ro-cache"):
+            folder.mkdir()
+            folder.chmod(0o500)
+        code, _, err = line(capsys, "score", *base[:6], "--cache-dir", tmp_path / "ro-cache", "--concept", "red")
+        assert one_line_error(code, err, "permission denied", "--cache-dir")
+        code, _, err = line(capsys, "label", *base, "--config", config, "--runs-dir", runs)
+        assert one_line_error(code, err, "permission denied", "--runs-dir")
+        runs.chmod(0o700)
+        runs.rmdir()
+
+    def full(path, data):  # a disk that fills up
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    with monkeypatch.context() as patch:
+        patch.setattr("tools.cache.atomic_write", full)
+        code, _, err = line(capsys, "score", *base, "--concept", "blue stripes")
+    assert one_line_error(code, err, "no space left", str(cache), "--cache-dir")
+
+    real_put, puts = SqliteSaver.put, []
+
+    def put(self, *args, **kwargs):  # the run's disk fills up after a few checkpoints
+        puts.append(1)
+        if len(puts) > 12:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_put(self, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(SqliteSaver, "put", put)
+        code, _, err = line(capsys, "label", *base, "--config", config, "--units", "0-1", "--run-id", "r",
+                            "--runs-dir", runs)
+    assert one_line_error(code, err, f"cannot write {runs / 'r' / 'checkpoints.sqlite'} (database or disk is full)",
+                          "Free some space", f"resume with: line label --resume r --runs-dir {runs}")
+    code, out, _ = line(capsys, "label", "--resume", "r", "--runs-dir", runs)
+    assert code == 0 and len(json.loads((runs / "r" / "history.json").read_text())["units"]) == 2
+
+
+# --- 10. damaged run and store files ------------------------------------------------------------------------
+def test_damaged_run_and_store_files_are_one_line_errors(capsys, base, tmp_path):
+    import shutil
+
+    runs = tmp_path / "runs"
+    config = write_config(tmp_path / "line.toml", [say("red background")])
+    assert line(capsys, "label", *base, "--config", config, "--run-id", "good", "--runs-dir", runs)[0] == 0
+
+    def damaged(name: str, file: str, content: bytes | None) -> str:
+        shutil.copytree(runs / "good", runs / name)
+        for extra in (runs / name).glob("checkpoints.sqlite-*"):
+            extra.unlink()
+        path = runs / name / file
+        if content is None:  # a folder in the file's place
+            path.unlink()
+            path.mkdir()
+        else:
+            path.write_bytes(content)
+        return name
+
+    sqlite = (runs / "good" / "checkpoints.sqlite").read_bytes()
+    for name, content in (("garbage", os.urandom(5000)), ("truncated", sqlite[: len(sqlite) // 3])):
+        damaged(name, "checkpoints.sqlite", content)
+        for argv in (["history", name, "--unit", "0"], ["report", name], ["label", "--resume", name]):
+            code, _, err = line(capsys, *argv, "--runs-dir", runs)
+            assert one_line_error(code, err, f"{runs / name / 'checkpoints.sqlite'} is damaged"), (argv, err)
+    for i, content in enumerate([b"[]", b'{"settings": {}}', b'{"settings": {}, "units": 5}',
+                                 b'{"settings": "x", "units": [0]}', '{"id": "caf\u00e9"}'.encode("latin-1")]):
+        name = damaged(f"meta-{i}", "run.json", content)
+        for argv in (["history", name, "--unit", "0"], ["label", "--resume", name], ["report", name]):
+            code, _, err = line(capsys, *argv, "--runs-dir", runs)
+            assert one_line_error(code, err, f"run file {runs / name / 'run.json'} is damaged"), (argv, err)
+    damaged("locked", "writer.lock", None)
+    code, _, err = line(capsys, "label", "--resume", "locked", "--runs-dir", runs)
+    assert one_line_error(code, err, f"{runs / 'locked' / 'writer.lock'} is a folder")
+
+    store = tmp_path / "garbage.db"
+    store.write_bytes(b"garbage, not SQLite" * 100)
+    for url, words_ in ((f"sqlite:///{store}", f"{store} is damaged"), ("sqlite:///", "sqlite:/// needs the path")):
+        with_store = tmp_path / "store.toml"
+        with_store.write_text(f"[store]\nurl = {json.dumps(url)}\n" + config.read_text())
+        code, _, err = line(capsys, "label", *base, "--config", with_store, "--run-id", "s", "--runs-dir", runs)
+        assert one_line_error(code, err, words_) and not (runs / "s").exists(), (url, err)
+
+
+# --- 20. a run whose checkpoints are gone, or that is removed while read ---------------------------------------
+def test_a_run_without_checkpoints_is_read_from_its_history_and_nothing_is_created(capsys, base, tmp_path, monkeypatch):
+    import shutil
+
+    runs = tmp_path / "runs"
+    config = write_config(tmp_path / "line.toml", [say("red background")])
+    assert line(capsys, "label", *base, "--config", config, "--units", "0-1", "--run-id", "r", "--runs-dir", runs)[0] == 0
+    for path in (runs / "r").glob("checkpoints.sqlite*"):
+        path.unlink()
+    code, out, _ = line(capsys, "history", "r", "--unit", "1", "--runs-dir", runs)
+    assert code == 0 and "label:" in out
+    code, _, _ = line(capsys, "report", "r", "--runs-dir", runs)
+    assert code == 0 and "red background" in (runs / "r" / "report" / "unit-0.html").read_text()
+    assert (runs / "r" / "report" / "unit-1.html").exists()
+    code, _, err = line(capsys, "label", "--resume", "r", "--runs-dir", runs)
+    assert one_line_error(code, err, "lost its checkpoints", "line history r") and "resume with" not in err
+    assert not list((runs / "r").glob("checkpoints.sqlite*"))  # reading created nothing
+
+    from agent.ui import report
+
+    real = report.Report.of
+
+    def removed_meanwhile(run, *args, **kwargs):  # rm -rf of the run while the report is written
+        shutil.rmtree(run.folder)
+        return real(run, *args, **kwargs)
+
+    monkeypatch.setattr(report.Report, "of", removed_meanwhile)
+    code, _, err = line(capsys, "report", "r", "--runs-dir", runs)
+    assert one_line_error(code, err, str(runs / "r"), "does not exist")
+
+
+# --- 22. a start that fails leaves no run behind -------------------------------------------------------------
+def test_an_unreachable_cluster_or_a_failed_start_leaves_no_run(capsys, base, tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    config = write_config(tmp_path / "ray.toml", [say("red background")])
+    config.write_text('[cluster]\nbackend = "ray"\naddress = "ray://127.0.0.1:1"\n' + config.read_text())
+    start = time.monotonic()
+    code, _, err = line(capsys, "label", *base, "--config", config, "--run-id", "r", "--runs-dir", runs)
+    assert one_line_error(code, err, "cannot reach the Ray cluster", "ray://127.0.0.1:1") and time.monotonic() - start < 30
+    assert "Completed steps" not in err and not runs.exists()
+
+    def fails(run, *args, **kwargs):  # a backend that gives up before any unit starts
+        raise LineError("the workers did not start.", "Check the cluster.")
+
+    monkeypatch.setattr("agent.runs.backends.label", fails)
+    code, _, err = line(capsys, "label", *base, "--config", write_config(tmp_path / "line.toml", [say("red")]),
+                        "--run-id", "r", "--runs-dir", runs)
+    assert one_line_error(code, err, "the workers did not start") and "resume" not in err
+    assert not (runs / "r").exists()

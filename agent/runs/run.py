@@ -113,6 +113,15 @@ class Run:
                             "Mend them by hand, or start a new run.") from error
         return cls(folder, settings, meta["units"])
 
+    def discard_if_unstarted(self) -> bool:
+        """Remove the run (its folder, its id in a shared store) where no unit has started:
+        a start that failed (an unreachable cluster, say) leaves no run behind. Whether it did."""
+        if self.store.units():
+            return False
+        self.store.unregister()
+        shutil.rmtree(self.folder, ignore_errors=True)
+        return True
+
     def mend(self, settings: Settings) -> list[str]:
         """Keep `settings` (from `resume_settings`) as the run's own, in `run.json`, so a later
         plain `--resume` uses them too; returns the keys that changed (also logged there)."""

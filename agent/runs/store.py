@@ -232,6 +232,11 @@ class RunStore:
             raise LineError(f"run {self.run_id!r} exists already in the store.",
                             f"Resume it with line label --resume {self.run_id}, or choose another --run-id.")
 
+    def unregister(self) -> None:
+        """Give the run id back (a run that never started: its folder is removed too)."""
+        if self._registry:
+            self.database.execute("DELETE FROM line_runs WHERE run = ?", (self.run_id,))
+
     def mark(self, unit: int, status: str, worker: str = "") -> None:
         """Record where `unit` stands; taking it (`running`) counts an attempt."""
         self.database.execute(

@@ -162,6 +162,8 @@ def cmd_label(args: argparse.Namespace) -> None:
             raise SystemExit(128 + signum)
         except (LineError, OSError) as error:  # OSError: a file operation nobody put in words
             error = error if isinstance(error, LineError) else os_error(error)
+            if not args.resume and run.discard_if_unstarted():  # a failed start leaves no run behind
+                raise error
             raise LineError(error.problem, f"{error.fix} Completed steps are saved; resume with: {resume} "
                                            "(add --config FILE or --device to mend the device, the LLM or budgets)")
     _print_summary(run, states)
