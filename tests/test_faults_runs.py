@@ -188,13 +188,15 @@ def test_folders_that_cannot_be_written_are_one_line_errors(capsys, base, tmp_pa
         runs.chmod(0o700)
         runs.rmdir()
 
-    def full(path, data):  # a disk that fills up
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    for code_, concept, words_ in ((errno.ENOSPC, "blue stripes", "no space left"),  # a disk that fills up
+                                   (errno.EROFS, "green stripes", "read-only file system")):  # remounted read-only
+        def fail(path, data, code_=code_):
+            raise OSError(code_, os.strerror(code_), str(path))
 
-    with monkeypatch.context() as patch:
-        patch.setattr("tools.cache.atomic_write", full)
-        code, _, err = line(capsys, "score", *base, "--concept", "blue stripes")
-    assert one_line_error(code, err, "no space left", str(cache), "--cache-dir")
+        with monkeypatch.context() as patch:
+            patch.setattr("tools.cache.atomic_write", fail)
+            code, _, err = line(capsys, "score", *base, "--concept", concept)
+        assert one_line_error(code, err, words_, str(cache), "--cache-dir"), err
 
     real_put, puts = SqliteSaver.put, []
 
