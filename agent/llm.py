@@ -265,8 +265,7 @@ def ask_structured(chat: BaseChatModel, messages: list, schema: type[BaseModel],
     for _ in range(retries + 1):
         if deadline is not None:
             left = deadline - time.monotonic()
-            if left <= 0:
-                reply.failures.append("not asked: the time budget (loop.max_seconds) is spent")
+            if left <= 0:  # the budget is spent: not asked again
                 break
             if _speaks_openai(chat):  # the request's own timeout, below the client's
                 kwargs["timeout"] = min(left, getattr(chat, "request_timeout", None) or left)
