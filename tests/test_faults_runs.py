@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from evals.fake_openai import FakeOpenAI
 from tests.helpers import COLOUR_NET, line, one_line_error, say, write_config
 from tools.errors import LineError
 
@@ -144,8 +145,6 @@ def test_line_leaves_the_signal_handlers_as_it_found_them(capsys, base):
 
 # --- 5. the time budget holds with an LLM that hangs ---------------------------------------------------------
 def test_a_unit_stops_within_its_time_budget_when_the_llm_hangs(capsys, base, tmp_path, monkeypatch):
-    from evals.fake_openai import FakeOpenAI
-
     monkeypatch.setenv("OPENAI_API_KEY", "none")
     runs = tmp_path / "runs"
     line(capsys, "score", *base, "--concept", "red")  # the control set's activations, outside the budget's clock
@@ -311,3 +310,18 @@ def test_an_unreachable_cluster_or_a_failed_start_leaves_no_run(capsys, base, tm
                         "--run-id", "r", "--runs-dir", runs)
     assert one_line_error(code, err, "the workers did not start") and "resume" not in err
     assert not (runs / "r").exists()
+
+
+def test_a_request_waits_no_longer_than_the_time_left():
+    from langchain_core.messages import HumanMessage
+
+    from agent.config import LLMConfig
+    from agent.llm import ask_structured, make_chat_model
+    from agent.loop.proposal import ConceptAnswer
+
+    with FakeOpenAI("hang") as server:
+        chat = make_chat_model(LLMConfig(provider="openai-compatible", base_url=server.url, retries=0, timeout=15))
+        start = time.monotonic()
+        reply = ask_structured(chat, [HumanMessage("a concept?")], ConceptAnswer, retries=2, seconds=0.5)
+        took = time.monotonic() - start
+    assert took < 3 and reply.value is None and reply.timeouts == 1 and server.requests == 1
