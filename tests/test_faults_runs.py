@@ -81,6 +81,9 @@ def test_empty_values_are_refused_not_taken_for_defaults(capsys, base, tmp_path,
         assert one_line_error(code, err, f"{flag[2:].replace('-', '_')} is empty"), (flag, err)
     assert one_line_error(*line(capsys, "label", *base, "--units", "", "--runs-dir", runs)[::2], "unit list ''")
     assert one_line_error(*line(capsys, "label", *base, "--runs-dir", "")[::2], "runs_dir is empty")
+    for argv in (["history", "r", "--unit", "0"], ["report", "r"], ["label", "--resume", "r"]):
+        assert one_line_error(*line(capsys, *argv, "--runs-dir", "")[::2], "runs_dir is empty"), argv
+    assert one_line_error(*line(capsys, "history", "", "--unit", "0", "--runs-dir", runs)[::2], "run id is empty")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("LINE_CACHE_DIR", "")
     code, _, err = line(capsys, "score", *base[:6], "--concept", "red")

@@ -99,6 +99,10 @@ class Run:
 
     @classmethod
     def open(cls, run_id: str, runs_dir: str | Path = "runs") -> "Run":
+        if not str(run_id).strip() or not str(runs_dir).strip():
+            empty = "the run id" if not str(run_id).strip() else "runs_dir"
+            raise LineError(f"{empty} is empty.", "Name the run (see the folders under runs_dir), and leave --runs-dir "
+                                                  "out for the default (runs).")
         folder = Path(run_id) if Path(run_id).is_dir() else Path(runs_dir) / run_id
         meta_path = folder / "run.json"
         if not meta_path.is_file():

@@ -190,7 +190,7 @@ def _resumed(args: argparse.Namespace):
     if args.run_id:
         raise LineError(f"--run-id {args.run_id!r} and --resume {args.resume!r} exclude each other.",
                         "Leave out --run-id: a resumed run keeps its name.")
-    run = Run.open(args.resume, args.runs_dir or "runs")
+    run = Run.open(args.resume, "runs" if args.runs_dir is None else args.runs_dir)
     from agent.chat import is_chat_thread
 
     if is_chat_thread(run):
@@ -317,7 +317,7 @@ def cmd_history(args: argparse.Namespace) -> None:
     from agent.runs.run import Run, units_text
     from tools.history import event_text
 
-    run = Run.open(args.run_id, args.runs_dir or "runs")
+    run = Run.open(args.run_id, "runs" if args.runs_dir is None else args.runs_dir)
     states = run.states()
     if args.unit in run.units and args.unit not in states:
         started = ", ".join(map(str, sorted(states))) or "none"
