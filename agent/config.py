@@ -142,6 +142,8 @@ class StoreConfig(Section):
 
         if url and not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ValueError("give sqlite:///PATH, postgresql://USER@HOST:PORT/DB, or leave it empty")
+        if url.startswith("sqlite:///") and not url.removeprefix("sqlite:///").strip():
+            raise ValueError("sqlite:/// needs the path of a file after it: sqlite:///runs/store.db")
         parts = urlsplit(url)
         if parts.password or "password" in parse_qs(parts.query):  # a LineError: pydantic would echo the value
             raise LineError("store.url holds a password, which would be stored in run folders.",
@@ -167,6 +169,18 @@ class Settings(BaseSettings):
     chat: ChatConfig = Field(default_factory=ChatConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
+
+    @field_validator("model", "layer", "control", "device", "cache_dir", "runs_dir")
+    @classmethod
+    def _not_empty(cls, value: str, info) -> str:
+        """An empty value would fall back on a default, or on the current folder, unseen."""
+        if not value.strip():
+            name = info.field_name
+            default = cls.model_fields[name].default
+            raise LineError(f"{name} is empty (from --{name.replace('_', '-')}, a config file or "
+                            f"{ENV_PREFIX}{name.upper()}).",
+                            f"Give a value, or leave it out for the default ({default!r}).")
+        return value
 
     @classmethod
     def settings_customise_sources(

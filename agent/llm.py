@@ -249,10 +249,12 @@ def describe_failure(error: BaseException) -> str:
 
 
 def ask_structured(chat: BaseChatModel, messages: list, schema: type[BaseModel], *,
-                   temperature: float | None = None, retries: int = 2) -> StructuredReply:
+                   temperature: float | None = None, retries: int = 2, seconds: float | None = None) -> StructuredReply:
     """Ask for an answer matching `schema`; ask again (`retries` times) when the answer is
     unusable, count every failure. A failed request is not asked again (the client has
     retried it): it is counted by kind, or raises LLMUnavailable (see the module docstring).
+    `seconds`: what is left of a time budget: no request waits longer than that (nor than
+    `llm.timeout`), and none is sent once it is spent.
 
     OpenAI-style providers get the JSON schema as a grammar (`response_format`), others are
     asked for JSON in the prompt; both are parsed by the same tolerant parser.
@@ -268,7 +270,14 @@ def ask_structured(chat: BaseChatModel, messages: list, schema: type[BaseModel],
             "type": "json_schema",
             "json_schema": {"name": schema.__name__, "schema": schema.model_json_schema()},
         }}
+    deadline = None if seconds is None else time.monotonic() + seconds
     for _ in range(retries + 1):
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:  # the budget is spent: not asked again
+                break
+            if _speaks_openai(chat):  # the request's own timeout, below the client's
+                kwargs["timeout"] = min(left, getattr(chat, "request_timeout", None) or left)
         reply.attempts += 1
         try:
             message = chat.invoke(messages, **kwargs)

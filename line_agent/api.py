@@ -122,7 +122,7 @@ def unit_list(units: int | str | Iterable[int], engine: Engine) -> list[int]:
     """17, '0-9', '1,5,9-12', 'all' or a list of ints -> checked unit indices, each once
     (`Engine.check_unit`, the one unit check of every door)."""
     if isinstance(units, str):
-        return parse_units(units, engine.units)
+        return parse_units(units, engine.units, engine.layer)
     chosen = list(units) if isinstance(units, Iterable) and not isinstance(units, (bytes, dict)) else [units]
     if not chosen:
         raise LineError("units= is empty.", f"Pass a unit (0..{engine.units - 1}), a list of them, '0-9' or 'all'.")

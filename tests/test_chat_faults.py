@@ -91,7 +91,8 @@ def test_a_labelling_run_and_a_chat_thread_refuse_each_others_doors(settings, en
 def test_an_ablation_from_a_scene_the_generator_cannot_draw_is_refused(settings, engine):
     session = scripted_session(settings, engine, ["unused"])
     result = session.send("/ablate red from nowhere land")[-1]
-    assert result.status == "error" and "'nowhere land' cannot be drawn" in result.content
+    assert result.status == "error" and "the scene 'nowhere land' cannot be drawn" in result.content
+    assert "can draw nothing of it" in result.content
     assert not any(e.kind == "ablation" for e in session.state().events)
 
 

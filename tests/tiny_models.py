@@ -79,3 +79,20 @@ class RedDetector(nn.Module):
 
 def red_detector() -> nn.Module:
     return RedDetector().eval()
+
+
+class NoUnits(nn.Module):
+    """Layer `empty` (N x 0): a layer without units, for the edge of every unit list."""
+
+    input_size = 32
+
+    def __init__(self):
+        super().__init__()
+        self.empty = nn.Identity()
+
+    def forward(self, x):
+        return self.empty(x.flatten(1)[:, :0])
+
+
+def no_units() -> nn.Module:
+    return NoUnits().eval()

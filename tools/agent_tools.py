@@ -276,7 +276,7 @@ def ablate_concept(concept: str, unit: int | None = None, scene: str | None = No
     in the scene does (or the generator could not remove it). The result enters the history."""
     history, chosen = history_of(runtime.state), _unit(runtime, unit)
     scene = scene or default_scene(history, concept, runtime.context.criterion)
-    _acceptable(runtime.context, scene)
+    _acceptable(runtime.context, scene, "the scene ")
     result = ablate(runtime.context.engine, concept, scene, chosen)
     event = Event(iteration=history.iteration, kind="ablation", concept=concept,
                   detail=f"unit {chosen}, scene {scene!r}: drop {result.drop_mean:.4f} ± {result.drop_std:.4f}, "
@@ -296,11 +296,12 @@ def default_scene(history: History, concept: str, criterion: Criterion) -> str:
     return next((s.concept for s in history.ranked(criterion) if words <= set(normalise(s.concept).split())), concept)
 
 
-def _acceptable(ctx: ToolContext, concept: str) -> None:
-    """Raise a ToolArgumentError for a concept the one rule refuses (tools.concepts)."""
+def _acceptable(ctx: ToolContext, concept: str, what: str = "") -> None:
+    """Raise a ToolArgumentError for a concept the one rule refuses (tools.concepts);
+    `what` names the argument where it is not the concept ("the scene ")."""
     verdict = ctx.rules.accept(concept)
     if not verdict.accepted:
-        raise ToolArgumentError(f"{concept!r} cannot be drawn: {verdict.reason}; "
+        raise ToolArgumentError(f"{what}{concept!r} cannot be drawn: {verdict.reason}; "
                                 "use inspect_history to see the words the generator knows.")
 
 

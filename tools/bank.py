@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Protocol
 
+from tools.errors import os_error
+
 
 class ConceptBank(Protocol):
     def entries(self) -> list[tuple[str, list[dict]]]:
@@ -38,6 +40,12 @@ class FileBank:
             return []
 
     def add(self, concept: str, images: list[dict]) -> bool:
+        try:
+            return self._add(concept, images)
+        except OSError as error:  # a full disk, a read-only folder: one line naming the path
+            raise os_error(error, "--cache-dir (cache_dir)") from error
+
+    def _add(self, concept: str, images: list[dict]) -> bool:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a+", encoding="utf-8") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed

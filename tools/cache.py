@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tools.errors import LineError
+from tools.errors import LineError, os_error
 
 log = logging.getLogger(__name__)
 _KEY = re.compile(r"[0-9a-f]{4,128}")  # what content_key and bytes_key give: hex digests
@@ -32,6 +32,9 @@ def is_cache_key(key: object) -> bool:
     """Whether `key` has the shape of the cache's keys (a hex digest): such a key names a
     file inside the cache root, whatever file it was read from."""
     return isinstance(key, str) and _KEY.fullmatch(key) is not None
+
+
+CACHE_DIR = "--cache-dir (cache_dir)"
 
 
 def content_key(*parts: object) -> str:
@@ -49,6 +52,9 @@ class DiskCache:
 
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser()
+        if self.root.exists() and not self.root.is_dir():
+            raise LineError(f"cache_dir {str(self.root)!r} is a file, not a folder.",
+                            f"Move the file away, or point {CACHE_DIR} at a folder.")
         self.stats: Counter[str] = Counter()
         self._lock = threading.Lock()
 
@@ -83,7 +89,7 @@ class DiskCache:
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         path = self.image_path(key)
-        atomic_write(path, buffer.getvalue())
+        self._write(path, buffer.getvalue())
         return path
 
     def load_array(self, key: str) -> np.ndarray | None:
@@ -92,7 +98,13 @@ class DiskCache:
     def save_array(self, key: str, array: np.ndarray) -> None:
         buffer = io.BytesIO()
         np.save(buffer, np.asarray(array), allow_pickle=False)
-        atomic_write(self.array_path(key), buffer.getvalue())
+        self._write(self.array_path(key), buffer.getvalue())
+
+    def _write(self, path: Path, data: bytes) -> None:
+        try:
+            atomic_write(path, data)
+        except OSError as error:  # a full disk, a read-only folder: one line naming the path
+            raise os_error(error, CACHE_DIR) from error
 
     def count(self, event: str, n: int = 1) -> None:
         with self._lock:
@@ -104,6 +116,8 @@ class DiskCache:
         except FileNotFoundError:
             self.count(f"{kind}_miss")
             return None
+        except OSError as error:
+            raise os_error(error, CACHE_DIR) from error
         try:
             value = decode(data)
         except Exception as error:  # any decoding failure means a damaged entry

@@ -23,7 +23,7 @@ from tools.cache import DiskCache, content_key, is_cache_key
 from tools.concepts import concept_problem
 from tools.control import ControlSet, generated_image_key
 from tools.criterion import Criterion
-from tools.errors import LineError, check_unit_index
+from tools.errors import LineError, check_unit_index, no_units
 from tools.generators.base import ImageGenerator, Interpretation
 from tools.scoring import Scores, score_units, unit_scores
 
@@ -354,9 +354,11 @@ class Engine:
 _UNIT_RANGE = re.compile(r"\s*(\d{1,9})\s*(?:-\s*(\d{1,9})\s*)?", re.ASCII)
 
 
-def parse_units(text: str, units: int) -> list[int]:
+def parse_units(text: str, units: int, layer: str = "") -> list[int]:
     """'all', '17', '0-9' or '1,5,9-12' -> unit indices (each once, in order), each checked
-    against the layer's `units`."""
+    against the layer's `units` (a LineError for a layer without any)."""
+    if units <= 0:
+        raise no_units(layer)
     if text.strip() == "all":
         return list(range(units))
     chosen: dict[int, None] = {}
@@ -367,6 +369,6 @@ def parse_units(text: str, units: int) -> list[int]:
         lo, hi = int(match.group(1)), int(match.group(2) or match.group(1))
         if hi < lo:
             raise LineError(f"empty unit range {part.strip()!r} in {text!r}.", f"Write the range low to high: {hi}-{lo}.")
-        check_unit_index(hi, units)
+        check_unit_index(hi, units, layer)
         chosen.update(dict.fromkeys(range(lo, hi + 1)))
     return list(chosen)

@@ -26,6 +26,8 @@ def is_chat_thread(run: Run) -> bool:
         return meta["kind"] == CHAT_KIND
     if run.id.startswith("chat-"):
         return True
+    if not run.store.exists():  # nothing to tell by (and reading creates nothing)
+        return False
     with run.store.checkpointer() as checkpointer:
         values = build_chat_graph(checkpointer).get_state(chat_config(run, run.units[0])).values
     return bool(values.get("messages")) if isinstance(values, dict) else bool(getattr(values, "messages", None))

@@ -90,7 +90,7 @@ def propose(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
         strategy=prompts.text(f"strategies/{state.strategy}").strip(), feedback=feedback(state),
     )
     temperature = ctx.temperature + (HOT_TEMPERATURE_BOOST if state.strategy == "hot" else 0.0)
-    reply = ask_for_concept(ctx, user, temperature)
+    reply = ask_for_concept(ctx, user, temperature, seconds=ctx.loop.max_seconds - state.elapsed)
     update = {"elapsed": time.perf_counter() - start, "usage": reply.usage(), "phase": "search"}
     if reply.value is None:
         return update | {"proposals": [], "events": [failure_event(state.iteration, "llm", reply)]}
@@ -118,10 +118,11 @@ def summarize(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     iteration = state.iteration + 1
     asked = any(e.source == "summary" for e in state.events)
     update: dict = {"phase": "summary", "proposals": []}
-    if ctx.chat is not None and not asked:
+    left = ctx.loop.max_seconds - state.elapsed
+    if ctx.chat is not None and not asked and left > 0:  # a spent time budget asks the LLM no more
         start = time.perf_counter()
         user = prompts.render("summarize_user", top=pool_lines(top, ctx.criterion))
-        reply = ask_for_concept(ctx, user, ctx.temperature)
+        reply = ask_for_concept(ctx, user, ctx.temperature, seconds=left)
         update |= {"usage": reply.usage(), "elapsed": time.perf_counter() - start}
         if reply.value is not None:
             return update | {"proposals": [proposal_of(reply, "summary", iteration, "summary")]}

@@ -88,11 +88,12 @@ def failure_event(iteration: int, source: str, reply: StructuredReply) -> Event:
     return Event(iteration=iteration, kind="llm_failure", source=source, reason=" / ".join(reply.failures)[:500])
 
 
-def ask_for_concept(ctx: LineContext, user: str, temperature: float) -> StructuredReply:
-    """One structured LLM call: the system prompt, `user`, the generator's answer schema."""
+def ask_for_concept(ctx: LineContext, user: str, temperature: float, seconds: float | None = None) -> StructuredReply:
+    """One structured LLM call: the system prompt, `user`, the generator's answer schema;
+    `seconds`: what is left of the unit's time budget (no request waits longer)."""
     return ask_structured(ctx.chat, [SystemMessage(prompts.text("propose_system")), HumanMessage(user)],
                           generator_answer_schema(ctx.engine.generator), temperature=temperature,
-                          retries=ctx.llm_retries)
+                          retries=ctx.llm_retries, seconds=seconds)
 
 
 def proposal_of(reply: StructuredReply, source: str, iteration: int, strategy: str) -> Proposal:

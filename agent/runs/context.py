@@ -44,7 +44,27 @@ def labelling_context(settings: Settings, engine: Engine, chat=None) -> LineCont
         raise LineError("a torch module in memory cannot travel to Ray workers.",
                         "Give the model as a spec they can load (package.module:factory, timm:NAME...), or set "
                         "cluster.backend = \"local\".")
+    _check_ray_address(settings.cluster.address)
     return None
+
+
+def _check_ray_address(address: str, seconds: float = 5.0) -> None:
+    """A LineError, before any run exists, where a ray://HOST:PORT address does not answer
+    (Ray's own client would try for half a minute, after the run folder is made)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if not address.startswith("ray://"):
+        return
+    try:
+        parts = urlsplit(address)
+        port = parts.port or 10001
+        with socket.create_connection((parts.hostname or "", port), timeout=seconds):
+            return
+    except (OSError, ValueError) as error:
+        raise LineError(f"cannot reach the Ray cluster at cluster.address = {address!r} "
+                        f"({error.__class__.__name__}: {error}).",
+                        'Start one (ray start --head), give its ray://HOST:PORT, or set cluster.address = "local".') from error
 
 
 def sweep_atoms(loop: LoopConfig, generator: ImageGenerator) -> list[Atom]:

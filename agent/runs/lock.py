@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO
 
-from tools.errors import LineError
+from tools.errors import LineError, os_error
 
 LOCK_FILE = "writer.lock"
 
@@ -38,7 +38,10 @@ class RunLock:
 
     def acquire(self) -> "RunLock":
         """Become the run's one writer, or raise a LineError naming the process that is."""
-        handle = self.path.open("a+", encoding="utf-8")
+        try:
+            handle = self.path.open("a+", encoding="utf-8")
+        except OSError as error:  # a folder in its place, a read-only run folder
+            raise os_error(error, "--runs-dir (runs_dir)") from error
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

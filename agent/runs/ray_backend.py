@@ -100,6 +100,8 @@ def label_on_ray(run: Run, on_update: Update | None = None) -> dict[int, NeuronS
     try:
         with run.writer():
             fits(cluster)
+            run.check_checkpoints()
+            run.store.create()
             states = run.states()  # the finished units' too; and the store's tables exist before workers start
             updates = Queue(actor_options={"num_cpus": 0}) if on_update else None
             actor = ray.remote(num_cpus=cluster.cpus_per_worker, num_gpus=cluster.gpus_per_worker,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,9 +29,9 @@ from agent.loop.context import LineContext
 from agent.loop.graph import build_label_graph, neuron_state, thread_config
 from agent.loop.state import NeuronState
 from agent.runs.engine_factory import control_spec
-from agent.runs.store import DONE, RUNNING, WAITING, open_store
+from agent.runs.store import CHECKPOINTS, DONE, RUNNING, WAITING, open_store
 from tools.cache import atomic_write
-from tools.errors import LineError
+from tools.errors import LineError, os_error
 from tools.scoring import json_ready
 
 log = logging.getLogger(__name__)
@@ -72,31 +73,59 @@ class Run:
         if run_id is not None and not RUN_ID.fullmatch(run_id):
             raise LineError(f"bad run id {run_id!r}: a run id names a folder inside runs_dir.",
                             "Use letters, digits, '.', '_' and '-', starting with a letter or digit, e.g. --run-id demo-1.")
+        if not units:
+            raise LineError("a run needs at least one unit.", "Pass the units to label, e.g. 0-9 or all.")
         folder = Path(settings.runs_dir) / (run_id or new_run_id(settings))
+        if folder.parent.exists() and not folder.parent.is_dir():
+            raise LineError(f"runs_dir {str(folder.parent)!r} is a file, not a folder.",
+                            "Move the file away, or point --runs-dir (runs_dir) at a folder.")
         if (folder / "run.json").exists():
             raise LineError(f"run {folder.name!r} exists already.", f"Resume it with line label --resume {folder.name}.")
+        created = not folder.exists()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise os_error(error, RUNS_DIR) from error
         run = cls(folder, settings, units)
-        run.store.register()
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(folder / "run.json", json.dumps(
-            {"id": run.id, "created": datetime.now().isoformat(timespec="seconds"),
-             "settings": settings.public(), "units": units}, indent=2).encode())
+        try:
+            run.store.register()
+            _write(folder / "run.json", json.dumps(
+                {"id": run.id, "created": datetime.now().isoformat(timespec="seconds"),
+                 "settings": settings.public(), "units": units}, indent=2).encode())
+        except BaseException:  # a failed start leaves no run behind
+            if created:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
         return run
 
     @classmethod
     def open(cls, run_id: str, runs_dir: str | Path = "runs") -> "Run":
+        if not str(run_id).strip() or not str(runs_dir).strip():
+            empty = "the run id" if not str(run_id).strip() else "runs_dir"
+            raise LineError(f"{empty} is empty.", "Name the run (see the folders under runs_dir), and leave --runs-dir "
+                                                  "out for the default (runs).")
         folder = Path(run_id) if Path(run_id).is_dir() else Path(runs_dir) / run_id
         meta_path = folder / "run.json"
         if not meta_path.is_file():
             known = sorted(p.name for p in Path(runs_dir).glob("*") if (p / "run.json").is_file())
             hint = f"Known runs: {', '.join(known[-5:])}." if known else f"No runs in {runs_dir}/ yet."
             raise LineError(f"run {run_id!r} does not exist.", hint)
+        meta = read_run_file(meta_path)
         try:
-            meta = json.loads(meta_path.read_text())
             settings = load_settings(**meta["settings"])
-        except (json.JSONDecodeError, KeyError) as error:
-            raise LineError(f"run file {meta_path} is damaged ({error}).", "Start a new run.") from error
+        except LineError as error:
+            raise LineError(f"run file {meta_path} is damaged: its settings do not load ({error.problem})",
+                            "Mend them by hand, or start a new run.") from error
         return cls(folder, settings, meta["units"])
+
+    def discard_if_unstarted(self) -> bool:
+        """Remove the run (its folder, its id in a shared store) where no unit has started:
+        a start that failed (an unreachable cluster, say) leaves no run behind. Whether it did."""
+        if self.store.units():
+            return False
+        self.store.unregister()
+        shutil.rmtree(self.folder, ignore_errors=True)
+        return True
 
     def mend(self, settings: Settings) -> list[str]:
         """Keep `settings` (from `resume_settings`) as the run's own, in `run.json`, so a later
@@ -106,7 +135,7 @@ class Run:
             meta = json.loads((self.folder / "run.json").read_text())
             meta["settings"] = settings.public()
             meta.setdefault("mended", []).append({"at": datetime.now().isoformat(timespec="seconds"), "keys": changed})
-            atomic_write(self.folder / "run.json", json.dumps(meta, indent=2).encode())
+            _write(self.folder / "run.json", json.dumps(meta, indent=2).encode())
             self.settings = settings
         return changed
 
@@ -138,6 +167,7 @@ class Run:
         several, each stops after the node at hand. Finished nodes are checkpointed, and
         `history.json` is written before the interrupt goes on up."""
         with self.writer():
+            self.check_checkpoints()
             self.record_sweep(prepare(context))
             with self.store.checkpointer() as checkpointer:
                 graph = build_label_graph(checkpointer)
@@ -154,6 +184,15 @@ class Run:
                 except BaseException:
                     self.export(graph)
                     raise
+
+    def check_checkpoints(self) -> None:
+        """A LineError where the run's checkpoints are gone but its history.json holds units:
+        labelling on would start them over and overwrite that history."""
+        if not self.store.exists() and self._exported_states():
+            raise LineError(f"run {self.id} has lost its checkpoints ({self.folder / CHECKPOINTS} is missing); its "
+                            "history.json still holds the units it labelled.",
+                            f"Read them with line history {self.id} or line report {self.id}; to label again, "
+                            "start a new run (or restore the file from a backup and resume).")
 
     def _label_side_by_side(self, one: Callable[[int], NeuronState]) -> dict[int, NeuronState]:
         """Units in worker threads; on an error or Ctrl-C the others stop after their node."""
@@ -174,7 +213,7 @@ class Run:
         path = self.folder / "sweep.json"
         if cost is None or (path.exists() and not cost["images_rendered"]):
             return
-        atomic_write(path, json.dumps(json_ready(cost), indent=1, allow_nan=False).encode())
+        _write(path, json.dumps(json_ready(cost), indent=1, allow_nan=False).encode())
 
     def thread_config(self, unit: int) -> dict:
         return thread_config(self.store.thread_id(unit), self.settings.loop)
@@ -228,7 +267,10 @@ class Run:
         return [unit for unit in self.units if unit in table and table[unit].status == WAITING]
 
     def states(self, graph=None) -> dict[int, NeuronState]:
-        """The current state of every unit that has started."""
+        """The current state of every unit that has started. A run whose checkpoints are
+        gone is read from its `history.json` (and nothing is created by reading)."""
+        if graph is None and not self.store.exists():
+            return self._exported_states()
         if graph is None:
             with self.store.checkpointer() as checkpointer:
                 return self.states(build_label_graph(checkpointer))
@@ -241,16 +283,58 @@ class Run:
                 result[unit] = neuron_state(values)
         return result
 
+    def _exported_states(self) -> dict[int, NeuronState]:
+        """The states `history.json` holds (none where it is missing)."""
+        try:
+            units = json.loads((self.folder / "history.json").read_text(encoding="utf-8"))["units"]
+            return {unit: neuron_state(units[str(unit)]) for unit in self.units if str(unit) in units}
+        except FileNotFoundError:
+            return {}
+        except (ValueError, KeyError, TypeError) as error:  # JSON, UTF-8 and validation errors are ValueErrors
+            raise LineError(f"{self.folder / 'history.json'} is damaged ({str(error).splitlines()[0][:120]}), and "
+                            f"the run's checkpoints are missing.", "Restore either from a backup.") from error
+
     def export(self, graph=None, states: dict[int, NeuronState] | None = None) -> Path:
         """Write `history.json`: every neuron's full history (`states`, or read from the store)."""
         with self._lock:
             states = self.states(graph) if states is None else states
             path = self.folder / "history.json"
-            atomic_write(path, json.dumps(json_ready(
+            _write(path, json.dumps(json_ready(
                 {"run": self.id, "settings": self.settings.public(),
                  "units": {str(u): states[u].model_dump(mode="json") for u in self.units if u in states}}),
                 indent=1, allow_nan=False).encode())
             return path
+
+
+RUNS_DIR = "--runs-dir (runs_dir)"
+
+
+def _write(path: Path, data: bytes) -> None:
+    """A run file written whole, or a LineError naming it (a full disk, a read-only folder)."""
+    try:
+        atomic_write(path, data)
+    except OSError as error:
+        raise os_error(error, RUNS_DIR) from error
+
+
+def read_run_file(path: Path) -> dict:
+    """A run's `run.json`, checked: an object with its settings (an object) and units (a
+    list of unit numbers); a LineError naming the file and what is wrong otherwise."""
+    try:
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as error:
+        raise LineError(f"cannot read run file {path} ({error.strerror}).", "Check the file and its permissions.") from error
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise LineError(f"run file {path} is damaged: not JSON in UTF-8 ({error}).",
+                        "Restore it from a backup, or start a new run.") from error
+    problem = ("it is not a JSON object" if not isinstance(meta, dict)
+               else "it lacks settings (an object)" if not isinstance(meta.get("settings"), dict)
+               else "it lacks units (a list of unit numbers)" if not (
+                    isinstance(meta.get("units"), list) and all(type(u) is int and u >= 0 for u in meta["units"]))
+               else "")
+    if problem:
+        raise LineError(f"run file {path} is damaged: {problem}.", "Restore it from a backup, or start a new run.")
+    return meta
 
 
 def prepare(context: LineContext) -> dict | None:

@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterator
 from agent.config import Settings
 from agent.runs.lock import RunLock, holder_record, stale_note
 from tools.bank import ConceptBank, FileBank
-from tools.errors import LineError
+from tools.errors import LineError, sqlite_error
 
 CHECKPOINTS = "checkpoints.sqlite"
 SQLITE_WAIT = 60  # seconds a SQLite writer waits for another process's transaction
@@ -71,14 +71,24 @@ class Database:
         self._lock = threading.Lock()
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
-        with self._lock:
+        with self._lock, self.errors():
             cursor = self._connect().execute(self._dialect(sql), params)
             return cursor.fetchall() if cursor.description else []
 
     def execute(self, sql: str, params: tuple = ()) -> int:
         """Run a statement; the rows it changed."""
-        with self._lock:
+        with self._lock, self.errors():
             return self._connect().execute(self._dialect(sql), params).rowcount
+
+    @contextmanager
+    def errors(self) -> Iterator[None]:
+        """SQLite's errors (a damaged or full file...) as one-line LineErrors naming the file."""
+        try:
+            yield
+        except sqlite3.DatabaseError as error:
+            if self.postgres:
+                raise
+            raise sqlite_error(error, self.target) from error
 
     def close(self) -> None:
         with self._lock:
@@ -193,17 +203,23 @@ class RunStore:
         self.run_id, self.database, self.thread_prefix = run_id, database, thread_prefix
         self._checkpointer, self._lock, self._registry = checkpointer, lock, registry
 
+    def exists(self) -> bool:
+        """Whether the store holds anything to read: a SQLite file that is not there yet
+        (or any more) is not created by reading it."""
+        return self.database.postgres or Path(self.database.target).is_file()
+
     def thread_id(self, unit: int) -> str:
         return f"{self.thread_prefix}unit-{unit}"
 
     @contextmanager
     def checkpointer(self):
         """A LangGraph checkpointer for the run's threads, closed after the block."""
-        saver, close = self._checkpointer()
-        try:
-            yield saver
-        finally:
-            close()
+        with self.database.errors():
+            saver, close = self._checkpointer()
+            try:
+                yield saver
+            finally:
+                close()
 
     def lock(self):
         """The run's writer lock (acquire, release, note), not yet acquired."""
@@ -216,6 +232,11 @@ class RunStore:
             raise LineError(f"run {self.run_id!r} exists already in the store.",
                             f"Resume it with line label --resume {self.run_id}, or choose another --run-id.")
 
+    def unregister(self) -> None:
+        """Give the run id back (a run that never started: its folder is removed too)."""
+        if self._registry:
+            self.database.execute("DELETE FROM line_runs WHERE run = ?", (self.run_id,))
+
     def mark(self, unit: int, status: str, worker: str = "") -> None:
         """Record where `unit` stands; taking it (`running`) counts an attempt."""
         self.database.execute(
@@ -224,7 +245,13 @@ class RunStore:
             "attempts = line_units.attempts + excluded.attempts, updated = excluded.updated",
             (self.run_id, unit, status, worker or worker_name(), int(status == RUNNING), time.time()))
 
+    def create(self) -> None:
+        """Make the store's tables (and its SQLite file) now, before several processes use it."""
+        self.database.query("SELECT 1")
+
     def units(self) -> dict[int, UnitRecord]:
+        if not self.exists():  # nothing recorded yet, and reading creates nothing
+            return {}
         rows = self.database.query("SELECT unit, status, worker, attempts FROM line_units WHERE run = ?", (self.run_id,))
         return {unit: UnitRecord(status, worker, attempts) for unit, status, worker, attempts in rows}
 

@@ -18,7 +18,7 @@ def cmd_chat(args) -> None:
     from agent.ui.console import console, progress, settings_from_args
     from agent.runs.engine_factory import build_engine
 
-    runs_dir = args.runs_dir or "runs"
+    runs_dir = "runs" if args.runs_dir is None else args.runs_dir
     trusted = True
     if args.thread:
         run = Run.open(args.thread, runs_dir)

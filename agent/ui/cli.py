@@ -6,8 +6,10 @@ import argparse
 import importlib
 import json
 import logging
+import signal
 import sys
-from contextlib import ExitStack
+import threading
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from rich.table import Table
@@ -15,7 +17,7 @@ from rich.table import Table
 from agent.config import MAX_IMAGES_PER_CONCEPT
 from agent.ui.console import console, err_console, flag_settings, progress, settings_from_args
 from agent.ui.terminal import safe
-from tools.errors import LineError
+from tools.errors import LineError, os_error
 
 
 
@@ -83,7 +85,7 @@ def cmd_score(args: argparse.Namespace) -> None:
     settings = settings_from_args(args)
     engine = build_engine(settings, progress=progress())
     cache = engine.cache
-    units = parse_units(args.units if args.units is not None else str(args.unit), engine.units)
+    units = parse_units(args.units if args.units is not None else str(args.unit), engine.units, engine.layer)
     concept = check_concept(args.concept, engine.generator)
     evidence = engine.evaluate(concept, engine.seeds(args.images))
     nonfinite = engine.nonfinite_units(units, evidence.activations)
@@ -149,7 +151,7 @@ def cmd_label(args: argparse.Namespace) -> None:
         else:
             settings = settings_from_args(args, runs_dir=args.runs_dir, concurrency=args.concurrency)
             engine = build_engine(settings, progress=progress())
-            units = parse_units(args.units or "0", engine.units)
+            units = parse_units(args.units if args.units is not None else "0", engine.units, engine.layer)
             if settings.cluster.backend == "local":  # on Ray the workers compute the control set (their init checks)
                 engine.check_finite(units)
             context = labelling_context(settings, engine)  # before the run exists: a failed start leaves nothing behind
@@ -164,11 +166,16 @@ def cmd_label(args: argparse.Namespace) -> None:
         try:
             with _live_progress(run) as on_update:
                 states = label(run, context, on_update=on_update, reviewer=_ask_person if sys.stdin.isatty() else None)
-        except KeyboardInterrupt:
-            err_console.print(f"interrupted: every finished step is saved ({safe(run.folder / 'history.json')}). "
+        except KeyboardInterrupt as stop:
+            signum = getattr(stop, "signum", signal.SIGINT)
+            how = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+            err_console.print(f"{how}: every finished step is saved ({safe(run.folder / 'history.json')}). "
                               f"Resume with: {safe(resume)}", highlight=False, soft_wrap=True)
-            raise SystemExit(130)
-        except LineError as error:
+            raise SystemExit(128 + signum)
+        except (LineError, OSError) as error:  # OSError: a file operation nobody put in words
+            error = error if isinstance(error, LineError) else os_error(error)
+            if not args.resume and run.discard_if_unstarted():  # a failed start leaves no run behind
+                raise error
             raise LineError(error.problem, f"{error.fix} Completed steps are saved; resume with: {resume} "
                                            "(add --config FILE or --device to mend the device, the LLM or budgets)")
     _print_summary(run, states)
@@ -195,18 +202,23 @@ def _resumed(args: argparse.Namespace):
     if args.run_id:
         raise LineError(f"--run-id {args.run_id!r} and --resume {args.resume!r} exclude each other.",
                         "Leave out --run-id: a resumed run keeps its name.")
-    run = Run.open(args.resume, args.runs_dir or "runs")
+    run = Run.open(args.resume, "runs" if args.runs_dir is None else args.runs_dir)
     from agent.chat import is_chat_thread
 
     if is_chat_thread(run):
         raise LineError(f"{run.id} is a chat thread, not a labelling run: line label --resume cannot continue it.",
                         f"Continue the conversation with: line chat --thread {run.id}")
+    run.check_checkpoints()
     changes: dict[str, Any] = _file_settings(args.config) if args.config else {}
     for key in ("model", "layer", "control", "cache_dir", "runs_dir", "concurrency"):
         if getattr(args, key, None) is not None:
             changes[key] = getattr(args, key)
     changes = deep_merged(changes, flag_settings(args))
-    units = parse_units(args.units, build_engine(run.settings).units) if args.units is not None else None
+    if args.units is not None:
+        engine = build_engine(run.settings)
+        units = parse_units(args.units, engine.units, engine.layer)
+    else:
+        units = None
     return run, resume_settings(run, changes, units)
 
 
@@ -317,7 +329,7 @@ def cmd_history(args: argparse.Namespace) -> None:
     from agent.runs.run import Run, units_text
     from tools.history import event_text
 
-    run = Run.open(args.run_id, args.runs_dir or "runs")
+    run = Run.open(args.run_id, "runs" if args.runs_dir is None else args.runs_dir)
     states = run.states()
     if args.unit in run.units and args.unit not in states:
         started = ", ".join(map(str, sorted(states))) or "none"
@@ -433,14 +445,48 @@ def _lazy(module: str, name: str):
     return command
 
 
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, which `line` takes as Ctrl-C (`signum` says which)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def _signals_as_ctrl_c():
+    """For the block: SIGTERM (kill, a scheduler) and SIGHUP (a closed terminal) stop `line`
+    as Ctrl-C does, so a run saves its history and says how to resume; the handlers before
+    are restored after (in the main thread only, where Python delivers signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise _Stopped(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        args.func(args)
-    except LineError as error:
+        with _signals_as_ctrl_c():
+            args.func(args)
+    except (LineError, OSError) as error:  # OSError: a file operation nobody put in words
+        error = error if isinstance(error, LineError) else os_error(error)
         err_console.print(f"[red]error:[/] {safe(error)}", highlight=False, soft_wrap=True)
         return 2
+    except KeyboardInterrupt as stop:  # a command with nothing to save
+        signum = getattr(stop, "signum", signal.SIGINT)
+        err_console.print("interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}")
+        return 128 + signum
     return 0
 
 

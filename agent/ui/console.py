@@ -20,7 +20,7 @@ def settings_from_args(args: argparse.Namespace, **extra: Any):
 
     overrides: dict[str, Any] = {k: v for k, v in extra.items() if v is not None}
     for key in ("model", "layer", "control", "cache_dir"):
-        if getattr(args, key, None):
+        if getattr(args, key, None) is not None:  # "" too: refused by the settings, not taken for the default
             overrides[key] = getattr(args, key)
     return load_settings(args.config, **overrides, **flag_settings(args))
 
@@ -30,10 +30,10 @@ def flag_settings(args: argparse.Namespace) -> dict[str, Any]:
     and the generator's), as settings keys; a config file's other generator keys stay."""
     generator: dict[str, Any] = {}
     result: dict[str, Any] = {}
-    if getattr(args, "generator", None):
+    if getattr(args, "generator", None) is not None:
         kind, _, model = args.generator.partition(":")
         generator |= {"kind": kind, **({"model": model} if model else {})}
-    if getattr(args, "device", None):
+    if getattr(args, "device", None) is not None:
         result["device"] = generator["device"] = args.device
     return result | ({"generator": generator} if generator else {})
 

@@ -72,7 +72,7 @@ def write_report(run: Run, unit: int | None = None, trust: bool = False, engine:
 def cmd_report(args: argparse.Namespace) -> None:
     from agent.runs.run import Run
 
-    path = write_report(Run.open(args.run_id, args.runs_dir or "runs"), args.unit, trust=args.trust_run)
+    path = write_report(Run.open(args.run_id, "runs" if args.runs_dir is None else args.runs_dir), args.unit, trust=args.trust_run)
     print(f"report: {path}")
     if args.open:
         webbrowser.open(path.resolve().as_uri())
