@@ -190,7 +190,7 @@ def test_a_postgres_run_reads_as_a_sqlite_one(capsys, monkeypatch, postgres_url,
     assert "unit-1.html" in (runs / "pg" / "report" / "index.html").read_text()
     monkeypatch.setattr("sys.stdin", io.StringIO("/score green stripes\n/quit\n"))
     code, out, _ = line(capsys, "chat", "--run", "pg", "--unit", "1", "--runs-dir", runs, "--trust-run")
-    assert code == 0 and "'green stripes' on unit 1" in out
+    assert code == 0 and "score_concept: 'green stripes': AUC" in out
     thread = next(p.name for p in runs.iterdir() if p.name.startswith("chat-"))
     code, out, _ = line(capsys, "history", thread, "--unit", "1", "--runs-dir", runs, "--json")
     assert "green stripes" in [s["concept"] for s in json.loads(out)["steps"]]

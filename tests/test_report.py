@@ -193,7 +193,11 @@ def test_the_map_shows_where_the_unit_fires_and_flat_layers_get_none(run, tmp_pa
     size = engine.model.input_size
     assert maps is not None and maps[0].shape == (size, size)
     assert maps[0][:, : size * 7 // 16].min() > 0.5 and maps[0][:, size * 9 // 16:].max() == 0  # the crop's left half
-    assert engine.activation_maps(["half-red"], lambda i: half, unit=0)[0].shape == (size, size)  # from the cache
+    def unreadable(i):
+        raise AssertionError("a cached map was computed again")
+
+    assert engine.activation_maps(["half-red"], unreadable, unit=0)[0].shape == (size, size)  # from the cache
+    assert engine.cache.stats["activation_repaired"] == 0
     drawn = np.asarray(heat(half, maps[0], float(maps[0].max()), engine.model.input_box(96, 64), 32), dtype=float)
     assert drawn[:, :12, 1].mean() > 100 and abs(drawn[:, 20:, :] - [0, 0, 255]).max() < 3  # yellowish where red only
     shot = Shot("data:", "half red", 1.0, key="half-red")

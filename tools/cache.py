@@ -92,8 +92,9 @@ class DiskCache:
         self._write(path, buffer.getvalue())
         return path
 
-    def load_array(self, key: str) -> np.ndarray | None:
-        return self._read(self.array_path(key), "activation", _decode_array)
+    def load_array(self, key: str, ndim: int = 1) -> np.ndarray | None:
+        """The array under `key` (activation vectors: 1-D; a unit's spatial maps: 2-D), or None."""
+        return self._read(self.array_path(key), "activation", lambda data: _decode_array(data, ndim))
 
     def save_array(self, key: str, array: np.ndarray) -> None:
         buffer = io.BytesIO()
@@ -143,9 +144,9 @@ def _decode_image(data: bytes) -> Image.Image:
     return image.convert("RGB")
 
 
-def _decode_array(data: bytes) -> np.ndarray:
+def _decode_array(data: bytes, ndim: int = 1) -> np.ndarray:
     array = np.load(io.BytesIO(data), allow_pickle=False)
-    if array.ndim != 1 or array.dtype.kind not in "fiu":  # NaN and inf are kept: they are what the model gave
+    if array.ndim != ndim or array.dtype.kind not in "fiu":  # NaN and inf are kept: they are what the model gave
         raise ValueError(f"unexpected content (shape {array.shape}, {array.dtype})")
     return array
 

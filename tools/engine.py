@@ -225,8 +225,8 @@ class Engine:
         if self.cache.load_array(flat) is not None:
             return None
         map_keys = [content_key("map", self.model_id, self.layer, str(unit), key) for key in keys]
-        maps: list[np.ndarray | None] = [self.cache.load_array(k) for k in map_keys]
-        missing = [i for i, m in enumerate(maps) if m is None or m.ndim != 2]
+        maps: list[np.ndarray | None] = [self.cache.load_array(k, ndim=2) for k in map_keys]
+        missing = [i for i, m in enumerate(maps) if m is None]
         if missing:
             from tools.activations import unit_maps
 
