@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import signal
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -201,3 +202,10 @@ def long_modules(root: Path, limit: int) -> list[str]:
     """Our modules longer than `limit` lines."""
     return [f"{name}: {n} lines" for name, path in our_modules(root).items()
             if (n := len(path.read_text(encoding="utf-8").splitlines())) > limit]
+
+
+def as_in_a_terminal() -> None:
+    """`preexec_fn` for a `line` process a test stops with SIGINT: Ctrl-C reaches it as it
+    reaches a terminal's foreground process. (A background job of a non-interactive shell,
+    `make test &`, inherits SIGINT ignored, and Python keeps it ignored.)"""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import COLOUR_NET, line, one_line_error, say, write_config
+from tests.helpers import COLOUR_NET, as_in_a_terminal, line, one_line_error, say, write_config
 from evals.fake_openai import FakeOpenAI
 from tools.errors import LineError
 
@@ -185,7 +185,7 @@ def test_ctrl_c_stops_within_seconds_and_keeps_every_step(tmp_path):
     label = [sys.executable, "-m", "agent.ui.cli", "label", "--model", COLOUR_NET, "--layer", "relu", "--control",
              "procedural:40", "--cache-dir", str(tmp_path / "cache"), "--config", str(config), "--units", "0-2",
              "--run-id", "c", "--runs-dir", str(runs)]
-    process = subprocess.Popen(label, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(label, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=as_in_a_terminal)
     try:
         seen: list[str] = []
         deadline = time.monotonic() + 120
