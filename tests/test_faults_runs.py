@@ -328,3 +328,48 @@ def test_a_request_waits_no_longer_than_the_time_left():
         reply = ask_structured(chat, [HumanMessage("a concept?")], ConceptAnswer, retries=2, seconds=0.5)
         took = time.monotonic() - start
     assert took < 3 and reply.value is None and reply.timeouts == 1 and server.requests == 1
+
+
+# --- found re-running the probes (issue 21's closing note) ------------------------------------------------
+def test_config_errors_name_where_the_value_came_from(capsys, base, tmp_path, monkeypatch):
+    config = write_config(tmp_path / "line.toml", [say("red")])
+    monkeypatch.setenv("LINE_LOOP__MAX_ITERATIONS", "abc")  # a bad variable beside a good file: the variable is named
+    code, _, err = line(capsys, "score", *base, "--config", config, "--unit", "0", "--concept", "red")
+    assert one_line_error(code, err, "environment variable LINE_LOOP__MAX_ITERATIONS", "'abc'") and "line.toml" not in err
+    monkeypatch.delenv("LINE_LOOP__MAX_ITERATIONS")
+    (tmp_path / "folder.toml").mkdir()
+    for value, words_ in (("", "config file name is empty"), (tmp_path / "folder.toml", "is a folder")):
+        code, _, err = line(capsys, "score", *base, "--config", value, "--unit", "0", "--concept", "red")
+        assert one_line_error(code, err, words_) and "'.'" not in err
+    code, out, _ = line(capsys, "score", *base, "--config", os.devnull, "--unit", "0", "--concept", "red")
+    assert code == 0 and "AUC" in out  # an empty file is an empty config
+
+
+def test_suggested_commands_carry_the_runs_dir_and_default_ids_do_not_collide(capsys, base, tmp_path, monkeypatch):
+    runs = tmp_path / "my runs"
+    config = write_config(tmp_path / "line.toml", [say("red background")], max_iterations=0)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    code, _, _ = line(capsys, "label", *base, "--config", config, "--run-id", "r", "--runs-dir", runs)
+    assert code == 0
+    flag = f"--runs-dir '{runs}'"  # quoted: the folder's name has a space
+    code, _, err = line(capsys, "label", *base, "--config", config, "--run-id", "r", "--runs-dir", runs)
+    assert one_line_error(code, err, "exists already", f"line label --resume r {flag}")
+    code, _, err = line(capsys, "chat", *base, "--config", config, "--thread", "r", "--runs-dir", runs)
+    assert one_line_error(code, err, f"line chat --run r --unit 0 {flag}")
+
+    monkeypatch.setattr("agent.runs.run.new_run_id", lambda settings: "same-second")  # two runs started in one second
+    for _ in range(2):
+        code, _, _ = line(capsys, "label", *base, "--config", config, "--runs-dir", runs)
+        assert code == 0
+    assert {"same-second", "same-second-2"} <= {p.name for p in runs.iterdir()}
+
+
+def test_slash_commands_without_their_argument_say_how_to_write_them():
+    from agent.chat.actions import slash_call
+
+    for text, words_ in (("/score", "/score needs a concept"), ("/score  @1", "/score needs a concept"),
+                         ("/ablate", "/ablate needs a concept"), ("/images , ,", "/images needs concepts")):
+        with pytest.raises(LineError) as caught:
+            slash_call(text)
+        assert words_ in str(caught.value) and "e.g." in str(caught.value)
+    assert slash_call("/history")["name"] == "inspect_history"
