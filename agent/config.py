@@ -223,8 +223,9 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         raise _not_json(field.group(1) if field else "") from None
     except ValidationError as error:
         variables = _variables_behind(error)
+        from_flags = all(item["loc"] and item["loc"][0] in overrides for item in error.errors())
         where = (f" from environment variable{'s' if len(variables) > 1 else ''} {', '.join(variables)}" if variables
-                 else f" in {path}" if path else "")
+                 else f" in {path}" if path and not from_flags else "")  # a flag's value is not the file's
         raise LineError(f"bad configuration{where}: {_describe(error)}.",
                         ("Fix or unset the variable; s" if variables else "S")
                         + "ee README.md, section Configuration, for the keys and their types.")

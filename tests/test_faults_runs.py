@@ -337,6 +337,8 @@ def test_config_errors_name_where_the_value_came_from(capsys, base, tmp_path, mo
     code, _, err = line(capsys, "score", *base, "--config", config, "--unit", "0", "--concept", "red")
     assert one_line_error(code, err, "environment variable LINE_LOOP__MAX_ITERATIONS", "'abc'") and "line.toml" not in err
     monkeypatch.delenv("LINE_LOOP__MAX_ITERATIONS")
+    code, _, err = line(capsys, "label", *base, "--config", config, "--concurrency", "0", "--runs-dir", tmp_path / "runs")
+    assert one_line_error(code, err, "'concurrency'", "(got 0)") and "line.toml" not in err  # a flag's value
     (tmp_path / "folder.toml").mkdir()
     for value, words_ in (("", "config file name is empty"), (tmp_path / "folder.toml", "is a folder")):
         code, _, err = line(capsys, "score", *base, "--config", value, "--unit", "0", "--concept", "red")
