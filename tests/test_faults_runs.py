@@ -375,3 +375,13 @@ def test_slash_commands_without_their_argument_say_how_to_write_them():
             slash_call(text)
         assert words_ in str(caught.value) and "e.g." in str(caught.value)
     assert slash_call("/history")["name"] == "inspect_history"
+
+
+def test_an_llm_url_that_is_no_url_is_refused_before_the_run_exists(capsys, base, tmp_path):
+    runs = tmp_path / "runs"
+    for url in ("not a url", "127.0.0.1:8000/v1", "http://[::1", "http://host:abc/v1"):
+        config = tmp_path / "llm.toml"
+        config.write_text(f"[llm]\nprovider = 'openai-compatible'\nbase_url = '{url}'\nretries = 0\n")
+        code, _, err = line(capsys, "label", *base, "--config", config, "--run-id", "r", "--runs-dir", runs)
+        assert one_line_error(code, err, f"llm.base_url {url!r} is not an http:// or https:// URL", "http://127.0.0.1:8000/v1")
+        assert not (runs / "r").exists()  # was: a run, a unit's first steps, then "the LLM did not answer"
