@@ -385,3 +385,18 @@ def test_an_llm_url_that_is_no_url_is_refused_before_the_run_exists(capsys, base
         code, _, err = line(capsys, "label", *base, "--config", config, "--run-id", "r", "--runs-dir", runs)
         assert one_line_error(code, err, f"llm.base_url {url!r} is not an http:// or https:// URL", "http://127.0.0.1:8000/v1")
         assert not (runs / "r").exists()  # was: a run, a unit's first steps, then "the LLM did not answer"
+
+
+def test_a_same_named_folder_here_does_not_hide_the_run(capsys, base, tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    config = write_config(tmp_path / "line.toml", [say("red background")], max_iterations=0)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    assert line(capsys, "label", *base, "--config", config, "--run-id", "r", "--runs-dir", runs)[0] == 0
+    (tmp_path / "here" / "r").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "here")  # was: "run 'r' does not exist. Known runs: r."
+    code, out, _ = line(capsys, "history", "r", "--unit", "0", "--runs-dir", runs)
+    assert code == 0 and "run r, unit 0" in out
+    code, _, err = line(capsys, "history", runs / "r", "--unit", "0")  # a run's folder as a path still opens
+    assert code == 0
+    code, _, err = line(capsys, "history", "nope", "--unit", "0", "--runs-dir", runs)
+    assert one_line_error(code, err, "run 'nope' does not exist", "Known runs: r.")

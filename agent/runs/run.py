@@ -118,11 +118,15 @@ class Run:
             empty = "the run id" if not str(run_id).strip() else "runs_dir"
             raise LineError(f"{empty} is empty.", "Name the run (see the folders under runs_dir), and leave --runs-dir "
                                                   "out for the default (runs).")
-        folder = Path(run_id) if Path(run_id).is_dir() else Path(runs_dir) / run_id
+        folder = Path(runs_dir) / run_id  # else a run's folder given as a path (a same-named folder here is no run)
+        folder = folder if (folder / "run.json").is_file() or not (Path(run_id) / "run.json").is_file() else Path(run_id)
         meta_path = folder / "run.json"
         if not meta_path.is_file():
-            known = sorted(p.name for p in Path(runs_dir).glob("*") if (p / "run.json").is_file())
-            hint = f"Known runs: {', '.join(known[-5:])}." if known else f"No runs in {runs_dir}/ yet."
+            runs = sorted((p for p in Path(runs_dir).glob("*") if (p / "run.json").is_file()),
+                          key=lambda p: (p / "run.json").stat().st_mtime)
+            latest = ", ".join(p.name for p in runs[-5:])
+            hint = (f"Known runs: {latest}." if 0 < len(runs) <= 5 else
+                    f"Known runs ({len(runs)}), the latest: {latest}." if runs else f"No runs in {runs_dir}/ yet.")
             raise LineError(f"run {run_id!r} does not exist.", hint)
         meta = read_run_file(meta_path)
         try:
