@@ -400,3 +400,12 @@ def test_a_same_named_folder_here_does_not_hide_the_run(capsys, base, tmp_path, 
     assert code == 0
     code, _, err = line(capsys, "history", "nope", "--unit", "0", "--runs-dir", runs)
     assert one_line_error(code, err, "run 'nope' does not exist", "Known runs: r.")
+
+
+def test_a_unit_list_too_large_is_out_of_range_and_all_takes_any_case(capsys, base):
+    for units in ("0-99999999999", "99999999999"):  # was: "bad unit list", though well formed
+        code, _, err = line(capsys, "score", *base, "--units", units, "--concept", "red")
+        assert one_line_error(code, err, "unit 99999999999 is out of range for layer relu", "between 0 and 3")
+    from tools.engine import parse_units
+
+    assert parse_units("ALL", 4) == parse_units(" All ", 4) == [0, 1, 2, 3]
