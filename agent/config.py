@@ -197,8 +197,12 @@ class Settings(BaseSettings):
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     """Settings from `path` (TOML), the environment and `overrides` (highest first: overrides)."""
     if path is not None:
+        if not str(path).strip():
+            raise LineError("the config file name is empty.", "Pass --config with a TOML file, or leave --config out.")
         path = Path(path).expanduser()
-        if not path.is_file():
+        if path.is_dir():
+            raise LineError(f"config file {str(path)!r} is a folder.", "Pass --config with a TOML file.")
+        if not path.exists():
             raise LineError(f"config file {str(path)!r} does not exist.", "Pass --config with a TOML file.")
         try:
             tomllib.loads(path.read_text(encoding="utf-8"))
@@ -218,8 +222,27 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         field = re.search(r'field "(\w+)"', str(error))
         raise _not_json(field.group(1) if field else "") from None
     except ValidationError as error:
-        raise LineError(f"bad configuration{f' in {path}' if path else ''}: {_describe(error)}.",
-                        "See README.md, section Configuration, for the keys and their types.")
+        variables = _variables_behind(error)
+        from_flags = all(item["loc"] and item["loc"][0] in overrides for item in error.errors())
+        where = (f" from environment variable{'s' if len(variables) > 1 else ''} {', '.join(variables)}" if variables
+                 else f" in {path}" if path and not from_flags else "")  # a flag's value is not the file's
+        raise LineError(f"bad configuration{where}: {_describe(error)}.",
+                        ("Fix or unset the variable; s" if variables else "S")
+                        + "ee README.md, section Configuration, for the keys and their types.")
+
+
+def _variables_behind(error: ValidationError) -> list[str]:
+    """The LINE_* variables that set the keys `error` rejects (the section's, or the key's own)."""
+    set_ = {variable.upper(): variable for variable in os.environ}
+    found = []
+    for item in error.errors():
+        loc = [str(x).upper() for x in item["loc"]]
+        for depth in range(len(loc), 0, -1):
+            name = ENV_PREFIX.upper() + "__".join(loc[:depth])
+            if name in set_ and set_[name] not in found:
+                found.append(set_[name])
+                break
+    return found
 
 
 def _not_json(field: str) -> LineError:

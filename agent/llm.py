@@ -23,6 +23,7 @@ import os
 import re
 import time
 import urllib.request
+from urllib.parse import urlsplit
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -124,6 +125,14 @@ def make_chat_model(config: LLMConfig) -> BaseChatModel:
         return ChatOpenAI(api_key=key, **common)
     if not config.base_url:
         raise LineError("provider openai-compatible needs llm.base_url.",
+                        "Set it to the server's URL, e.g. http://127.0.0.1:8000/v1.")
+    try:
+        where = urlsplit(config.base_url)
+        usable = where.scheme in ("http", "https") and bool(where.hostname) and (where.port or 0) >= 0  # .port checks it
+    except ValueError:  # 'http://[::1', a port that is no number
+        usable = False
+    if not usable:
+        raise LineError(f"llm.base_url {config.base_url!r} is not an http:// or https:// URL.",
                         "Set it to the server's URL, e.g. http://127.0.0.1:8000/v1.")
     return ChatOpenAI(base_url=config.base_url, api_key=key or "none", **common)
 

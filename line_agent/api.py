@@ -129,6 +129,18 @@ def unit_list(units: int | str | Iterable[int], engine: Engine) -> list[int]:
     return list(dict.fromkeys(engine.check_unit(u) for u in chosen))
 
 
+def _run_unit(unit: Any) -> int:
+    """`unit` of a run as an int (17, numpy's 17, 17.0), or a LineError: '17' or True is no unit."""
+    try:
+        index = int(unit)
+        whole = index == unit and not isinstance(unit, bool)
+    except (TypeError, ValueError, OverflowError):
+        whole = False
+    if not whole:
+        raise LineError(f"unit {unit!r} is not a unit number.", "Pass the unit as a whole number, e.g. run.label(17).")
+    return index
+
+
 def _chat_model(chat: Any) -> Any:
     """`chat` when it is a LangChain chat model (or None), else a LineError: a name is no model."""
     if chat is None:
@@ -310,6 +322,7 @@ class LabelRun:
 
     def history(self, unit: int) -> NeuronState:
         """The unit's generation history, as `line history <run> --unit N --json` prints it."""
+        unit = _run_unit(unit)
         states = self._run.states()
         if unit not in states:
             started = ", ".join(map(str, sorted(states))) or "none yet"
@@ -321,7 +334,7 @@ class LabelRun:
         """Write the HTML report (`line report`); returns the index, or the unit's page."""
         from agent.ui.report import write_report
 
-        return write_report(self._run, unit, trust=True, engine=self._engine)
+        return write_report(self._run, None if unit is None else _run_unit(unit), trust=True, engine=self._engine)
 
     def to_pandas(self) -> pandas.DataFrame:
         """One row per started unit: the summary table of `line label`."""

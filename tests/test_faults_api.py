@@ -334,3 +334,18 @@ def test_overlong_concepts_are_never_scored(settings, tmp_path, caplog):
     from agent.runs.engine_factory import build_engine
 
     assert all(len(c) <= MAX_CONCEPT_CHARS for c in build_engine(settings).bank())
+
+
+# --- found re-running the probes (issue 21's closing note) ------------------------------------------------
+def test_a_run_read_from_python_checks_the_unit_it_is_asked_for(quick, tmp_path):
+    import line_agent
+
+    chat = line_agent.ScriptedChatModel(replies=[say("red background")] * 4)
+    run = line_agent.label(COLOUR_NET, "relu", 0, chat=chat, init_top=1, init_random=0, bank_top=0, max_iterations=0,
+                           dedup=False, summary=False, run_id="r", **quick)
+    run = line_agent.open_run("r", quick["runs_dir"])
+    for call in (lambda: run.label("0"), lambda: run.history(True), lambda: run.report("0")):
+        with pytest.raises(LineError) as caught:  # was: "unit 0 has no history (units started: 0)", or unit 1's
+            call()
+        assert "is not a unit number" in str(caught.value) and "units started" not in str(caught.value)
+    assert run.label(0.0).unit == 0 and run.report(0).name == "unit-0.html"

@@ -328,3 +328,84 @@ def test_a_request_waits_no_longer_than_the_time_left():
         reply = ask_structured(chat, [HumanMessage("a concept?")], ConceptAnswer, retries=2, seconds=0.5)
         took = time.monotonic() - start
     assert took < 3 and reply.value is None and reply.timeouts == 1 and server.requests == 1
+
+
+# --- found re-running the probes (issue 21's closing note) ------------------------------------------------
+def test_config_errors_name_where_the_value_came_from(capsys, base, tmp_path, monkeypatch):
+    config = write_config(tmp_path / "line.toml", [say("red")])
+    monkeypatch.setenv("LINE_LOOP__MAX_ITERATIONS", "abc")  # a bad variable beside a good file: the variable is named
+    code, _, err = line(capsys, "score", *base, "--config", config, "--unit", "0", "--concept", "red")
+    assert one_line_error(code, err, "environment variable LINE_LOOP__MAX_ITERATIONS", "'abc'") and "line.toml" not in err
+    monkeypatch.delenv("LINE_LOOP__MAX_ITERATIONS")
+    code, _, err = line(capsys, "label", *base, "--config", config, "--concurrency", "0", "--runs-dir", tmp_path / "runs")
+    assert one_line_error(code, err, "'concurrency'", "(got 0)") and "line.toml" not in err  # a flag's value
+    (tmp_path / "folder.toml").mkdir()
+    for value, words_ in (("", "config file name is empty"), (tmp_path / "folder.toml", "is a folder")):
+        code, _, err = line(capsys, "score", *base, "--config", value, "--unit", "0", "--concept", "red")
+        assert one_line_error(code, err, words_) and "'.'" not in err
+    code, out, _ = line(capsys, "score", *base, "--config", os.devnull, "--unit", "0", "--concept", "red")
+    assert code == 0 and "AUC" in out  # an empty file is an empty config
+
+
+def test_suggested_commands_carry_the_runs_dir_and_default_ids_do_not_collide(capsys, base, tmp_path, monkeypatch):
+    runs = tmp_path / "my runs"
+    config = write_config(tmp_path / "line.toml", [say("red background")], max_iterations=0)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    code, _, _ = line(capsys, "label", *base, "--config", config, "--run-id", "r", "--runs-dir", runs)
+    assert code == 0
+    flag = f"--runs-dir '{runs}'"  # quoted: the folder's name has a space
+    code, _, err = line(capsys, "label", *base, "--config", config, "--run-id", "r", "--runs-dir", runs)
+    assert one_line_error(code, err, "exists already", f"line label --resume r {flag}")
+    code, _, err = line(capsys, "chat", *base, "--config", config, "--thread", "r", "--runs-dir", runs)
+    assert one_line_error(code, err, f"line chat --run r --unit 0 {flag}")
+
+    monkeypatch.setattr("agent.runs.run.new_run_id", lambda settings: "same-second")  # two runs started in one second
+    for _ in range(2):
+        code, _, _ = line(capsys, "label", *base, "--config", config, "--runs-dir", runs)
+        assert code == 0
+    assert {"same-second", "same-second-2"} <= {p.name for p in runs.iterdir()}
+
+
+def test_slash_commands_without_their_argument_say_how_to_write_them():
+    from agent.chat.actions import slash_call
+
+    for text, words_ in (("/score", "/score needs a concept"), ("/score  @1", "/score needs a concept"),
+                         ("/ablate", "/ablate needs a concept"), ("/images , ,", "/images needs concepts")):
+        with pytest.raises(LineError) as caught:
+            slash_call(text)
+        assert words_ in str(caught.value) and "e.g." in str(caught.value)
+    assert slash_call("/history")["name"] == "inspect_history"
+
+
+def test_an_llm_url_that_is_no_url_is_refused_before_the_run_exists(capsys, base, tmp_path):
+    runs = tmp_path / "runs"
+    for url in ("not a url", "127.0.0.1:8000/v1", "http://[::1", "http://host:abc/v1"):
+        config = tmp_path / "llm.toml"
+        config.write_text(f"[llm]\nprovider = 'openai-compatible'\nbase_url = '{url}'\nretries = 0\n")
+        code, _, err = line(capsys, "label", *base, "--config", config, "--run-id", "r", "--runs-dir", runs)
+        assert one_line_error(code, err, f"llm.base_url {url!r} is not an http:// or https:// URL", "http://127.0.0.1:8000/v1")
+        assert not (runs / "r").exists()  # was: a run, a unit's first steps, then "the LLM did not answer"
+
+
+def test_a_same_named_folder_here_does_not_hide_the_run(capsys, base, tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    config = write_config(tmp_path / "line.toml", [say("red background")], max_iterations=0)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    assert line(capsys, "label", *base, "--config", config, "--run-id", "r", "--runs-dir", runs)[0] == 0
+    (tmp_path / "here" / "r").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "here")  # was: "run 'r' does not exist. Known runs: r."
+    code, out, _ = line(capsys, "history", "r", "--unit", "0", "--runs-dir", runs)
+    assert code == 0 and "run r, unit 0" in out
+    code, _, err = line(capsys, "history", runs / "r", "--unit", "0")  # a run's folder as a path still opens
+    assert code == 0
+    code, _, err = line(capsys, "history", "nope", "--unit", "0", "--runs-dir", runs)
+    assert one_line_error(code, err, "run 'nope' does not exist", "Known runs: r.")
+
+
+def test_a_unit_list_too_large_is_out_of_range_and_all_takes_any_case(capsys, base):
+    for units in ("0-99999999999", "99999999999"):  # was: "bad unit list", though well formed
+        code, _, err = line(capsys, "score", *base, "--units", units, "--concept", "red")
+        assert one_line_error(code, err, "unit 99999999999 is out of range for layer relu", "between 0 and 3")
+    from tools.engine import parse_units
+
+    assert parse_units("ALL", 4) == parse_units(" All ", 4) == [0, 1, 2, 3]

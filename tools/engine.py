@@ -351,7 +351,7 @@ class Engine:
             self._banked.add(concept)
 
 
-_UNIT_RANGE = re.compile(r"\s*(\d{1,9})\s*(?:-\s*(\d{1,9})\s*)?", re.ASCII)
+_UNIT_RANGE = re.compile(r"\s*(\d{1,30})\s*(?:-\s*(\d{1,30})\s*)?", re.ASCII)  # too large: out of range
 
 
 def parse_units(text: str, units: int, layer: str = "") -> list[int]:
@@ -359,7 +359,7 @@ def parse_units(text: str, units: int, layer: str = "") -> list[int]:
     against the layer's `units` (a LineError for a layer without any)."""
     if units <= 0:
         raise no_units(layer)
-    if text.strip() == "all":
+    if text.strip().lower() == "all":
         return list(range(units))
     chosen: dict[int, None] = {}
     for part in text.split(","):

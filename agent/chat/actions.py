@@ -66,6 +66,10 @@ def slash_call(text: str, check_unit: Callable[[int], int] | None = None) -> dic
         args = {"contains": rest or None}
     else:
         return None
+    if not (args.get("concept") or args.get("concepts") or command == "history"):
+        example = {"score": "/score red stripes", "ablate": "/ablate red from blue stripes", "images": "/images red, blue"}
+        raise LineError(f"/{command} needs {'concepts' if command == 'images' else 'a concept'}.",
+                        f"Name it after the command, e.g. {example[command]}.")
     name = {"score": "score_concept", "ablate": "ablate_concept", "images": "generate_images",
             "history": "inspect_history"}[command]
     return {"name": name, "args": {k: v for k, v in args.items() if v is not None},

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shlex
 import shutil
 import threading
 import time
@@ -52,12 +53,18 @@ def new_run_id(settings: Settings) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{stamp}-{settings.model}-{settings.layer}")
 
 
+def runs_dir_flag(runs_dir: str | Path) -> str:
+    """` --runs-dir DIR` for a command line a person copies, or '' for the default folder."""
+    return "" if Path(runs_dir) == Path("runs") else f" --runs-dir {shlex.quote(str(runs_dir))}"
+
+
 class Run:
     """One labelling run over some units of one layer."""
 
     def __init__(self, folder: Path, settings: Settings, units: list[int]):
         self.folder, self.settings, self.units = folder, settings, units
         self.id = folder.name
+        self.flag = runs_dir_flag(folder.parent)  # ` --runs-dir DIR` for the commands it suggests
         self.store = open_store(settings).run(self.id, folder)
         self._lock = threading.Lock()
         self._writer = None
@@ -75,12 +82,19 @@ class Run:
                             "Use letters, digits, '.', '_' and '-', starting with a letter or digit, e.g. --run-id demo-1.")
         if not units:
             raise LineError("a run needs at least one unit.", "Pass the units to label, e.g. 0-9 or all.")
-        folder = Path(settings.runs_dir) / (run_id or new_run_id(settings))
+        stem = run_id or new_run_id(settings)
+        folder = Path(settings.runs_dir) / stem
         if folder.parent.exists() and not folder.parent.is_dir():
             raise LineError(f"runs_dir {str(folder.parent)!r} is a file, not a folder.",
                             "Move the file away, or point --runs-dir (runs_dir) at a folder.")
+        for n in range(2, 1000):  # two runs started within one second: the second one's default id gets -2
+            if run_id is not None or not folder.exists():
+                break
+            folder = folder.with_name(f"{stem}-{n}")
         if (folder / "run.json").exists():
-            raise LineError(f"run {folder.name!r} exists already.", f"Resume it with line label --resume {folder.name}.")
+            raise LineError(f"run {folder.name!r} exists already.",
+                            f"Resume it with line label --resume {folder.name}{runs_dir_flag(folder.parent)}, "
+                            "or choose another --run-id.")
         created = not folder.exists()
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -104,11 +118,15 @@ class Run:
             empty = "the run id" if not str(run_id).strip() else "runs_dir"
             raise LineError(f"{empty} is empty.", "Name the run (see the folders under runs_dir), and leave --runs-dir "
                                                   "out for the default (runs).")
-        folder = Path(run_id) if Path(run_id).is_dir() else Path(runs_dir) / run_id
+        folder = Path(runs_dir) / run_id  # else a run's folder given as a path (a same-named folder here is no run)
+        folder = folder if (folder / "run.json").is_file() or not (Path(run_id) / "run.json").is_file() else Path(run_id)
         meta_path = folder / "run.json"
         if not meta_path.is_file():
-            known = sorted(p.name for p in Path(runs_dir).glob("*") if (p / "run.json").is_file())
-            hint = f"Known runs: {', '.join(known[-5:])}." if known else f"No runs in {runs_dir}/ yet."
+            runs = sorted((p for p in Path(runs_dir).glob("*") if (p / "run.json").is_file()),
+                          key=lambda p: (p / "run.json").stat().st_mtime)
+            latest = ", ".join(p.name for p in runs[-5:])
+            hint = (f"Known runs: {latest}." if 0 < len(runs) <= 5 else
+                    f"Known runs ({len(runs)}), the latest: {latest}." if runs else f"No runs in {runs_dir}/ yet.")
             raise LineError(f"run {run_id!r} does not exist.", hint)
         meta = read_run_file(meta_path)
         try:
@@ -191,7 +209,7 @@ class Run:
         if not self.store.exists() and self._exported_states():
             raise LineError(f"run {self.id} has lost its checkpoints ({self.folder / CHECKPOINTS} is missing); its "
                             "history.json still holds the units it labelled.",
-                            f"Read them with line history {self.id} or line report {self.id}; to label again, "
+                            f"Read them with line history {self.id} --unit N{self.flag} or line report {self.id}{self.flag}; to label again, "
                             "start a new run (or restore the file from a backup and resume).")
 
     def _label_side_by_side(self, one: Callable[[int], NeuronState]) -> dict[int, NeuronState]:

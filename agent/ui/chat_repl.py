@@ -24,7 +24,7 @@ def cmd_chat(args) -> None:
         run = Run.open(args.thread, runs_dir)
         if not is_chat_thread(run):
             raise LineError(f"{run.id} is a labelling run, not a chat thread: line chat --thread would write into it.",
-                            f"Start a chat from its history instead: line chat --run {run.id} --unit {run.units[0]}.")
+                            f"Start a chat from its history instead: line chat --run {run.id} --unit {run.units[0]}{run.flag}.")
         settings, history = run.settings, None
     elif args.run:  # someone else's run, maybe: its model is not imported unless trusted
         source = Run.open(args.run, runs_dir)
@@ -66,7 +66,7 @@ def _unit_history(run: Run, unit: int | None) -> NeuronState:
 
 def converse(session: ChatSession, printer: "ConsolePrinter", console) -> None:
     """Read the researcher's messages until /quit, end of input or Ctrl-C."""
-    resume = f"Resume with: line chat --thread {session.run.id}"
+    resume = safe(f"Resume with: line chat --thread {session.run.id}{session.run.flag}")
     while True:
         try:
             text = input("you> ").strip()

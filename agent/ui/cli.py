@@ -157,7 +157,7 @@ def cmd_label(args: argparse.Namespace) -> None:
             context = labelling_context(settings, engine)  # before the run exists: a failed start leaves nothing behind
             run = Run.create(settings, units, args.run_id)
             stack.enter_context(run.writer())
-        resume = f"line label --resume {run.id}" + (f" --runs-dir {settings.runs_dir}" if settings.runs_dir != "runs" else "")
+        resume = f"line label --resume {run.id}{run.flag}"
         cluster = settings.cluster
         where = (f", on Ray ({cluster.workers} workers at {safe(cluster.address)})" if cluster.backend == "ray" else "")
         console.print(f"run [bold]{safe(run.id)}[/]: {safe(settings.model)} / {safe(settings.layer)}, "
@@ -207,7 +207,7 @@ def _resumed(args: argparse.Namespace):
 
     if is_chat_thread(run):
         raise LineError(f"{run.id} is a chat thread, not a labelling run: line label --resume cannot continue it.",
-                        f"Continue the conversation with: line chat --thread {run.id}")
+                        f"Continue the conversation with: line chat --thread {run.id}{run.flag}")
     run.check_checkpoints()
     changes: dict[str, Any] = _file_settings(args.config) if args.config else {}
     for key in ("model", "layer", "control", "cache_dir", "runs_dir", "concurrency"):
@@ -311,7 +311,7 @@ def _print_summary(run, states) -> None:
             err_console.print(
                 f"[yellow]warning:[/] unit {unit} was labelled without the LLM: none of its {usage.llm_calls} answers "
                 f"was scored ({unused_answers_text(states[unit])}); operators and the initial pool chose "
-                f"{safe(repr(row['label']))}. {advice}; details: line history {safe(run.id)} --unit {unit}",
+                f"{safe(repr(row['label']))}. {advice}; details: line history {safe(run.id)} --unit {unit}{safe(run.flag)}",
                 highlight=False, soft_wrap=True)
 
 
@@ -334,7 +334,7 @@ def cmd_history(args: argparse.Namespace) -> None:
     if args.unit in run.units and args.unit not in states:
         started = ", ".join(map(str, sorted(states))) or "none"
         raise LineError(f"unit {args.unit} of run {run.id} has not started yet (started: {started}).",
-                        f"Resume the run (line label --resume {run.id}) or pass a started unit with --unit.")
+                        f"Resume the run (line label --resume {run.id}{run.flag}) or pass a started unit with --unit.")
     if args.unit not in states:
         raise LineError(f"unit {args.unit} is not in run {run.id} (units: {units_text(run.units)}).",
                         "Pass one of the run's units with --unit.")
