@@ -120,6 +120,7 @@ def test_concepts_are_rendered_together_in_pipeline_batches_with_progress(tmp_pa
 
 def test_line_label_on_a_tiny_pipeline_with_auto_device_shows_rendering_progress(
         capsys, tmp_path, tiny_pipeline, shared_photos, monkeypatch):
+    import agent.ui.cli  # noqa: F401  (imported before the patch: it keeps the real err_console for later tests)
     import agent.ui.console
 
     terminal = io.StringIO()
