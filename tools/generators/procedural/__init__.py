@@ -86,47 +86,9 @@ drawing     rasterising a scene at a seed (`Renderer`)
 generator   `ProceduralGenerator`, the image-generator protocol over the above
 """
 
+from tools.generators.procedural import vocabulary as _vocabulary
 from tools.generators.procedural.generator import BATCH_SIZE, ProceduralGenerator
 from tools.generators.procedural.scene import SLOTS, VERSION, Scene
-from tools.generators.procedural.vocabulary import (
-    ACHROMATIC,
-    BLOBS,
-    CLASH,
-    COLOUR_SYNONYMS,
-    COLOURS,
-    COUNT_WORDS,
-    LINED,
-    NEUTRALS,
-    ORIENTATIONS,
-    ORIENTED,
-    PATTERNS,
-    SHAPES,
-    SIZED_TEXTURES,
-    SIZES,
-    TEXTURES,
-    THICKNESS,
-)
+from tools.generators.procedural.vocabulary import *  # noqa: F403  (the values of each attribute, as vocabulary.__all__ lists them)
 
-__all__ = [
-    "ACHROMATIC",
-    "BATCH_SIZE",
-    "BLOBS",
-    "CLASH",
-    "COLOURS",
-    "COLOUR_SYNONYMS",
-    "COUNT_WORDS",
-    "LINED",
-    "NEUTRALS",
-    "ORIENTATIONS",
-    "ORIENTED",
-    "PATTERNS",
-    "SHAPES",
-    "SIZED_TEXTURES",
-    "SIZES",
-    "SLOTS",
-    "TEXTURES",
-    "THICKNESS",
-    "VERSION",
-    "ProceduralGenerator",
-    "Scene",
-]
+__all__ = ["BATCH_SIZE", "SLOTS", "VERSION", "ProceduralGenerator", "Scene", *_vocabulary.__all__]

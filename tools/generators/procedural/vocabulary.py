@@ -5,6 +5,25 @@ kinds each modifier applies to, and which colours clash. The words that name the
 
 from __future__ import annotations
 
+__all__ = [  # what the package re-exports
+    "ACHROMATIC",
+    "BLOBS",
+    "CLASH",
+    "COLOUR_SYNONYMS",
+    "COLOURS",
+    "COUNT_WORDS",
+    "LINED",
+    "NEUTRALS",
+    "ORIENTATIONS",
+    "ORIENTED",
+    "PATTERNS",
+    "SHAPES",
+    "SIZED_TEXTURES",
+    "SIZES",
+    "TEXTURES",
+    "THICKNESS",
+]
+
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
     "orange": (245, 130, 20),
