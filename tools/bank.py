@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Protocol
 
-from tools.errors import os_error
+from tools.errors import CACHE_DIR, os_error
 
 
 class ConceptBank(Protocol):
@@ -43,7 +43,7 @@ class FileBank:
         try:
             return self._add(concept, images)
         except OSError as error:  # a full disk, a read-only folder: one line naming the path
-            raise os_error(error, "--cache-dir (cache_dir)") from error
+            raise os_error(error, CACHE_DIR) from error
 
     def _add(self, concept: str, images: list[dict]) -> bool:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tools.errors import LineError, os_error
+from tools.errors import CACHE_DIR, LineError, os_error
 
 log = logging.getLogger(__name__)
 _KEY = re.compile(r"[0-9a-f]{4,128}")  # what content_key and bytes_key give: hex digests
@@ -32,9 +32,6 @@ def is_cache_key(key: object) -> bool:
     """Whether `key` has the shape of the cache's keys (a hex digest): such a key names a
     file inside the cache root, whatever file it was read from."""
     return isinstance(key, str) and _KEY.fullmatch(key) is not None
-
-
-CACHE_DIR = "--cache-dir (cache_dir)"
 
 
 def content_key(*parts: object) -> str:

@@ -40,6 +40,10 @@ def check_unit_index(unit: object, units: int, layer: str = "") -> int:
 
 
 # --- the file system and SQLite, in words ----------------------------------------------------------
+CACHE_DIR = "--cache-dir (cache_dir)"  # the settings an OSError's fix names
+RUNS_DIR = "--runs-dir (runs_dir)"
+
+
 def os_error(error: OSError, setting: str = "") -> LineError:
     """One line for a failed file operation: the path, what went wrong and the fix;
     `setting` names the folder's setting (e.g. "--cache-dir (cache_dir)") for the fix."""

@@ -11,6 +11,7 @@ images x units.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -96,6 +97,11 @@ def score_units(concept: np.ndarray, control: np.ndarray) -> dict[str, np.ndarra
 def unit_scores(table: dict[str, np.ndarray], index: int) -> Scores:
     """The `Scores` of one unit (by position) from a `score_units` table."""
     return Scores(**{name: float(values[index]) for name, values in table.items()})
+
+
+def strict_json(value) -> str:
+    """`value` as indented, valid JSON: NaN and infinities written as null (`json_ready`)."""
+    return json.dumps(json_ready(value), indent=1, allow_nan=False)
 
 
 def json_ready(value):

@@ -16,6 +16,7 @@ from tools.cache import atomic_write
 from tools.errors import LineError
 
 CHAT_KIND = "chat"  # run.json's "kind" of a chat thread (labelling runs have none)
+CONVERSATION_LLM_CALLS = 2**31  # no budget of LLM calls across a thread (see chat_context)
 
 
 def is_chat_thread(run: Run) -> bool:
@@ -31,9 +32,6 @@ def is_chat_thread(run: Run) -> bool:
     with run.store.checkpointer() as checkpointer:
         values = build_chat_graph(checkpointer).get_state(chat_config(run, run.units[0])).values
     return bool(values.get("messages")) if isinstance(values, dict) else bool(getattr(values, "messages", None))
-
-
-CONVERSATION_LLM_CALLS = 2**31  # no budget of LLM calls across a thread (see chat_context)
 
 
 def chat_config(run: Run, unit: int) -> dict:

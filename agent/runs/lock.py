@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO
 
-from tools.errors import LineError, os_error
+from tools.errors import RUNS_DIR, LineError, os_error
 
 LOCK_FILE = "writer.lock"
 
@@ -41,7 +41,7 @@ class RunLock:
         try:
             handle = self.path.open("a+", encoding="utf-8")
         except OSError as error:  # a folder in its place, a read-only run folder
-            raise os_error(error, "--runs-dir (runs_dir)") from error
+            raise os_error(error, RUNS_DIR) from error
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

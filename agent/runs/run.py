@@ -32,8 +32,8 @@ from agent.loop.state import NeuronState
 from agent.runs.engine_factory import control_spec
 from agent.runs.store import CHECKPOINTS, DONE, RUNNING, WAITING, open_store
 from tools.cache import atomic_write
-from tools.errors import LineError, os_error
-from tools.scoring import json_ready
+from tools.errors import RUNS_DIR, LineError, os_error
+from tools.scoring import strict_json
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ class Run:
         path = self.folder / "sweep.json"
         if cost is None or (path.exists() and not cost["images_rendered"]):
             return
-        _write(path, json.dumps(json_ready(cost), indent=1, allow_nan=False).encode())
+        _write(path, strict_json(cost).encode())
 
     def thread_config(self, unit: int) -> dict:
         return thread_config(self.store.thread_id(unit), self.settings.loop)
@@ -317,14 +317,9 @@ class Run:
         with self._lock:
             states = self.states(graph) if states is None else states
             path = self.folder / "history.json"
-            _write(path, json.dumps(json_ready(
-                {"run": self.id, "settings": self.settings.public(),
-                 "units": {str(u): states[u].model_dump(mode="json") for u in self.units if u in states}}),
-                indent=1, allow_nan=False).encode())
+            _write(path, strict_json({"run": self.id, "settings": self.settings.public(),
+                                      "units": {str(u): states[u].model_dump(mode="json") for u in self.units if u in states}}).encode())
             return path
-
-
-RUNS_DIR = "--runs-dir (runs_dir)"
 
 
 def _write(path: Path, data: bytes) -> None:

@@ -80,7 +80,7 @@ def cmd_score(args: argparse.Namespace) -> None:
     from agent.runs.engine_factory import build_engine
     from tools.concepts import check_concept
     from tools.engine import parse_units
-    from tools.scoring import json_ready
+    from tools.scoring import strict_json
 
     settings = settings_from_args(args)
     engine = build_engine(settings, progress=progress())
@@ -110,7 +110,7 @@ def cmd_score(args: argparse.Namespace) -> None:
         err_console.print(safe(f"warning: units {', '.join(map(str, nonfinite))} give NaN or inf activations; "
                                "their scores are left empty (null in --json)."), highlight=False, soft_wrap=True)
     if args.json:
-        print(json.dumps(json_ready(result), indent=1, allow_nan=False))
+        print(strict_json(result))
         return
     console.print(f"[bold]{safe(repr(concept))}[/] on {safe(settings.model)} / {safe(settings.layer)} vs {safe(result['control'])}")
     console.print(safe(f"generator {engine.generator.id}: understood {interpretation.understood or '-'}, "
