@@ -85,6 +85,8 @@ class LoopConfig(Section):
     dedup_threshold: float = Field(0.88, gt=0, le=1, description="text-embedding cosine similarity of a paraphrase")
     stall: bool = True
     patience: int = Field(2, ge=1, description="iterations without a new best before the LLM and the operators swap")
+    settle: int = Field(4, ge=0, le=10_000, description="the search ends after this many iterations in a row without "
+                                                        "a new best (0: it runs its whole budget)")
     duplicate_streak: int = Field(3, ge=1, description="iterations whose LLM proposal was rejected before operators take over")
     failure_streak: int = Field(3, ge=1, description="unusable or undrawable LLM answers before operators take over")
     summary: bool = True
@@ -101,11 +103,11 @@ class LoopConfig(Section):
     @classmethod
     def paper(cls) -> "LoopConfig":
         """The LINE paper's loop: 5 + 5 initial classes, 10 iterations, summary, 5 images
-        each, labels by AUC; no dedup, no stall handling, no sweep, no concept bank, no
-        confirmation."""
+        each, labels by AUC; no dedup, no stall handling, no early end, no sweep, no concept
+        bank, no confirmation."""
         return cls(
             images_per_concept=5, init_top=5, init_random=5, sweep=False, sweep_top=0, bank_top=0,
-            max_iterations=10, max_images=10_000, max_llm_calls=1_000, dedup=False, stall=False, summary=True,
+            max_iterations=10, max_images=10_000, max_llm_calls=1_000, dedup=False, stall=False, settle=0, summary=True,
             simplify=False, criterion="auc", confirm=False,
         )
 

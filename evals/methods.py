@@ -2,10 +2,11 @@
 
 - ``ours``: the line-agent graph with the configured loop (default `LoopConfig`).
 - ``paper``: the same graph with `LoopConfig.paper()`, the LINE paper's loop (labels by AUC).
-- ``closed``: every concept of a closed vocabulary scored, the best kept after the same
-  confirmation as ours: the same finalists, less the summary. An upper bound for
-  closed-vocabulary labellers. Images are shared by all units of the layer, so its per-unit
-  image cost is the total divided by the number of units.
+- ``operators``: ours without the LLM: the vocabulary, then the operators' search.
+- ``closed``: ours with the search off (`search_off`): the generator's whole sweep
+  vocabulary scored for every unit, its finalists confirmed on fresh images, the best kept.
+  An upper bound for closed-vocabulary labellers. The sweep's images are shared by all
+  units of the layer, so its per-unit image cost is the total divided by the units.
 - ``top-class``: the best control class by the criterion, on its control images; no
   images, no LLM.
 - ``one-shot``: the LLM proposes once from the top-activating control classes; no loop.
@@ -21,7 +22,7 @@ concept bank (line-agent's bank would otherwise start from the closed vocabulary
 
 from __future__ import annotations
 
-import itertools
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -42,15 +43,8 @@ from agent.runs.context import build_context
 from evals.planted import PlantedUnit
 from tools.criterion import Criterion
 from tools.engine import Engine
-from tools.history import confirm_finalists
 from tools.scoring import unit_scores
-from tools.generators.procedural import (
-    COLOURS,
-    PATTERNS,
-    SHAPES,
-    TEXTURES,
-    ProceduralGenerator,
-)
+from tools.generators.base import sweep_vocabulary
 
 ONE_SHOT_CLASSES = 5
 
@@ -113,13 +107,14 @@ def meaning_images(state) -> int:
 
 def graph_method(loop: Callable[[Settings], LoopConfig]) -> Method:
     """A method labelling with the graph; its image cost per unit includes the confirmation
-    and an equal share of the layer-wide sweep's images."""
+    and an equal share of the layer-wide sweep's images. A loop without LLM calls
+    (`max_llm_calls = 0`) searches with the operators alone."""
     def run(ctx: EvalContext) -> dict[int, UnitResult]:
         settings = ctx.settings_for(loop(ctx.settings))
         engine = build_engine(settings)
         run_id = f"{ctx.method.replace('@', '.')}-{time.strftime('%Y%m%d-%H%M%S')}"  # run ids take no '@'
         graph_run = Run.create(settings, ctx.units, run_id)
-        states = graph_run.label(build_context(settings, engine, chat=ctx.chat))
+        states = graph_run.label(build_context(settings, engine, chat=ctx.chat if settings.loop.max_llm_calls else None))
         sweep_file = graph_run.folder / "sweep.json"
         sweep = json.loads(sweep_file.read_text()) if sweep_file.exists() else {}
         share = sweep.get("images_rendered", 0) / len(ctx.units)
@@ -140,57 +135,28 @@ def _paper_loop(settings: Settings) -> LoopConfig:
 
 
 # --- closed vocabulary ----------------------------------------------------------------------------
-def closed_vocabulary(generator: ProceduralGenerator, extra: list[str] = ()) -> list[str]:
-    """Colours, patterns, shapes and textures alone, colour x pattern, colour x shape,
-    orientation and size x pattern, colour x orientation x stripes, colour x size x polka
-    dots, black and white x pattern, shape or texture (and its sizes x pattern), then `extra`
-    concepts (e.g. Broden labels) the generator can draw; one concept per canonical scene
-    (same scene, same images)."""
-    colours, shapes = list(COLOURS), [s + ("es" if s.endswith(("s", "x")) else "s") for s in SHAPES]
-    kinds = list(PATTERNS) + shapes + ["blobs"]
-    orientations, sizes = ("horizontal", "vertical", "diagonal"), ("small", "large")
-    candidates = itertools.chain(
-        colours, [f"plain {c}" for c in colours], kinds, TEXTURES,
-        (f"{c} {k}" for c in colours for k in kinds),
-        (f"{o} {p}" for o in orientations for p in PATTERNS),
-        (f"{s} {p}" for s in sizes for p in PATTERNS),
-        (f"{c} {o} stripes" for c in colours for o in orientations),
-        (f"{s} {c} polka dots" for c in colours for s in sizes),
-        (f"black and white {k}" for k in [*kinds, *TEXTURES]), (f"{s} black and white {p}" for s in sizes for p in PATTERNS), extra,
-    )
-    by_scene: dict[str, str] = {}
-    for concept in candidates:
-        scene = generator.interpret(concept).canonical
-        if scene and scene not in by_scene:
-            by_scene[scene] = concept
-    return list(by_scene.values())
+def search_off(loop: LoopConfig) -> LoopConfig:
+    """The loop with the search turned off: the vocabulary sweep, its finalists confirmed on
+    fresh images, the label; no LLM, no operators, no summary."""
+    return loop.model_copy(update={"max_iterations": 0, "max_llm_calls": 0, "summary": False, "simplify": False,
+                                   "sweep": True})
 
 
 def closed(extra: list[str] = ()) -> Method:
+    """The closed-vocabulary labeller: today's loop with the search off, over the generator's
+    sweep vocabulary (and `extra` concepts it can draw, e.g. Broden labels)."""
+    graph = graph_method(lambda s: search_off(s.loop))
+
     def run(ctx: EvalContext) -> dict[int, UnitResult]:
-        settings = ctx.settings_for()
-        engine, judge = build_engine(settings), ctx.judge()
-        engine.control_activations()
-        start = time.perf_counter()
-        vocabulary = closed_vocabulary(ProceduralGenerator(), extra)
-        evidence = engine.evaluate_many(vocabulary)  # rendered together, batched forwards
-        rendered = sum(e.rendered for e in evidence)
-        per_unit = (time.perf_counter() - start) / len(ctx.units)
-        results = {}
-        for u in ctx.units:
-            start = time.perf_counter()
-            scored = [(e.concept, e.scores(u)) for e in evidence]
-            ranked = judge.order(scored, lambda item: item[1])
-            label, confirmed, note = ranked[0][0], 0, f"{len(scored)} concepts, images shared by units"
-            if settings.loop.confirm:
-                top = [(c, why) for (c, _), why in judge.shortlist(scored, lambda item: item[1], lambda item: item[0],
-                                                                  settings.loop.confirm_top)]
-                finalists = confirm_finalists(engine, u, top, settings.loop.confirm_images)
-                label = judge.choose(finalists, lambda f: f.scores, lambda f: f.concept).winner.concept
-                confirmed = sum(f.images_rendered for f in finalists)
-            results[u] = UnitResult(u, label, [(c, s.auc) for c, s in scored], images=rendered / len(ctx.units) + confirmed,
-                                    seconds=round(per_unit + time.perf_counter() - start, 2), note=note)
-        return results
+        if extra:
+            generator = build_engine(ctx.settings_for()).generator
+            concepts = sweep_vocabulary(generator) + [c for c in extra if generator.interpret(c).drawable]
+            ctx.work.mkdir(parents=True, exist_ok=True)
+            path = ctx.work / f"{ctx.method.replace('@', '.')}-vocabulary.txt"
+            path.write_text("\n".join(dict.fromkeys(c.replace("\n", " ") for c in concepts)) + "\n", encoding="utf-8")
+            loop = ctx.settings.loop.model_copy(update={"sweep_concepts": str(path)})
+            ctx = dataclasses.replace(ctx, settings=ctx.settings.model_copy(update={"loop": loop}))
+        return graph(ctx)
 
     return run
 
@@ -237,6 +203,7 @@ def methods(extra_vocabulary: list[str] = ()) -> dict[str, Method]:
     return {
         "oracle": oracle,
         "ours": graph_method(lambda s: s.loop),
+        "operators": graph_method(lambda s: s.loop.model_copy(update={"max_llm_calls": 0})),
         "paper": graph_method(_paper_loop),
         "closed": closed(extra_vocabulary),
         "top-class": top_class,

@@ -34,7 +34,7 @@ from agent.runs.engine_factory import build_engine
 from agent.llm import ScriptedChatModel, make_chat_model
 from agent.ui.terminal import safe
 from evals import metrics
-from evals.methods import EvalContext, UnitResult, closed_vocabulary, methods, split_name
+from evals.methods import EvalContext, UnitResult, methods, split_name
 from evals.planted import PlantedUnit, load_suite, pinned_spec
 from tools.criterion import CRITERIA
 from tools.engine import parse_units
@@ -139,7 +139,7 @@ def make_chat(settings: Settings):
 
 def scripted_replies() -> list[str]:
     """The scripted LLM's answers: SCRIPTED_CONCEPTS closed-vocabulary concepts in a fixed order."""
-    concepts = closed_vocabulary(ProceduralGenerator())[::7][:SCRIPTED_CONCEPTS]
+    concepts = ProceduralGenerator().sweep_vocabulary()[::7][:SCRIPTED_CONCEPTS]
     return [json.dumps({"reasoning": "scripted", "concept": c}) for c in concepts]
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from evals import run
-from evals.methods import closed_vocabulary
+
 from evals.metrics import Matcher
 from evals.planted import Concept, load_planted, load_suite, parse_detector
 from tools.activations import layer_infos
@@ -13,7 +13,10 @@ from tools.errors import LineError
 from tools.generators.procedural import ProceduralGenerator
 from tools.text import default_embedder
 
-METHODS = ["oracle", "ours", "paper", "closed", "top-class", "one-shot"]
+METHODS = ["oracle", "ours", "operators", "paper", "closed", "top-class", "one-shot"]
+# a small sweep vocabulary (the generator's whole one is 542 concepts, rendered once per method's cache)
+VOCABULARY = ["plain red", "plain cyan", "plain blue", "horizontal stripes", "vertical stripes", "polka dots",
+              "small red polka dots", "red stripes", "green circles", "checkerboard", "white noise", "yellow squares"]
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +24,10 @@ def results(tmp_path_factory):
     """One run of every method on the tiny suite (CoSy against procedural images only)."""
     tmp_path = tmp_path_factory.mktemp("evals")
     config = tmp_path / "line.toml"
-    config.write_text("control = 'procedural:40'\n[loop]\nimages_per_concept = 2\nmax_iterations = 2\n")
+    vocabulary = tmp_path / "vocabulary.txt"
+    vocabulary.write_text("\n".join(VOCABULARY) + "\n")
+    config.write_text(f"control = 'procedural:40'\n[loop]\nimages_per_concept = 2\nmax_iterations = 2\n"
+                      f"sweep_concepts = '{vocabulary}'\n")
     out = tmp_path / "out"
     argv = ["--suite", "tiny", "--methods", "all", "--out", str(out), "--llm", "scripted",
             "--config", str(config), "--cache-dir", str(tmp_path / "cache")]
@@ -80,11 +86,11 @@ def test_planted_model_has_one_layer_of_units():
     assert model.mean == (0.0, 0.0, 0.0) and model.std == (1.0, 1.0, 1.0)
 
 
-def test_the_closed_vocabulary_draws_every_planted_truth():
+def test_the_sweep_vocabulary_draws_every_planted_truth():
     """The closed method is the upper bound of closed-vocabulary labellers: it must score
     every planted unit's truth (for an OR unit, each of its concepts)."""
     generator = ProceduralGenerator()
-    scenes = {generator.interpret(c).canonical for c in closed_vocabulary(generator)}
+    scenes = {generator.interpret(c).canonical for c in generator.sweep_vocabulary()}
     for suite in ("planted", "dev"):
         for unit in load_suite(suite).units:
             truths = unit.concepts if unit.kind == "polysemantic" else (unit.truth,)

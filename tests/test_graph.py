@@ -16,7 +16,7 @@ from tests.helpers import run_units, say, searched, with_loop
 
 
 def test_duplicates_and_plurals_are_never_rescored_and_the_llm_is_told(settings):
-    settings = with_loop(settings, max_iterations=6, patience=10, duplicate_streak=5)
+    settings = with_loop(settings, max_iterations=6, patience=10, duplicate_streak=5, settle=0)
     replies = [say("red background"), say("Red Backgrounds"), say("blue stripes"), say("red backdrop"),
                say("blue stripe"), say("green circles"), say("red on black")]
     run, chat, states = run_units(settings, replies)
@@ -43,7 +43,8 @@ def test_red_unit_gets_a_red_label(settings):
 
 
 def test_an_llm_that_repeats_itself_still_gets_a_new_concept_scored_every_iteration(settings):
-    settings = with_loop(settings, max_iterations=12, max_images=500, duplicate_streak=2, patience=3, summary=False)
+    settings = with_loop(settings, max_iterations=12, max_images=500, duplicate_streak=2, patience=3, summary=False,
+                         settle=0)
     run, chat, states = run_units(settings, [say("red background")] + [say("red backgrounds")] * 50)
     state = states[0]
     assert [s.iteration for s in searched(state)] == list(range(1, 13))

@@ -51,7 +51,8 @@ class FileBank:
             fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
             handle.seek(0)
             text = handle.read()
-            if any(known == concept for known, _ in _parse(text)):
+            needle = json.dumps(concept)  # parse only the lines that may hold it: a sweep adds hundreds
+            if any(known == concept for known, _ in _parse("\n".join(l for l in text.splitlines() if needle in l))):
                 return False
             # a line cut by a crash must not swallow the next entry
             handle.write(("\n" if text and not text.endswith("\n") else "")

@@ -93,6 +93,8 @@ class Engine:
         self._bank_lock = threading.Lock()
         self._control_acts: np.ndarray | None = None
         self._bank_acts: dict[str, np.ndarray] = {}
+        self._sweep: tuple[tuple[str, ...], list[Evidence]] | None = None
+        self._sweep_lock = threading.Lock()
         self._banked: set[str] | None = None
         self._bank_warned = False
         # the layer's concept bank: a JSONL file in the cache by default, or a store's table (agent.runs.store)
@@ -320,7 +322,7 @@ class Engine:
                   exclude: Sequence[str] = ()) -> list[tuple[str, Scores]]:
         """The k banked concepts that score best for `unit` by `criterion` (no new images)."""
         excluded = {e.lower() for e in exclude}
-        scored = [(c, s) for c, s in self.bank_scores(unit) if c.lower() not in excluded]
+        scored = self.bank_scores(unit, [c for c in self.bank() if c.lower() not in excluded])
         return criterion.order(scored, lambda item: item[1])[:k]
 
     def bank_scores(self, unit: int, concepts: Sequence[str] | None = None) -> list[tuple[str, Scores]]:
@@ -335,11 +337,20 @@ class Engine:
         return result
 
     def sweep(self, concepts: Sequence[str]) -> int:
-        """Score `concepts` once for every unit of the layer (the attribute sweep): they enter
-        the concept bank, where every unit finds them for free. Returns the images rendered."""
-        banked = set(self.bank())
-        fresh = [c for c in concepts if c not in banked]
-        return sum(e.rendered for e in self.evaluate_many(fresh)) if fresh else 0
+        """Score `concepts` once for every unit of the layer (the vocabulary sweep): they enter
+        the concept bank, and every unit of this engine reads them from memory
+        (`sweep_evidence`). Returns the images rendered."""
+        return sum(e.rendered for e in self.sweep_evidence(concepts))
+
+    def sweep_evidence(self, concepts: Sequence[str]) -> list[Evidence]:
+        """The sweep's evidence for `concepts`, computed once per engine (images from the
+        cache, activations in shared batches) and kept in memory: every unit of the layer
+        reads its scores from it without opening a cached file."""
+        key = tuple(concepts)
+        with self._sweep_lock:
+            if self._sweep is None or self._sweep[0] != key:
+                self._sweep = (key, self.evaluate_many(key) if key else [])
+            return self._sweep[1]
 
     def _bank_add(self, concept: str, refs: list[ImageRef]) -> None:
         with self._bank_lock:

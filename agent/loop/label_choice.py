@@ -21,8 +21,13 @@ def pick_finalists(ctx: LineContext, state: NeuronState) -> list[tuple[str, str]
     first shorter form of the best not scored yet; one per scene."""
     criterion = ctx.criterion
     summary = [(s, "the summary") for s in state.steps if s.source == "summary"]
+    # the vocabulary's own finalists are always confirmed too: a label found beyond the
+    # vocabulary must beat them on fresh images, never displace them unconfirmed
+    vocabulary = [s for s in state.steps if s.source == "sweep"]
+    vocabulary = [(s, f"the vocabulary's finalist ({why})") for s, why in
+                  criterion.shortlist(vocabulary, lambda s: s.scores, lambda s: s.concept, ctx.loop.confirm_top)]
     shortlist = criterion.shortlist(state.steps, lambda s: s.scores, lambda s: s.concept, ctx.loop.confirm_top,
-                                    also=summary, key_of=lambda s: path.canonical(ctx, s.concept))
+                                    also=summary + vocabulary, key_of=lambda s: path.canonical(ctx, s.concept))
     chosen = [(s.concept, why) for s, why in shortlist]
     if not criterion.shorter(state.steps, lambda s: s.scores, lambda s: s.concept):
         best = state.ranked(criterion)[0]

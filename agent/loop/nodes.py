@@ -23,12 +23,15 @@ from agent.loop import operators
 from agent.loop.context import LineContext
 from agent.loop.label_choice import choose_label, persons_label, pick_finalists
 from agent.loop.proposal import ask_for_concept, failure_event, feedback, pool_lines, proposal_of, vocabulary_hint
-from agent.loop.stall import HOT_TEMPERATURE_BOOST, budget_spent, next_strategy, stall_trigger
+from agent.loop.stall import HOT_TEMPERATURE_BOOST, budget_spent, next_strategy, settled, stall_trigger
 from agent.loop.state import AtomScore, Label, NeuronState, Proposal
 from tools.errors import LineError
 from tools.generators.base import slot_reader
 from tools.history import Event, Step, score_steps
 from tools import meanings, verdict
+
+
+SWEEP_KEPT = 40  # the unit's best sweep concepts kept in its history (the rest stay in the layer's bank)
 
 
 def hold_unit(state: NeuronState, engine) -> dict:
@@ -60,21 +63,32 @@ def init(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     chosen = top + ctx.rng(state).sample(rest, min(ctx.loop.init_random, len(rest)))
     steps = score_steps(ctx.engine, state.unit, chosen, "init", 0)
     sweep = sweep_scores(ctx, state.unit)
-    atoms = [a.concept for a in ctx.criterion.order(sweep, lambda a: a.scores) if a.concept not in chosen]
-    steps += score_steps(ctx.engine, state.unit, atoms[: ctx.loop.sweep_top], "sweep", 0)
-    taken = [s.concept for s in steps] + [a.concept for a in sweep]
+    steps += score_steps(ctx.engine, state.unit, [c for c in vocabulary_start(ctx, sweep) if c not in chosen], "sweep", 0)
+    taken = [s.concept for s in steps] + [a.concept for a in ctx.atoms]
     bank = [c for c, _ in ctx.engine.bank_best(state.unit, ctx.loop.bank_top, exclude=taken, criterion=ctx.criterion)]
     steps += score_steps(ctx.engine, state.unit, bank, "bank", 0)
     pool = ctx.criterion.order(steps, lambda s: s.scores)[: ctx.loop.pool_size]
-    return held | {"steps": steps, "pool": [s.concept for s in pool], "sweep": sweep,
+    kept = ctx.criterion.order(sweep, lambda a: a.scores)[:SWEEP_KEPT]
+    return held | {"steps": steps, "pool": [s.concept for s in pool], "sweep": kept,
             "strategy": "refine" if ctx.chat is not None else "operators", "elapsed": time.perf_counter() - start}
 
 
+def vocabulary_start(ctx: LineContext, sweep: list[AtomScore]) -> list[str]:
+    """Where the unit starts in the vocabulary: its best `loop.sweep_top` sweep concepts by
+    the criterion, and the vocabulary's finalists (the criterion's shortlist, as a closed-
+    vocabulary labeller would confirm them), so the confirm step always weighs them."""
+    best = [a.concept for a in ctx.criterion.order(sweep, lambda a: a.scores)[: ctx.loop.sweep_top]]
+    if not best:
+        return []
+    shortlist = ctx.criterion.shortlist(sweep, lambda a: a.scores, lambda a: a.concept, ctx.loop.confirm_top)
+    return list(dict.fromkeys(best + [a.concept for a, _ in shortlist]))
+
+
 def sweep_scores(ctx: LineContext, unit: int) -> list[AtomScore]:
-    """The unit's scores of the layer's attribute sweep (rendered once for the layer)."""
+    """The unit's scores of the layer's vocabulary sweep (rendered once for the layer)."""
     if not (ctx.loop.sweep and ctx.atoms):
         return []
-    evidence = ctx.engine.evaluate_many([a.concept for a in ctx.atoms])
+    evidence = ctx.engine.sweep_evidence([a.concept for a in ctx.atoms])
     return [AtomScore(category=a.category, value=a.value, concept=a.concept, scores=e.scores(unit),
                       activations=[float(x) for x in e.activations[:, unit]])
             for a, e in zip(ctx.atoms, evidence)]
@@ -196,7 +210,7 @@ def stall(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     ctx = runtime.context
     if state.stop_reason:
         return {}
-    reason = budget_spent(state, ctx.loop)
+    reason = budget_spent(state, ctx.loop) or settled(state, ctx.loop, ctx.criterion)
     if reason:
         return {"stop_reason": reason, "events": [Event(iteration=state.iteration, kind="stop", reason=reason)]}
     update: dict = {"iteration": state.iteration + 1}

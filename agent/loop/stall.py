@@ -1,7 +1,8 @@
 """When to stop, and how to go on: the budgets and the stall policy.
 
 The `stall` node starts every iteration: it stops on a spent budget; when the search stalls
-(no new best in `loop.patience` iterations) the LLM and the operators take turns; when the
+(no new best in `loop.patience` iterations) the LLM and the operators take turns, and
+after `loop.settle` such iterations the search ends; when the
 LLM keeps failing or repeating itself, or its call budget is spent, the operators take over
 for good.
 """
@@ -33,6 +34,17 @@ def budget_spent(state: NeuronState, loop: LoopConfig) -> str | None:
     if state.elapsed >= loop.max_seconds:
         return f"budget: {loop.max_seconds:.0f} seconds"
     return None
+
+
+def settled(state: NeuronState, loop: LoopConfig, criterion: Criterion) -> str | None:
+    """Why the search ends early (None: it goes on): `loop.settle` iterations in a row
+    without a new best. A unit the vocabulary already explains stops spending there."""
+    if not loop.settle or state.iteration < loop.settle:
+        return None
+    advanced = gains(state, criterion)
+    if any(advanced.get(i, False) for i in range(state.iteration - loop.settle + 1, state.iteration + 1)):
+        return None
+    return f"settled: no new best in {loop.settle} iterations"
 
 
 def gains(state: NeuronState, criterion: Criterion) -> dict[int, bool]:

@@ -12,7 +12,7 @@ from agent.loop.context import LineContext
 from tools.concepts import ConceptRules, concept_problem
 from tools.engine import Engine
 from tools.errors import LineError
-from tools.generators.base import Atom, ImageGenerator
+from tools.generators.base import Atom, ImageGenerator, sweep_vocabulary
 from tools.text import default_embedder
 
 log = logging.getLogger(__name__)
@@ -69,9 +69,17 @@ def _check_ray_address(address: str, seconds: float = 5.0) -> None:
 
 def sweep_atoms(loop: LoopConfig, generator: ImageGenerator) -> list[Atom]:
     """The layer-wide sweep's concepts: `loop.sweep_concepts` (a file, one a line), else the
-    generator's atoms."""
+    generator's atoms and its whole sweep vocabulary (tools.generators.base.sweep_vocabulary),
+    one concept per scene."""
     if not loop.sweep_concepts:
-        return generator.atoms()
+        atoms = generator.atoms()
+        scenes = {generator.interpret(a.concept).canonical or a.concept for a in atoms}
+        for concept in sweep_vocabulary(generator):
+            scene = generator.interpret(concept).canonical or concept
+            if scene not in scenes:
+                scenes.add(scene)
+                atoms.append(Atom("vocabulary", concept, concept))
+        return atoms
     path = Path(loop.sweep_concepts).expanduser()
     try:
         lines = path.read_text(encoding="utf-8").splitlines()

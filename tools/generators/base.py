@@ -80,6 +80,15 @@ class ImageGenerator(Protocol):
         vocabularies, a list of common concepts)."""
 
 
+def sweep_vocabulary(generator: ImageGenerator) -> list[str]:
+    """The concepts a layer-wide sweep scores once for every unit: the generator's
+    `sweep_vocabulary()` where it has one (all it can say, a few attributes deep), else its
+    atoms' concepts (an open vocabulary's list of common concepts)."""
+    offered = getattr(generator, "sweep_vocabulary", None)
+    concepts = offered() if callable(offered) else [a.concept for a in generator.atoms()]
+    return list(dict.fromkeys(concepts))
+
+
 @runtime_checkable
 class SlotReader(Protocol):
     """A generator that reads its concepts as attribute slots (the procedural one: count,

@@ -3,6 +3,7 @@ grammar, the scene and the renderer of this package."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import replace
 from typing import Iterator, Mapping, Sequence
@@ -170,6 +171,33 @@ class ProceduralGenerator:
             + [Atom("thickness", t, f"{t} stripes") for t in THICKNESS]
             + [Atom("sizes", z, f"{z} polka dots") for z in SIZES]
         )
+
+    def sweep_vocabulary(self) -> list[str]:
+        """Everything this generator can say, up to three attributes deep: colours, patterns,
+        shapes and textures alone, colour x pattern or shape, orientation and size x pattern,
+        colour x orientation x stripes, colour x size x polka dots, black and white x pattern
+        or texture (and its sizes x pattern), then the atoms; one concept per canonical scene
+        (same scene, same images). The layer-wide sweep scores them once for every unit."""
+        colours, shapes = list(COLOURS), [_plural(s) for s in SHAPES]
+        kinds = list(PATTERNS) + shapes + [BLOBS]
+        orientations, sizes = ("horizontal", "vertical", "diagonal"), ("small", "large")
+        candidates = itertools.chain(
+            colours, [f"plain {c}" for c in colours], kinds, TEXTURES,
+            (f"{c} {k}" for c in colours for k in kinds),
+            (f"{o} {p}" for o in orientations for p in PATTERNS),
+            (f"{z} {p}" for z in sizes for p in PATTERNS),
+            (f"{c} {o} stripes" for c in colours for o in orientations),
+            (f"{z} {c} polka dots" for c in colours for z in sizes),
+            (f"black and white {k}" for k in [*kinds, *TEXTURES]),
+            (f"{z} black and white {p}" for z in sizes for p in PATTERNS),
+            (a.concept for a in self.atoms()),
+        )
+        by_scene: dict[str, str] = {}
+        for concept in candidates:
+            scene = self.interpret(concept).canonical
+            if scene and scene not in by_scene:
+                by_scene[scene] = concept
+        return list(by_scene.values())
 
     # ------------------------------------------------------------------ slots
     def slots(self, concept: str) -> dict[str, list[str]]:

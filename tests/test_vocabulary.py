@@ -1,0 +1,57 @@
+"""The vocabulary sweep: the generator's whole vocabulary scored once for every unit, rendered
+once per generator, and a floor under every label (the vocabulary's confirmed best)."""
+
+from agent.config import load_settings
+from agent.runs.context import sweep_atoms
+from agent.runs.engine_factory import build_engine
+from tests.helpers import run_units, say, searched, with_loop
+from tools.generators.base import sweep_vocabulary
+from tools.generators.procedural import ProceduralGenerator
+
+SMALL_VOCABULARY = ["plain red", "plain green", "plain blue", "red stripes", "blue circles", "green checkerboard",
+                    "white noise", "yellow polka dots"]
+
+
+def vocabulary_file(tmp_path, concepts=SMALL_VOCABULARY):
+    path = tmp_path / "vocabulary.txt"
+    path.write_text("\n".join(concepts) + "\n")
+    return str(path)
+
+
+def test_the_procedural_generator_offers_everything_it_can_say_once_per_scene():
+    generator = ProceduralGenerator()
+    concepts = sweep_vocabulary(generator)
+    scenes = [generator.interpret(c).canonical for c in concepts]
+    assert len(concepts) > 500 and len(set(scenes)) == len(scenes) and all(scenes)
+    assert {"red stripes", "large blue polka dots", "navy checkerboard", "plain red"} <= set(concepts)
+    atoms = sweep_atoms(load_settings().loop, generator)  # the atoms first, then the rest of the vocabulary
+    assert [a.concept for a in atoms[:len(generator.atoms())]] == [a.concept for a in generator.atoms()]
+    assert {a.concept for a in atoms} >= set(concepts) - {c for c in concepts if generator.interpret(c).canonical in
+                                                          {generator.interpret(a.concept).canonical for a in atoms}}
+
+
+def test_the_sweep_is_rendered_once_for_two_layers_and_a_second_model(settings, tmp_path):
+    concepts = SMALL_VOCABULARY
+    rendered = [build_engine(settings.model_copy(update={"layer": layer})).sweep(concepts) for layer in ("relu", "features")]
+    other = settings.model_copy(update={"model": "tests.tiny_models:tiny_cnn", "layer": "relu1"})
+    rendered.append(build_engine(other).sweep(concepts))
+    assert rendered == [len(concepts) * settings.loop.images_per_concept, 0, 0]
+
+
+def test_a_label_is_never_weaker_than_the_vocabularys_confirmed_best(settings, tmp_path):
+    """Unit 0 is redness. A scripted LLM proposes only concepts without red: the search ends
+    when it stops improving, and the label is at least as strong, on fresh images, as the
+    vocabulary's best finalist."""
+    settings = with_loop(settings, sweep=True, sweep_concepts=vocabulary_file(tmp_path), max_iterations=8, settle=3,
+                         summary=False)
+    replies = [say(c) for c in ("green circles", "blue stripes", "white noise on black", "yellow squares")] * 3
+    _, _, states = run_units(settings, replies)
+    state, criterion = states[0], settings.loop.judge()
+    assert state.stop_reason == "settled: no new best in 3 iterations" and len(searched(state)) == 3
+    swept = [s for s in state.steps if s.source == "sweep"]
+    shortlist = {s.concept for s, _ in criterion.shortlist(swept, lambda s: s.scores, lambda s: s.concept,
+                                                           settings.loop.confirm_top)}
+    assert "plain red" in shortlist and shortlist <= {f.concept for f in state.finalists}  # all confirmed
+    best = criterion.order([f for f in state.finalists if f.concept in shortlist], lambda f: f.scores)[0]
+    assert not criterion.better(best.scores, state.label.scores)
+    assert "red" in state.label.concept and state.label.scores.auc > 0.9
