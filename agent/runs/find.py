@@ -15,7 +15,7 @@ from agent.config import Settings
 from agent.runs.engine_factory import build_engines, model_loader
 from tools.concepts import check_concept
 from tools.criterion import Criterion
-from tools.engine import Engine, Evidence, Progress
+from tools.engine import Engine, Progress
 from tools.errors import LineError
 from tools.generators.base import Interpretation
 from tools.layer_select import select_layers
@@ -54,11 +54,6 @@ class Found:
     nonfinite: dict[str, list[int]]
     engines: list[Engine]
 
-    @property
-    def rendered(self) -> int:
-        """Images of the concept rendered by this call (0 when all were cached)."""
-        return self.engines[0].cache.stats["images_generated"] if self.engines else 0
-
 
 def chosen_layers(text: str, load_model: Callable[[], TargetModel], model: str) -> list[str]:
     """The layers `text` names (names and globs, `tools.layer_select`), among the model's."""
@@ -82,19 +77,25 @@ def find_units(settings: Settings, concept: str, layers: str | Sequence[str], to
     engines = build_engines(settings, names, progress, load_model)
     concept = check_concept(concept, engines[0].generator)  # before any image is rendered
     criterion = settings.loop.judge()
-    per_layer: dict[str, list[FoundUnit]] = {}
+    ranked: dict[str, list[FoundUnit]] = {}
     nonfinite: dict[str, list[int]] = {}
-    evidence: Evidence | None = None
-    for engine in engines:
-        evidence = engine.evaluate(concept, engine.seeds(images))
-        every = range(len(evidence.table["auc"]))
-        nonfinite[engine.layer] = engine.nonfinite_units(every, evidence.activations)
-        skipped = set(nonfinite[engine.layer])
-        per_layer[engine.layer] = [FoundUnit(engine.layer, u, evidence.scores(u)) for u in every if u not in skipped]
-    everything = [unit for units in per_layer.values() for unit in units]
-    best = {layer: criterion.order(units, _scores)[:top] for layer, units in per_layer.items()}
-    return Found(concept, evidence.interpretation, criterion, best, criterion.order(everything, _scores)[:top],
+    for engine in engines:  # the first renders the images, the others find them cached
+        units, nonfinite[engine.layer] = layer_units(engine, concept, images)
+        ranked[engine.layer] = criterion.order(units, _scores)
+    everything = [unit for units in ranked.values() for unit in units]
+    return Found(concept, engines[0].generator.interpret(concept), criterion,
+                 {layer: units[:top] for layer, units in ranked.items()}, criterion.order(everything, _scores)[:top],
                  {layer: units for layer, units in nonfinite.items() if units}, engines)
+
+
+def layer_units(engine: Engine, concept: str, images: int | None = None) -> tuple[list[FoundUnit], list[int]]:
+    """Every unit of the engine's layer with its scores for `concept`, but those whose
+    activations are not finite (NaN scores would break any order): those, apart."""
+    evidence = engine.evaluate(concept, engine.seeds(images))
+    every = range(evidence.activations.shape[1])
+    nonfinite = engine.nonfinite_units(every, evidence.activations)
+    skipped = set(nonfinite)
+    return [FoundUnit(engine.layer, u, evidence.scores(u)) for u in every if u not in skipped], nonfinite
 
 
 def _scores(found: FoundUnit) -> Scores:

@@ -4,6 +4,7 @@ concept, per layer and overall (agent.runs.find does the work; this prints it)."
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
@@ -12,6 +13,9 @@ from agent.ui.console import console, err_console, progress, settings_from_args
 from agent.ui.terminal import safe
 from tools.errors import LineError
 from tools.scoring import strict_json
+
+if TYPE_CHECKING:
+    from agent.config import Settings
 
 
 def cmd_find(args: argparse.Namespace) -> None:
@@ -40,7 +44,7 @@ def cmd_find(args: argparse.Namespace) -> None:
                   f"activations {stats.get('activation_hit', 0)} hit / {stats.get('activation_miss', 0)} computed")
 
 
-def found_json(found: Found, settings) -> dict:
+def found_json(found: Found, settings: Settings) -> dict:
     """What `line find --json` prints."""
     engine = found.engines[0]
     interpretation = found.interpretation
