@@ -50,7 +50,8 @@ class UnitsFound(Sequence[FoundUnit]):
 
     def __repr__(self) -> str:
         best = ", ".join(f"{u.layer}/{u.unit}: AUC {u.auc:.3f} MAD {u.mad:.2f}" for u in self.overall[:3])
-        return f"UnitsFound({self.concept!r}, {len(self.layers)} layer{'s' * (len(self.layers) != 1)} of {self.model}, by {self.criterion}; best {best})"
+        layers = f"{len(self.layers)} layer{'s' * (len(self.layers) != 1)}"
+        return f"UnitsFound({self.concept!r}, {layers} of {self.model}, by {self.criterion}; best {best})"
 
     def _repr_html_(self) -> str | None:
         try:
