@@ -7,6 +7,8 @@
     run = line_agent.label(model, model.layer3[1], units=[17, 42], ...)
     run.labels[0].concept, run.to_pandas(), run.report()
     chat = line_agent.investigate(model, "layer3.1", 17, ...); chat.ask("What does it respond to?")
+    found = line_agent.find("red stripes", model, "layer3.*", top=5)   # units per layer and overall
+    found[0].layer, found[0].unit, found.layers["layer3.1"], found.to_pandas()
 
 `model` is a spec string (as for the `line` command) or a torch module in memory; `layer`
 a dotted name or the submodule. Keyword settings override the config as the command's
@@ -29,9 +31,10 @@ from line_agent.api import (
     open_run,
     score,
 )
+from line_agent.find import UnitsFound, find
 from tools.errors import LineError
 from tools.scoring import Scores
 
 __all__ = ["Answer", "ConceptScore", "Conversation", "LabelRun", "LineError", "ScoreTable", "Scores",
-           "ScriptedChatModel", "Settings", "ToolCall", "UnitLabel", "investigate", "label", "load_settings",
-           "open_run", "score"]
+           "ScriptedChatModel", "Settings", "ToolCall", "UnitLabel", "UnitsFound", "find", "investigate", "label",
+           "load_settings", "open_run", "score"]

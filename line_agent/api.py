@@ -110,12 +110,19 @@ class Setup:
 
     @classmethod
     def of(cls, model: Any, layer: Any, config: str | Path | None, keywords: dict[str, Any]) -> "Setup":
-        keywords = dict(keywords)
-        target = live_model(model, keywords)  # the fingerprint is computed here, once per call
-        chosen = {"model": target.name if target else model, "layer": layer_name(layer, target),
-                  "device": target.device if target else None}
-        settings = load_settings(config, **overrides({**{k: v for k, v in chosen.items() if v is not None}, **keywords}))
+        settings, target = call_settings(model, layer, config, keywords)
         return cls(settings, build_engine(settings, model=target), target)
+
+
+def call_settings(model: Any, layer: Any, config: str | Path | None,
+                  keywords: dict[str, Any]) -> tuple[Settings, TargetModel | None]:
+    """The settings of one call, and its module in memory as a TargetModel where there is one."""
+    keywords = dict(keywords)
+    target = live_model(model, keywords)  # the fingerprint is computed here, once per call
+    chosen = {"model": target.name if target else model, "layer": layer_name(layer, target),
+              "device": target.device if target else None}
+    settings = load_settings(config, **overrides({**{k: v for k, v in chosen.items() if v is not None}, **keywords}))
+    return settings, target
 
 
 def unit_list(units: int | str | Iterable[int], engine: Engine) -> list[int]:

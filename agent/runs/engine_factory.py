@@ -6,8 +6,9 @@ Kept apart from the graph modules so that `line score` starts without LangGraph.
 from __future__ import annotations
 
 import logging
+import threading
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from agent.config import GeneratorConfig, Settings
 from agent.runs.store import open_store
@@ -52,25 +53,48 @@ def build_engine(settings: Settings, progress: Progress | None = None, trust_cod
     With `trust_code=False` (settings read from a run folder nobody vouched for) a model
     spec that names code (`package.module:factory`, `file.py:factory`) is never imported:
     needing the model raises `UntrustedCode` instead."""
+    return build_engines(settings, [settings.layer], lambda layer: progress,
+                         model_loader(settings, trust_code, model))[0]
 
-    def load_model():
-        if model is not None:
-            return model
-        from tools.models import load_target_model
 
-        return load_target_model(settings.model, settings.device, trust_code=trust_code)
-
+def build_engines(settings: Settings, layers: Sequence[str],
+                  progress: Callable[[str], Progress | None] | None = None,
+                  load_model: Callable[[], TargetModel] | None = None) -> list[Engine]:
+    """One engine per layer of `layers` (each checks its layer when it first needs the
+    model), sharing what does not depend on the layer: the target model (`load_model`,
+    by default `model_loader(settings)`), the generator, the control set and the cache, so
+    a concept's images render once for all layers. `progress(layer)`: that engine's
+    progress callback. The engines share a generator: use them one at a time."""
+    load_model = load_model or model_loader(settings)
     control = control_spec(settings)
     if settings.generator.kind != "procedural" and control.startswith("procedural:"):
         _warn_drawings_for_photos(control, settings.generator.kind)
     cache = DiskCache(settings.cache_dir)
-    return Engine(
-        settings.model, load_model, settings.layer,
-        make_generator(settings.generator),
-        load_control_set(control, cache), cache,
-        images_per_concept=settings.loop.images_per_concept, control_mode=settings.loop.control_mode,
-        progress=progress, fingerprint=model_fingerprint(settings.model), banks=open_store(settings).bank,
-    )
+    generator, control_set = make_generator(settings.generator), load_control_set(control, cache)
+    fingerprint, banks = model_fingerprint(settings.model), open_store(settings).bank
+    return [Engine(settings.model, load_model, layer, generator, control_set, cache,
+                   images_per_concept=settings.loop.images_per_concept, control_mode=settings.loop.control_mode,
+                   progress=progress(layer) if progress else None, fingerprint=fingerprint, banks=banks)
+            for layer in layers]
+
+
+def model_loader(settings: Settings, trust_code: bool = True,
+                 model: TargetModel | None = None) -> Callable[[], TargetModel]:
+    """The target model of `settings`, loaded on the first call and the same one after
+    (engines of several layers share it), or `model` when it is already loaded. See
+    `build_engine` for `trust_code`."""
+    loaded: list[TargetModel] = [model] if model is not None else []
+    lock = threading.Lock()
+
+    def load() -> TargetModel:
+        with lock:  # engines on threads ask at once: one load
+            if not loaded:
+                from tools.models import load_target_model
+
+                loaded.append(load_target_model(settings.model, settings.device, trust_code=trust_code))
+            return loaded[0]
+
+    return load
 
 
 @lru_cache(maxsize=None)

@@ -1,4 +1,4 @@
-"""The `line` command: list layers, score concepts, label neurons, read histories."""
+"""The `line` command: list layers, score concepts, find units, label neurons, read histories."""
 
 from __future__ import annotations
 
@@ -396,6 +396,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=whole_number(1, MAX_IMAGES_PER_CONCEPT), help="images of the concept (default: loop.images_per_concept)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("find", help="the units of layers that respond most to a concept, per layer and overall")
+    _common(p)
+    p.add_argument("concept", help="what to draw, e.g. 'red stripes'")
+    p.add_argument("--layers", help="layer names and globs, e.g. '_blocks.*' or _blocks.1,_blocks.3 (* does not cross a dot)")
+    p.add_argument("--top", type=whole_number(1, 1_000_000), default=5, help="units shown per layer and overall (default 5)")
+    p.add_argument("--images", type=whole_number(1, MAX_IMAGES_PER_CONCEPT), help="images of the concept (default: loop.images_per_concept)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_lazy("agent.ui.find", "cmd_find"))
 
     p = sub.add_parser("label", help="label neurons autonomously (the LINE loop)")
     _common(p)
