@@ -93,7 +93,8 @@ def test_progress_is_reported_per_layer(settings):
     find_units(settings, "green background", "features,relu", top=1,
                progress=lambda layer: lambda what, done, total: seen.append((layer, what)))
     assert ("features", "images") in seen and ("relu", "images") not in seen  # rendered for the first layer only
-    assert {("features", "activations"), ("relu", "activations")} <= set(seen)
+    # one forward a batch for both layers, reported once (by the first layer's callback)
+    assert ("features", "activations") in seen and ("relu", "activations") not in seen
 
 
 NAN_NET = """

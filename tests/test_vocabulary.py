@@ -55,3 +55,27 @@ def test_a_label_is_never_weaker_than_the_vocabularys_confirmed_best(settings, t
     best = criterion.order([f for f in state.finalists if f.concept in shortlist], lambda f: f.scores)[0]
     assert not criterion.better(best.scores, state.label.scores)
     assert "red" in state.label.concept and state.label.scores.auc > 0.9
+
+
+def test_layers_of_one_model_share_one_forward_per_batch(settings):
+    """A network run's sweep and control set: one forward a batch for all layers, the same
+    numbers each layer's own forward gives, and nothing left for the layers to compute."""
+    from agent.runs.engine_factory import build_engines
+    from tools.activations import layer_activations
+    from tools.engine import prepare_layers
+
+    settings = settings.model_copy(update={"model": "tests.tiny_models:tiny_cnn"})
+    engines = build_engines(settings, ["relu1", "relu2"])
+    model = engines[0].model
+    forwards = []
+    model.module.register_forward_pre_hook(lambda module, inputs: forwards.append(len(inputs[0])))
+    cost = prepare_layers(engines, SMALL_VOCABULARY)
+    images = len(engines[0].control.keys) + len(SMALL_VOCABULARY) * settings.loop.images_per_concept
+    assert cost == {"images_rendered": len(SMALL_VOCABULARY) * settings.loop.images_per_concept, "images_forwarded": images}
+    # each image went through the model once for both layers (besides a one-image probe per layer for its units)
+    assert sum(forwards) == images + 2 and forwards.count(1) == 2
+    forwards.clear()
+    evidence = {e.layer: e.sweep_evidence(SMALL_VOCABULARY) for e in engines}
+    assert not forwards and all(e.control_activations().shape[0] == len(e.control.keys) for e in engines)
+    own = layer_activations(model, "relu2", [engines[1].load_image(r) for r in evidence["relu2"][0].images])
+    assert abs(own - evidence["relu2"][0].activations).max() < 1e-5

@@ -140,6 +140,54 @@ def layer_activations(
     return acts
 
 
+def layers_activations(model: TargetModel, layers: list[str], images: list[Image.Image],
+                       batch_size: int = 32) -> dict[str, np.ndarray]:
+    """images x units activations of several layers from ONE forward per batch: a hook on
+    each layer captures its first output, and the forward stops once all have run (later
+    layers cost nothing)."""
+    modules = {layer: model.layer(layer) for layer in dict.fromkeys(layers)}
+    parts: dict[str, list[np.ndarray]] = {layer: [] for layer in modules}
+    batch_size = max(1, int(batch_size))
+    for start in range(0, len(images), batch_size):
+        x = _as_batch(model, model.preprocess(list(images[start : start + batch_size])))
+        for layer, acts in _capture_all(model, modules, x).items():
+            parts[layer].append(acts)
+    result = {}
+    for layer, chunks in parts.items():
+        units = unit_count(model, layer)
+        result[layer] = np.concatenate(chunks, axis=0) if chunks else np.zeros((0, units), np.float32)
+    return result
+
+
+def _capture_all(model: TargetModel, modules: dict[str, torch.nn.Module], x: torch.Tensor) -> dict[str, np.ndarray]:
+    captured: dict[str, torch.Tensor] = {}
+
+    def make_hook(layer: str):
+        def hook(mod, inputs, output):
+            if layer not in captured:
+                captured[layer] = reduce_output(output).float().cpu()
+            if len(captured) == len(modules):
+                raise _StopForward
+
+        return hook
+
+    with module_lock(model.module):
+        handles = [module.register_forward_hook(make_hook(layer)) for layer, module in modules.items()]
+        try:
+            with torch.inference_mode():
+                model.module(x)
+        except _StopForward:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+    missing = [layer for layer in modules if layer not in captured]
+    if missing:
+        raise LineError(f"layer {missing[0]} of model {model.name} did not run in the model's forward.",
+                        f"Pick a layer that the forward uses (`line layers --model {model.name}`).")
+    return {layer: t.numpy().astype(np.float32, copy=False) for layer, t in captured.items()}
+
+
 def unit_maps(model: TargetModel, layer: str, images: list[Image.Image], unit: int,
               batch_size: int = 32) -> np.ndarray | None:
     """images x H x W: one unit's spatial map on each image (the layer's N x C x H x W output

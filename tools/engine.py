@@ -362,6 +362,46 @@ class Engine:
             self._banked.add(concept)
 
 
+def forward_together(engines: Sequence[Engine], keys: Sequence[str], load: Callable[[int], Image.Image],
+                     batch_size: int = 32) -> int:
+    """Fill the activation caches of `engines` (layers of one loaded model) for the images
+    with these cache keys, ONE forward per batch for all their layers; images every engine
+    has already are skipped. Returns the images forwarded. Each engine then reads its
+    activations from the cache, as if it had computed them itself."""
+    if not engines:
+        return 0
+    model = engines[0].model
+    if any(e.model is not model for e in engines[1:]):
+        raise ValueError("forward_together needs engines sharing one loaded model (build_engines)")
+    missing = [i for i, key in enumerate(keys) if not all(e.cache.array_path(e._act_key(key)).exists() for e in engines)]
+    from tools.activations import layers_activations
+
+    progress = engines[0].progress
+    for start in range(0, len(missing), batch_size):
+        chunk = missing[start : start + batch_size]
+        acts = layers_activations(model, [e.layer for e in engines], [load(i) for i in chunk], batch_size)
+        for engine in engines:
+            for i, vector in zip(chunk, acts[engine.layer]):
+                engine.cache.save_array(engine._act_key(keys[i]), vector)
+        if progress:
+            progress("activations", start + len(chunk), len(missing))
+    return len(missing)
+
+
+def prepare_layers(engines: Sequence[Engine], concepts: Sequence[str], seeds: Sequence[int] | None = None) -> dict:
+    """What several layers of one model need first, in shared forwards: the control set's
+    activations and those of `concepts` at `seeds` (the loop's by default: a network run's
+    vocabulary sweep), rendered once. Returns the images rendered and forwarded."""
+    if not engines:
+        return {"images_rendered": 0, "images_forwarded": 0}
+    first = engines[0]
+    forwarded = forward_together(engines, first.control.keys, first.control.load, first.batch_size)
+    seeds = list(seeds) if seeds is not None else first.seeds()
+    refs, rendered = first.render([first.generator.prompt(c, s) for c in concepts for s in seeds], seeds * len(concepts))
+    forwarded += forward_together(engines, [r.key for r in refs], lambda i: first.load_image(refs[i]), first.batch_size)
+    return {"images_rendered": rendered, "images_forwarded": forwarded}
+
+
 _UNIT_RANGE = re.compile(r"\s*(\d{1,30})\s*(?:-\s*(\d{1,30})\s*)?", re.ASCII)  # too large: out of range
 
 

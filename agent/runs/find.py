@@ -2,7 +2,8 @@
 
 The concept is checked as `line score` checks it and scored for every unit of each layer,
 one engine per layer (`build_engines`): they share one target model and one image cache,
-so the concept's images render once and only the activations are per layer. Units are
+so the concept's images render once and go through the model once for all layers
+(`tools.engine.prepare_layers`). Units are
 ranked by the run's criterion (`loop.criterion`), within each layer and over all layers.
 """
 
@@ -15,7 +16,7 @@ from agent.config import Settings
 from agent.runs.engine_factory import build_engines, model_loader
 from tools.concepts import check_concept
 from tools.criterion import Criterion
-from tools.engine import Engine, Progress
+from tools.engine import Engine, Progress, prepare_layers
 from tools.errors import LineError
 from tools.generators.base import Interpretation
 from tools.layer_select import select_layers
@@ -79,7 +80,9 @@ def find_units(settings: Settings, concept: str, layers: str | Sequence[str], to
     criterion = settings.loop.judge()
     ranked: dict[str, list[FoundUnit]] = {}
     nonfinite: dict[str, list[int]] = {}
-    for engine in engines:  # the first renders the images, the others find them cached
+    if len(engines) > 1:  # one forward a batch for all layers; each engine then reads its cache
+        prepare_layers(engines, [concept], engines[0].seeds(images))
+    for engine in engines:
         units, nonfinite[engine.layer] = layer_units(engine, concept, images)
         ranked[engine.layer] = criterion.order(units, _scores)
     everything = [unit for units in ranked.values() for unit in units]
