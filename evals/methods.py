@@ -136,10 +136,11 @@ def _paper_loop(settings: Settings) -> LoopConfig:
 
 # --- closed vocabulary ----------------------------------------------------------------------------
 def search_off(loop: LoopConfig) -> LoopConfig:
-    """The loop with the search turned off: the vocabulary sweep, its finalists confirmed on
-    fresh images, the label; no LLM, no operators, no summary."""
+    """The loop with the search turned off: the vocabulary sweep alone (no control classes,
+    no bank), its finalists confirmed on fresh images, the label; no LLM, no operators, no
+    summary."""
     return loop.model_copy(update={"max_iterations": 0, "max_llm_calls": 0, "summary": False, "simplify": False,
-                                   "sweep": True})
+                                   "sweep": True, "init_top": 0, "init_random": 0, "bank_top": 0})
 
 
 def closed(extra: list[str] = ()) -> Method:
