@@ -6,8 +6,9 @@ Kept apart from the graph modules so that `line score` starts without LangGraph.
 from __future__ import annotations
 
 import logging
+import threading
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from agent.config import GeneratorConfig, Settings
 from agent.runs.store import open_store
@@ -44,29 +45,43 @@ def control_spec(settings: Settings) -> str:
     return DEFAULT_PROCEDURAL if settings.generator.kind == "procedural" else natural_images()
 
 
+def model_loader(settings: Settings, trust_code: bool = True,
+                 model: TargetModel | None = None) -> Callable[[], TargetModel]:
+    """The target model of `settings`, loaded on the first call and kept: engines that share
+    the loader (a network run's layers) load the model once. `model`: already loaded."""
+    held: list[TargetModel] = [] if model is None else [model]
+    lock = threading.Lock()
+
+    def load_model() -> TargetModel:
+        with lock:  # two threads asking at once load it once
+            if not held:
+                from tools.models import load_target_model
+
+                held.append(load_target_model(settings.model, settings.device, trust_code=trust_code))
+            return held[0]
+
+    return load_model
+
+
 def build_engine(settings: Settings, progress: Progress | None = None, trust_code: bool = True,
-                 model: TargetModel | None = None) -> Engine:
+                 model: TargetModel | None = None, *, loader: Callable[[], TargetModel] | None = None,
+                 generator: ImageGenerator | None = None) -> Engine:
     """The engine of `settings`; its target model loads on first use (torch with it), or is
     `model`, already loaded (a module in memory: `tools.models.live_target_model`).
+    `loader` and `generator`: a model loader (`model_loader`) and a generator that other
+    engines share (a network run's layers: one model and one pipeline in memory).
 
     With `trust_code=False` (settings read from a run folder nobody vouched for) a model
     spec that names code (`package.module:factory`, `file.py:factory`) is never imported:
     needing the model raises `UntrustedCode` instead."""
-
-    def load_model():
-        if model is not None:
-            return model
-        from tools.models import load_target_model
-
-        return load_target_model(settings.model, settings.device, trust_code=trust_code)
-
+    load_model = loader or model_loader(settings, trust_code, model)
     control = control_spec(settings)
     if settings.generator.kind != "procedural" and control.startswith("procedural:"):
         _warn_drawings_for_photos(control, settings.generator.kind)
     cache = DiskCache(settings.cache_dir)
     return Engine(
         settings.model, load_model, settings.layer,
-        make_generator(settings.generator),
+        generator or make_generator(settings.generator),
         load_control_set(control, cache), cache,
         images_per_concept=settings.loop.images_per_concept, control_mode=settings.loop.control_mode,
         progress=progress, fingerprint=model_fingerprint(settings.model), banks=open_store(settings).bank,
