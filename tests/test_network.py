@@ -135,3 +135,28 @@ def test_bad_layers_is_one_clear_line_and_makes_no_run(capsys, tmp_path, layers,
 def test_layer_and_layers_exclude_each_other(capsys, tmp_path):
     code, _, err = line(capsys, "label", "--model", COLOUR_NET, "--layer", "relu", "--layers", "relu")
     assert one_line_error(code, err, "--layer and --layers")
+
+
+def test_python_api_labels_layers_of_a_module_in_memory(tmp_path):
+    import line_agent
+    from tests.colour_net import colour_net
+
+    net = colour_net()
+    keywords = dict(input_size=64, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), control="procedural:40",
+                    cache_dir=str(tmp_path / "cache"), runs_dir=str(tmp_path / "runs"),
+                    loop={"images_per_concept": 2, "init_top": 1, "init_random": 0, "sweep": False, "bank_top": 0,
+                          "dedup": False, "summary": False, "max_iterations": 2})
+    run = line_agent.label(net, layers=[net.features, "relu"], units=[0, 1], run_id="api-net",
+                           chat=line_agent.ScriptedChatModel(replies=[say(c) for c in CONCEPTS]), **keywords)
+    assert isinstance(run, line_agent.NetworkLabelRun) and run.layers == ["features", "relu"]
+    assert {layer: [label.unit for label in labels] for layer, labels in run.labels.items()} == {"features": [0, 1],
+                                                                                                "relu": [0, 1]}
+    assert list(run.to_pandas().index) == [("features", 0), ("features", 1), ("relu", 0), ("relu", 1)]
+    opened = line_agent.open_run("api-net", tmp_path / "runs", model=net, input_size=64,
+                                 mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    assert opened.layer("relu").history(1).label is not None
+    assert opened.resume().labels["relu"][0].concept == run.labels["relu"][0].concept  # finished: nothing scored again
+    with pytest.raises(line_agent.LineError, match="not in run api-net"):
+        opened.layer("head")
+    with pytest.raises(line_agent.LineError, match="one of layer= and layers="):
+        line_agent.label(net, units=[0], **keywords)

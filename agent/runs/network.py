@@ -347,9 +347,11 @@ def start_network(settings: Settings, layers: str | Sequence[str], units: Units,
 
 def network_contexts(run: NetworkRun, chat=None, progress=None, model: TargetModel | None = None,
                      trust_code: bool = True) -> tuple[dict[str, LineContext | None], dict[str, Engine]]:
-    """The contexts and engines to label (or resume) `run`'s layers with its settings."""
+    """The engines of `run`'s layers, and the contexts to label (or resume) those with units
+    left (a finished layer needs no LLM), with the run's settings."""
     engines = layer_engines(run.settings, run.layers, progress, trust_code, model)
-    return {layer: labelling_context(run.children[layer].settings, engines[layer], chat) for layer in run.layers}, engines
+    return {layer: labelling_context(run.children[layer].settings, engines[layer], chat) for layer in run.layers
+            if run.children[layer].unfinished()}, engines
 
 
 @contextmanager
