@@ -234,7 +234,8 @@ class LabelRun:
         chat = chat_model(chat)
         settings = resume_settings(self._run, overrides(changes))
         engine = build_engine(settings, model=self._target)  # resuming trusts the run's model, as `line label --resume`
-        run = Run(self._run.folder, settings, self._run.units)
+        run = Run(self._run.folder, settings, self._run.units, self._run.id)  # a network run's layer keeps its id
+        run.on_export = self._run.on_export  # ... and its run's history.json follows
         label_run(run, labelling_context(settings, engine, chat))
         return LabelRun(run, engine, self._target)
 

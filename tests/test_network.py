@@ -160,3 +160,23 @@ def test_python_api_labels_layers_of_a_module_in_memory(tmp_path):
         opened.layer("head")
     with pytest.raises(line_agent.LineError, match="one of layer= and layers="):
         line_agent.label(net, units=[0], **keywords)
+
+
+def test_a_network_run_on_ray_workers_with_a_shared_store(ray_cluster, postgres_url, tmp_path):
+    """Each layer's units go to Ray workers; in a Postgres store the layers' runs are told
+    apart by their ids (`<id>--<layer>`), the workers' checkpoints included."""
+    from agent.config import load_settings
+
+    settings = load_settings(model=COLOUR_NET, layer="relu", control="procedural:40", cache_dir=str(tmp_path / "cache"),
+                             runs_dir=str(tmp_path / "runs"), llm={"provider": "scripted", "script": [say(c) for c in CONCEPTS]},
+                             loop={"images_per_concept": 2, "init_top": 1, "init_random": 0, "sweep": False,
+                                   "bank_top": 0, "max_iterations": 2, "summary": False, "dedup": False},
+                             cluster={"backend": "ray", "workers": 1}, store={"url": postgres_url})
+    run, contexts, _ = start_network(settings, ["features", "relu"], "0", "ray-net")
+    assert contexts == {"features": None, "relu": None}  # the workers build their own
+    states = run.label(contexts)
+    assert all(states[layer][0].label is not None for layer in ("features", "relu"))
+    again = open_run("ray-net", tmp_path / "runs")
+    assert [child.id for child in again.children.values()] == ["ray-net--features", "ray-net--relu"]
+    assert {layer: sorted(units) for layer, units in again.states().items()} == {"features": [0], "relu": [0]}
+    assert all(child.store.units()[0].status == "done" for child in again.children.values())
