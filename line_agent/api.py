@@ -275,9 +275,9 @@ def label(model: Any, layer: Any = None, units: int | str | Iterable[int] | None
 
     chat = chat_model(chat)
     run_id = None if run_id is None else text_setting(run_id, "run_id", "resnet-layer4")
-    if (layer is None) == (layers is None) or units is None:
-        raise LineError("label() needs " + ("units=" if (layer is None) != (layers is None) else "one of layer= and layers=") + ".",
-                        "E.g. label(model, '_blocks.6', units='0-9') or label(model, layers='_blocks.*', units='all').")
+    if layer is not None and layers is not None:
+        raise LineError("layer= and layers= exclude each other.",
+                        "Pass one layer, label(model, '_blocks.6', units='0-9'), or several: layers='_blocks.*'.")
     if layers is not None:
         return _label_layers(model, layers, units, config, chat, run_id, settings)
     setup = Setup.of(model, layer, config, settings)

@@ -158,8 +158,8 @@ def test_python_api_labels_layers_of_a_module_in_memory(tmp_path):
     assert opened.resume().labels["relu"][0].concept == run.labels["relu"][0].concept  # finished: nothing scored again
     with pytest.raises(line_agent.LineError, match="not in run api-net"):
         opened.layer("head")
-    with pytest.raises(line_agent.LineError, match="one of layer= and layers="):
-        line_agent.label(net, units=[0], **keywords)
+    with pytest.raises(line_agent.LineError, match="layer= and layers= exclude each other"):
+        line_agent.label(net, "relu", [0], layers=["relu"], **keywords)
 
 
 def test_a_network_run_on_ray_workers_with_a_shared_store(ray_cluster, postgres_url, tmp_path):

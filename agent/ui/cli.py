@@ -229,7 +229,7 @@ def _layers_text(layers: list[str]) -> str:
 
 
 def _network_units_text(run) -> str:
-    """'all 8' / '0, 1 of each' / '12 in all': the units of a network run's layers, briefly."""
+    """'0, 1 of each' or '12 in all': the units of a network run's layers, briefly."""
     from agent.runs.run import units_text
 
     units = list(run.units.values())
