@@ -10,8 +10,10 @@ import pytest
 
 from agent.llm import ScriptedChatModel
 from agent.runs.labels_csv import COLUMNS, labels_csv
-from agent.runs.network import NetworkRun, network_contexts, open_run, start_network
+from agent.runs.network import NetworkRun, layer_name, network_contexts, open_run, start_network
+from agent.runs.run import RUN_ID, Run
 from tests.helpers import COLOUR_NET, line, one_line_error, run_units, say, with_loop, write_config
+from tools.errors import LineError
 
 CONCEPTS = [f"{c} {p}" for c in ("red", "green", "blue", "yellow") for p in ("stripes", "grid", "waves", "dots")]
 
@@ -50,6 +52,8 @@ def test_two_layers_interrupted_then_resumed_label_every_unit_scoring_no_step_tw
 
     again = open_run("net", quick.runs_dir)
     assert isinstance(again, NetworkRun) and again.layers == ["features", "relu"]
+    with pytest.raises(LineError, match="several layers"):  # a door that knows one layer says so
+        Run.open("net", quick.runs_dir)
     contexts, _ = network_contexts(again, chat=ScriptedChatModel(replies=[say(c) for c in reversed(CONCEPTS)]))
     final = again.label(contexts)
     assert {layer: sorted(states) for layer, states in final.items()} == {"features": [0, 1, 2, 3], "relu": [0, 1, 2, 3]}
@@ -99,6 +103,7 @@ def test_cli_layers_glob_history_layer_and_resume(capsys, tmp_path):
     code, out, err = line(capsys, "label", *base, "--layers", "*", "--units", "0", "--run-id", "glob")
     assert code == 0, err
     assert "labels of features" in out and "labels of head" in out
+    assert "layer relu unit 0: finalize" in err  # the progress names the layer (plain lines without a terminal)
     history = json.loads((tmp_path / "runs" / "glob" / "history.json").read_text())
     assert list(history["layers"]) == ["features", "relu", "head"]  # every top-level module, in the model's order
     assert [r["layer"] for r in _rows(tmp_path / "runs" / "glob" / "labels.csv")] == ["features", "relu", "head"]
@@ -130,6 +135,12 @@ def test_bad_layers_is_one_clear_line_and_makes_no_run(capsys, tmp_path, layers,
                         "--runs-dir", runs, "--layers", layers)
     assert one_line_error(code, err, *words)
     assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_a_layer_named_unlike_a_folder_gets_a_safe_distinct_one():
+    assert layer_name("_blocks.1") == "_blocks.1"
+    odd = [layer_name(name) for name in ("a/b", "a b", "../up", ".hidden")]
+    assert len(set(odd)) == 4 and all(RUN_ID.fullmatch("run--" + name) and "/" not in name for name in odd)
 
 
 def test_layer_and_layers_exclude_each_other(capsys, tmp_path):
