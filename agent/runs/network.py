@@ -233,6 +233,8 @@ class NetworkRun:
         return text, label_rows(layer, [states[u] for u in units])
 
     def _write_files(self) -> Path:
+        """history.json from each layer's units as JSON (written as text: a whole network's
+        histories are not parsed and dumped again for every unit that finishes), and labels.csv."""
         for layer in self.layers:
             if layer not in self._parts:
                 self._parts[layer] = self._part(layer, self.children[layer].states())
