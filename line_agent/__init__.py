@@ -6,6 +6,8 @@
     s.auc, s.mad                      # floats; in Jupyter `s` shows its images
     run = line_agent.label(model, model.layer3[1], units=[17, 42], ...)
     run.labels[0].concept, run.to_pandas(), run.report()
+    net = line_agent.label(model, layers="layer3.*", units="all", ...)   # several layers, one run
+    net.labels["layer3.1"], net.layer("layer3.1").history(17), net.to_pandas()
     chat = line_agent.investigate(model, "layer3.1", 17, ...); chat.ask("What does it respond to?")
     found = line_agent.find("red stripes", model, "layer3.*", top=5)   # units per layer and overall
     found[0].layer, found[0].unit, found.layers["layer3.1"], found.to_pandas()
@@ -23,6 +25,7 @@ from line_agent.api import (
     ConceptScore,
     Conversation,
     LabelRun,
+    NetworkLabelRun,
     ScoreTable,
     ToolCall,
     UnitLabel,
@@ -35,6 +38,6 @@ from line_agent.find import UnitsFound, find
 from tools.errors import LineError
 from tools.scoring import Scores
 
-__all__ = ["Answer", "ConceptScore", "Conversation", "LabelRun", "LineError", "ScoreTable", "Scores",
+__all__ = ["Answer", "ConceptScore", "Conversation", "LabelRun", "LineError", "NetworkLabelRun", "ScoreTable", "Scores",
            "ScriptedChatModel", "Settings", "ToolCall", "UnitLabel", "UnitsFound", "find", "investigate", "label",
            "load_settings", "open_run", "score"]

@@ -10,17 +10,16 @@ or a key that only one section has (`max_iterations=4`, `provider="openai"`).
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from pydantic import BaseModel
-
-from agent.config import MAX_IMAGES_PER_CONCEPT, Settings, load_settings
+from agent.config import MAX_IMAGES_PER_CONCEPT
 from agent.runs.engine_factory import build_engine
+from line_agent.setup import (Setup, chat_model, layer_name, live_model, overrides, pandas_module, run_unit,
+                              settings_of, text_setting, unit_list)
 from tools.concepts import check_concept
-from tools.engine import Engine, ImageRef, parse_units
+from tools.engine import Engine, ImageRef
 from tools.errors import LineError
 from tools.scoring import Scores
 
@@ -30,141 +29,12 @@ if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
 
     from agent.chat import ChatSession
+    from agent.runs.network import NetworkRun
     from agent.runs.run import Run
     from agent.loop.state import NeuronState
     from tools.history import Finalist
     from tools.models import TargetModel
     from tools.polysemantic import Polysemanticity
-
-LIVE_KEYWORDS = ("preprocess", "input_size", "mean", "std")
-SECTIONS = {name: info.annotation for name, info in Settings.model_fields.items()
-            if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)}
-
-
-# --- settings and models from keywords -----------------------------------------------------------
-def overrides(keywords: dict[str, Any]) -> dict[str, Any]:
-    """Keyword settings as `load_settings` overrides; an unknown or ambiguous key is a LineError."""
-    result: dict[str, Any] = {}
-    for key, value in keywords.items():
-        if key == "generator" and isinstance(value, str):  # the --generator flag's form
-            kind, _, model = value.partition(":")
-            value = {"kind": kind, **({"model": model} if model else {})}
-        if key in SECTIONS and isinstance(value, dict):
-            result.setdefault(key, {}).update(value)
-            continue
-        if key in Settings.model_fields:
-            result[key] = value
-            continue
-        owners = [name for name, section in SECTIONS.items() if key in section.model_fields]
-        if len(owners) > 1:
-            raise LineError(f"setting {key!r} is in sections {' and '.join(owners)}.",
-                            f"Say which: {owners[0]}={{{key!r}: ...}}.")
-        if not owners:
-            known = [*Settings.model_fields, *(k for section in SECTIONS.values() for k in section.model_fields)]
-            near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-            raise LineError(f"unknown setting {key!r}" + (f" (did you mean {near[0]}?)." if near else "."),
-                            "See README.md, section Configuration, for the settings.")
-        result.setdefault(owners[0], {})[key] = value
-    return result
-
-
-def live_model(module: Any, keywords: dict[str, Any]) -> TargetModel | None:
-    """A module in memory as a TargetModel (its preprocessing keywords taken out of
-    `keywords`); None for a spec string, which brings its own preprocessing."""
-    given = {k: keywords.pop(k) for k in LIVE_KEYWORDS if k in keywords}
-    if module is None or isinstance(module, str):
-        if given:
-            raise LineError(f"{', '.join(k + '=' for k in given)} apply to a torch module in memory, not to a model spec.",
-                            "Leave them out: a model spec brings its own preprocessing.")
-        return None
-    from tools.models import live_target_model
-
-    return live_target_model(module, device=keywords.get("device"), **given)
-
-
-def layer_name(layer: Any, target: TargetModel | None) -> str | None:
-    """A layer given by its dotted name, or as the submodule itself."""
-    if layer is None or isinstance(layer, str):
-        return layer
-    import torch
-
-    if not isinstance(layer, torch.nn.Module):
-        raise LineError(f"layer is a {type(layer).__name__}.", "Pass its dotted name (e.g. '_blocks.6') or the submodule.")
-    if target is None:
-        raise LineError("a layer given as a module needs the model as a module too.",
-                        "Pass the layer's dotted name with a model spec (`line layers --model <spec>` lists them).")
-    name = next((n for n, m in target.module.named_modules() if m is layer and n), None)
-    if name is None:
-        raise LineError(f"the layer ({type(layer).__name__}) is not a submodule of the model ({type(target.module).__name__}).",
-                        "Pass a submodule of the model, or its dotted name (model.named_modules() lists them).")
-    return name
-
-
-@dataclass
-class Setup:
-    """Settings and engine of one call, with the module in memory where there is one."""
-
-    settings: Settings
-    engine: Engine
-    target: TargetModel | None
-
-    @classmethod
-    def of(cls, model: Any, layer: Any, config: str | Path | None, keywords: dict[str, Any]) -> "Setup":
-        settings, target = call_settings(model, layer, config, keywords)
-        return cls(settings, build_engine(settings, model=target), target)
-
-
-def call_settings(model: Any, layer: Any, config: str | Path | None,
-                  keywords: dict[str, Any]) -> tuple[Settings, TargetModel | None]:
-    """The settings of one call, and its module in memory as a TargetModel where there is one."""
-    keywords = dict(keywords)
-    target = live_model(model, keywords)  # the fingerprint is computed here, once per call
-    chosen = {"model": target.name if target else model, "layer": layer_name(layer, target),
-              "device": target.device if target else None}
-    settings = load_settings(config, **overrides({**{k: v for k, v in chosen.items() if v is not None}, **keywords}))
-    return settings, target
-
-
-def unit_list(units: int | str | Iterable[int], engine: Engine) -> list[int]:
-    """17, '0-9', '1,5,9-12', 'all' or a list of ints -> checked unit indices, each once
-    (`Engine.check_unit`, the one unit check of every door)."""
-    if isinstance(units, str):
-        return parse_units(units, engine.units, engine.layer)
-    chosen = list(units) if isinstance(units, Iterable) and not isinstance(units, (bytes, dict)) else [units]
-    if not chosen:
-        raise LineError("units= is empty.", f"Pass a unit (0..{engine.units - 1}), a list of them, '0-9' or 'all'.")
-    return list(dict.fromkeys(engine.check_unit(u) for u in chosen))
-
-
-def _run_unit(unit: Any) -> int:
-    """`unit` of a run as an int (17, numpy's 17, 17.0), or a LineError: '17' or True is no unit."""
-    try:
-        index = int(unit)
-        whole = index == unit and not isinstance(unit, bool)
-    except (TypeError, ValueError, OverflowError):
-        whole = False
-    if not whole:
-        raise LineError(f"unit {unit!r} is not a unit number.", "Pass the unit as a whole number, e.g. run.label(17).")
-    return index
-
-
-def _chat_model(chat: Any) -> Any:
-    """`chat` when it is a LangChain chat model (or None), else a LineError: a name is no model."""
-    if chat is None:
-        return None
-    from langchain_core.language_models import BaseChatModel
-
-    if not isinstance(chat, BaseChatModel):
-        raise LineError(f"chat={chat!r} is a {type(chat).__name__}, not a LangChain chat model.",
-                        "Pass e.g. chat=ChatOpenAI(model='gpt-4o-mini'), or set provider='openai', model='gpt-4o-mini'.")
-    return chat
-
-
-def _text(value: Any, name: str, example: str) -> str:
-    """`value` when it is text, else a LineError naming `name`."""
-    if not isinstance(value, (str, Path)) or not str(value).strip():
-        raise LineError(f"{name}={value!r} is not {'a folder' if name.endswith('_dir') else 'text'}.", f"Pass e.g. {name}={example!r}.")
-    return str(value)
 
 
 # --- score --------------------------------------------------------------------------------------
@@ -224,7 +94,7 @@ class ScoreTable(Sequence[ConceptScore]):
         return sorted(self.rows, key=lambda row: -getattr(row.scores, by))[:k]
 
     def to_pandas(self) -> pandas.DataFrame:
-        pandas = _pandas()
+        pandas = pandas_module()
         return pandas.DataFrame([{"unit": row.unit, **row.scores.model_dump()} for row in self.rows]).set_index("unit")
 
     def __repr__(self) -> str:
@@ -329,7 +199,7 @@ class LabelRun:
 
     def history(self, unit: int) -> NeuronState:
         """The unit's generation history, as `line history <run> --unit N --json` prints it."""
-        unit = _run_unit(unit)
+        unit = run_unit(unit)
         states = self._run.states()
         if unit not in states:
             started = ", ".join(map(str, sorted(states))) or "none yet"
@@ -341,14 +211,14 @@ class LabelRun:
         """Write the HTML report (`line report`); returns the index, or the unit's page."""
         from agent.ui.report import write_report
 
-        return write_report(self._run, None if unit is None else _run_unit(unit), trust=True, engine=self._engine)
+        return write_report(self._run, None if unit is None else run_unit(unit), trust=True, engine=self._engine)
 
     def to_pandas(self) -> pandas.DataFrame:
         """One row per started unit: the summary table of `line label`."""
         from agent.ui.summaries import summary_row
 
         states = self._run.states()
-        return _pandas().DataFrame([summary_row(states[u], self._run.settings.loop.judge()) for u in self._run.units if u in states]).set_index("unit")
+        return pandas_module().DataFrame([summary_row(states[u], self._run.settings.loop.judge()) for u in self._run.units if u in states]).set_index("unit")
 
     def resume(self, *, chat: BaseChatModel | None = None, **changes: Any) -> "LabelRun":
         """Go on labelling where the run stopped, with its own settings (as `line label
@@ -361,10 +231,11 @@ class LabelRun:
         if self._engine.model_name.startswith("live:") and self._target is None:
             raise LineError(f"run {self.id} labels a torch module in memory ({self._engine.model_name}).",
                             f"Pass it again: line_agent.open_run({self.id!r}, model=module, ...).resume().")
-        chat = _chat_model(chat)
+        chat = chat_model(chat)
         settings = resume_settings(self._run, overrides(changes))
         engine = build_engine(settings, model=self._target)  # resuming trusts the run's model, as `line label --resume`
-        run = Run(self._run.folder, settings, self._run.units)
+        run = Run(self._run.folder, settings, self._run.units, self._run.id)  # a network run's layer keeps its id
+        run.on_export = self._run.on_export  # ... and its run's history.json follows
         label_run(run, labelling_context(settings, engine, chat))
         return LabelRun(run, engine, self._target)
 
@@ -387,9 +258,13 @@ class LabelRun:
         return run_html(self.report_view(), [states[u] for u in self._run.units if u in states], self.folder / "report")
 
 
-def label(model: Any, layer: Any, units: int | str | Iterable[int], config: str | Path | None = None, *,
-          chat: BaseChatModel | None = None, run_id: str | None = None, **settings: Any) -> LabelRun:
-    """Label `units` of `layer` with the LINE loop (`line label`); returns the run.
+def label(model: Any, layer: Any = None, units: int | str | Iterable[int] | None = None,
+          config: str | Path | None = None, *, layers: str | Sequence[Any] | None = None,
+          chat: BaseChatModel | None = None, run_id: str | None = None, **settings: Any) -> LabelRun | NetworkLabelRun:
+    """Label `units` of `layer` with the LINE loop (`line label`); returns the run. With
+    `layers` (a list of names or submodules, or text with names and globs: '_blocks.*')
+    instead of `layer`: `units` of each of them as one run (`line label --layers`), a
+    `NetworkLabelRun`.
 
     `units`: 17, '0-9', '1,5,9-12', 'all' or a list. `chat`: a LangChain chat model to use
     instead of the one `llm.provider` configures. Ctrl-C (interrupting the kernel) keeps every
@@ -398,8 +273,13 @@ def label(model: Any, layer: Any, units: int | str | Iterable[int], config: str 
     from agent.runs.backends import label as label_run
     from agent.runs.context import labelling_context
 
-    chat = _chat_model(chat)
-    run_id = None if run_id is None else _text(run_id, "run_id", "resnet-layer4")
+    chat = chat_model(chat)
+    run_id = None if run_id is None else text_setting(run_id, "run_id", "resnet-layer4")
+    if layer is not None and layers is not None:
+        raise LineError("layer= and layers= exclude each other.",
+                        "Pass one layer, label(model, '_blocks.6', units='0-9'), or several: layers='_blocks.*'.")
+    if layers is not None:
+        return _label_layers(model, layers, units, config, chat, run_id, settings)
     setup = Setup.of(model, layer, config, settings)
     chosen = unit_list(units, setup.engine)
     if setup.settings.cluster.backend == "local":  # on Ray the workers compute the control set (their init checks)
@@ -417,9 +297,9 @@ def open_run(run_id: str, runs_dir: str | Path = "runs", *, model: Any = None, t
     `trust` (activations come from the cache). A run on a module in memory reads from the
     cache too; pass `model=` (and its `preprocess=` or `input_size=`, `mean=`, `std=`) to
     resume it: the module must be the one the run labelled (same weights)."""
-    from agent.runs.run import Run
+    from agent.runs.network import NetworkRun, layer_engines, open_run as open_any
 
-    run = Run.open(str(run_id), _text(runs_dir, "runs_dir", "runs"))
+    run = open_any(str(run_id), text_setting(runs_dir, "runs_dir", "runs"))
     target = live_model(model, preprocessing)
     if preprocessing:
         raise LineError(f"open_run takes no setting {next(iter(preprocessing))!r}.",
@@ -429,7 +309,82 @@ def open_run(run_id: str, runs_dir: str | Path = "runs", *, model: Any = None, t
     if target is not None and target.name != run.settings.model:
         raise LineError(f"the module is not the one run {run.id} labelled ({target.name}, the run: {run.settings.model}).",
                         "Pass the same module with the same weights and preprocessing, or start a new run.")
+    if isinstance(run, NetworkRun):
+        return NetworkLabelRun(run, layer_engines(run.settings, run.layers, trust_code=trust or model is not None,
+                                                  model=target), target)
     return LabelRun(run, build_engine(run.settings, trust_code=trust or model is not None, model=target), target)
+
+
+# --- several layers ---------------------------------------------------------------------------
+class NetworkLabelRun:
+    """A labelling run over several layers (`line label --layers`, `runs/<id>/`): a `LabelRun`
+    per layer (`.runs`, `.layer(name)`), their labels by layer, one table, one report."""
+
+    def __init__(self, run: NetworkRun, engines: dict[str, Engine], target: TargetModel | None = None):
+        self._run, self._target = run, target
+        self.runs = {layer: LabelRun(run.children[layer], engines[layer], target) for layer in run.layers}
+
+    id = property(lambda self: self._run.id)
+    folder = property(lambda self: self._run.folder)
+    settings = property(lambda self: self._run.settings)
+    layers = property(lambda self: list(self._run.layers))
+
+    def layer(self, layer: str) -> LabelRun:
+        """The run of one layer (a LineError naming the run's layers otherwise)."""
+        return self.runs[self._run.layer(layer).settings.layer]
+
+    @property
+    def labels(self) -> dict[str, list[UnitLabel]]:
+        """Each layer's started units, by layer."""
+        return {layer: run.labels for layer, run in self.runs.items()}
+
+    def to_pandas(self) -> pandas.DataFrame:
+        """One row per started unit of every layer, indexed by (layer, unit)."""
+        frames = [run.to_pandas().assign(layer=layer) for layer, run in self.runs.items() if run.labels]
+        return pandas_module().concat(frames).reset_index().set_index(["layer", "unit"])
+
+    def report(self) -> Path:
+        """Write every layer's report and an index linking them (`line report`); returns the index."""
+        from agent.ui.report import write_network_report
+
+        return write_network_report(self._run, trust=True)
+
+    def resume(self, *, chat: BaseChatModel | None = None, **changes: Any) -> "NetworkLabelRun":
+        """Go on labelling every layer where it stopped (as `line label --resume`; see `LabelRun.resume`)."""
+        from agent.runs.network import network_contexts
+
+        if self.settings.model.startswith("live:") and self._target is None:
+            raise LineError(f"run {self.id} labels a torch module in memory ({self.settings.model}).",
+                            f"Pass it again: line_agent.open_run({self.id!r}, model=module, ...).resume().")
+        chat = chat_model(chat)
+        settings = self._run.resume_settings(overrides(changes))
+        with self._run.writer():
+            self._run.mend(settings)
+            contexts, engines = network_contexts(self._run, chat=chat, model=self._target)
+            self._run.label(contexts)
+        return NetworkLabelRun(self._run, engines, self._target)
+
+    def __repr__(self) -> str:
+        return f"NetworkLabelRun({self.id!r}, {self.settings.model}, layers {', '.join(self.layers)})"
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        return "".join(f"<h3>{escape(layer)}</h3>{run._repr_html_()}" for layer, run in self.runs.items())
+
+
+def _label_layers(model: Any, layers: str | Sequence[Any], units: int | str | Iterable[int], config: str | Path | None,
+                  chat: BaseChatModel | None, run_id: str | None, keywords: dict[str, Any]) -> NetworkLabelRun:
+    """`label` over several layers, as one network run (agent.runs.network)."""
+    from agent.runs.network import start_network
+
+    settings, target = settings_of(model, None, config, keywords)
+    if not isinstance(layers, str):
+        layers = [layer_name(layer, target) for layer in layers] if isinstance(layers, Sequence) else layers
+    run, contexts, engines = start_network(settings, layers, lambda engine: unit_list(units, engine), run_id, chat=chat,
+                                           model=target)
+    run.label(contexts)
+    return NetworkLabelRun(run, engines, target)
 
 
 # --- investigate ----------------------------------------------------------------------------
@@ -518,20 +473,13 @@ def investigate(model: Any, layer: Any, unit: int, config: str | Path | None = N
     natively unless llm.provider is 'local', whose model answers in JSON actions)."""
     from agent.chat import ChatSession, chat_context
 
-    chat = _chat_model(chat)
-    thread_id = None if thread_id is None else _text(thread_id, "thread_id", "chat-red-unit")
+    chat = chat_model(chat)
+    thread_id = None if thread_id is None else text_setting(thread_id, "thread_id", "chat-red-unit")
     setup = Setup.of(model, layer, config, settings)
     context = chat_context(setup.settings, setup.engine, chat)
     return Conversation(ChatSession.start(setup.settings, context, setup.engine.check_unit(unit), thread_id=thread_id))
 
 
-def _pandas():
-    try:
-        import pandas
-    except ImportError as error:
-        raise LineError("to_pandas() needs pandas, which is not installed.", "Run `pip install pandas`.") from error
-    return pandas
 
-
-__all__ = ["Answer", "ConceptScore", "Conversation", "LabelRun", "ScoreTable", "ToolCall", "UnitLabel",
+__all__ = ["Answer", "ConceptScore", "Conversation", "LabelRun", "NetworkLabelRun", "ScoreTable", "ToolCall", "UnitLabel",
            "investigate", "label", "open_run", "score"]

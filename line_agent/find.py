@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from agent.config import MAX_IMAGES_PER_CONCEPT
 from agent.runs.find import Found, FoundUnit, find_units
-from line_agent.api import _pandas, call_settings, layer_name
+from line_agent.setup import layer_name, pandas_module, settings_of
 from tools.errors import LineError
 from tools.scoring import Scores
 
@@ -45,7 +45,7 @@ class UnitsFound(Sequence[FoundUnit]):
     def to_pandas(self) -> pandas.DataFrame:
         """`rows()` as a DataFrame (pandas needed)."""
         columns = ["layer", "unit", "overall_rank", "layer_rank", *Scores.model_fields]
-        table = _pandas().DataFrame(self.rows(), columns=columns)
+        table = pandas_module().DataFrame(self.rows(), columns=columns)
         return table.astype({"overall_rank": "Int64", "layer_rank": "Int64"})  # a rank not listed: <NA>, not NaN
 
     def __repr__(self) -> str:
@@ -76,7 +76,7 @@ def find(concept: str, model: Any, layers: Any, top: int = 5, *, config: str | P
                                or not 1 <= images <= MAX_IMAGES_PER_CONCEPT):
         raise LineError(f"images={images!r} is not a whole number of images from 1 to {MAX_IMAGES_PER_CONCEPT}.",
                         "Pass images=4, say.")
-    chosen, target = call_settings(model, None, config, settings)
+    chosen, target = settings_of(model, None, config, settings)
     found = find_units(chosen, concept, _layers_text(layers, target), top, images, model=target)
     return UnitsFound(found, chosen.model)
 

@@ -182,7 +182,7 @@ def test_a_postgres_run_reads_as_a_sqlite_one(capsys, monkeypatch, postgres_url,
     base = ["--model", COLOUR_NET, "--layer", "relu", "--control", "procedural:40", "--cache-dir", tmp_path / "cache",
             "--config", config, "--runs-dir", runs]
     assert line(capsys, "label", *base, "--units", "0-1", "--run-id", "pg")[0] == 0
-    assert sorted(p.name for p in (runs / "pg").iterdir()) == ["history.json", "run.json"]
+    assert sorted(p.name for p in (runs / "pg").iterdir()) == ["history.json", "labels.csv", "run.json"]
     code, out, _ = line(capsys, "history", "pg", "--unit", "1", "--runs-dir", runs, "--json")
     assert code == 0
     assert json.loads(out) == json.loads((runs / "pg" / "history.json").read_text())["units"]["1"]

@@ -45,16 +45,47 @@ def control_spec(settings: Settings) -> str:
     return DEFAULT_PROCEDURAL if settings.generator.kind == "procedural" else natural_images()
 
 
+def model_loader(settings: Settings, trust_code: bool = True,
+                 model: TargetModel | None = None) -> Callable[[], TargetModel]:
+    """The target model of `settings`, loaded on the first call and kept: engines that share
+    the loader (a network run's layers) load the model once. `model`: already loaded."""
+    held: list[TargetModel] = [] if model is None else [model]
+    lock = threading.Lock()
+
+    def load_model() -> TargetModel:
+        with lock:  # two threads asking at once load it once
+            if not held:
+                from tools.models import load_target_model
+
+                held.append(load_target_model(settings.model, settings.device, trust_code=trust_code))
+            return held[0]
+
+    return load_model
+
+
 def build_engine(settings: Settings, progress: Progress | None = None, trust_code: bool = True,
-                 model: TargetModel | None = None) -> Engine:
+                 model: TargetModel | None = None, *, loader: Callable[[], TargetModel] | None = None,
+                 generator: ImageGenerator | None = None) -> Engine:
     """The engine of `settings`; its target model loads on first use (torch with it), or is
     `model`, already loaded (a module in memory: `tools.models.live_target_model`).
+    `loader` and `generator`: a model loader (`model_loader`) and a generator that other
+    engines share (a network run's layers: one model and one pipeline in memory).
 
     With `trust_code=False` (settings read from a run folder nobody vouched for) a model
     spec that names code (`package.module:factory`, `file.py:factory`) is never imported:
     needing the model raises `UntrustedCode` instead."""
-    return build_engines(settings, [settings.layer], lambda layer: progress,
-                         model_loader(settings, trust_code, model))[0]
+    load_model = loader or model_loader(settings, trust_code, model)
+    control = control_spec(settings)
+    if settings.generator.kind != "procedural" and control.startswith("procedural:"):
+        _warn_drawings_for_photos(control, settings.generator.kind)
+    cache = DiskCache(settings.cache_dir)
+    return Engine(
+        settings.model, load_model, settings.layer,
+        generator or make_generator(settings.generator),
+        load_control_set(control, cache), cache,
+        images_per_concept=settings.loop.images_per_concept, control_mode=settings.loop.control_mode,
+        progress=progress, fingerprint=model_fingerprint(settings.model), banks=open_store(settings).bank,
+    )
 
 
 def build_engines(settings: Settings, layers: Sequence[str],
@@ -62,39 +93,14 @@ def build_engines(settings: Settings, layers: Sequence[str],
                   load_model: Callable[[], TargetModel] | None = None) -> list[Engine]:
     """One engine per layer of `layers` (each checks its layer when it first needs the
     model), sharing what does not depend on the layer: the target model (`load_model`,
-    by default `model_loader(settings)`), the generator, the control set and the cache, so
-    a concept's images render once for all layers. `progress(layer)`: that engine's
-    progress callback. The engines share a generator: use them one at a time."""
+    by default `model_loader(settings)`), the generator and the cache, so a concept's
+    images render once for all layers (and `tools.engine.prepare_layers` forwards them once).
+    `progress(layer)`: that engine's progress callback. The engines share a generator: use
+    them one at a time."""
     load_model = load_model or model_loader(settings)
-    control = control_spec(settings)
-    if settings.generator.kind != "procedural" and control.startswith("procedural:"):
-        _warn_drawings_for_photos(control, settings.generator.kind)
-    cache = DiskCache(settings.cache_dir)
-    generator, control_set = make_generator(settings.generator), load_control_set(control, cache)
-    fingerprint, banks = model_fingerprint(settings.model), open_store(settings).bank
-    return [Engine(settings.model, load_model, layer, generator, control_set, cache,
-                   images_per_concept=settings.loop.images_per_concept, control_mode=settings.loop.control_mode,
-                   progress=progress(layer) if progress else None, fingerprint=fingerprint, banks=banks)
-            for layer in layers]
-
-
-def model_loader(settings: Settings, trust_code: bool = True,
-                 model: TargetModel | None = None) -> Callable[[], TargetModel]:
-    """The target model of `settings`, loaded on the first call and the same one after
-    (engines of several layers share it), or `model` when it is already loaded. See
-    `build_engine` for `trust_code`."""
-    loaded: list[TargetModel] = [model] if model is not None else []
-    lock = threading.Lock()
-
-    def load() -> TargetModel:
-        with lock:  # engines on threads ask at once: one load
-            if not loaded:
-                from tools.models import load_target_model
-
-                loaded.append(load_target_model(settings.model, settings.device, trust_code=trust_code))
-            return loaded[0]
-
-    return load
+    generator = make_generator(settings.generator)
+    return [build_engine(settings.model_copy(update={"layer": layer}), progress(layer) if progress else None,
+                         loader=load_model, generator=generator) for layer in layers]
 
 
 @lru_cache(maxsize=None)

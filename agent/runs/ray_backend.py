@@ -48,22 +48,22 @@ EXPORT_EVERY = 30.0  # seconds between rewrites of history.json while units fini
 class UnitWorker:
     """A Ray actor: the engine and runtime context of a run, built once, labelling units."""
 
-    def __init__(self, folder: str, settings: dict, units: list[int], updates: Any = None):
+    def __init__(self, folder: str, settings: dict, units: list[int], updates: Any = None, run_id: str | None = None):
         self._open = ExitStack()
         self._error: LineError | None = None
         self.updates = updates
         try:
-            self._setup(Path(folder), Settings.model_validate(settings), units)
+            self._setup(Path(folder), Settings.model_validate(settings), units, run_id)
         except LineError as error:  # reported by `ready`, as the error it is
             self._error = error
 
-    def _setup(self, folder: Path, settings: Settings, units: list[int]) -> None:
+    def _setup(self, folder: Path, settings: Settings, units: list[int], run_id: str | None) -> None:
         unreachable = open_store(settings).reachable_from_here(folder)
         if unreachable:
             raise LineError(f"a Ray worker cannot reach the run's store: {unreachable}.",
                             'Workers on other machines need [store] url = "postgresql://..." (and cache_dir on a '
                             "path every node sees).")
-        self.run = Run(folder, settings, units)
+        self.run = Run(folder, settings, units, run_id)  # a network run's layer: its id is not its folder's name
         self.context = build_context(settings, build_engine(settings))
         self.graph = build_label_graph(self._open.enter_context(self.run.store.checkpointer()))
 
@@ -108,7 +108,7 @@ def label_on_ray(run: Run, on_update: Update | None = None) -> dict[int, NeuronS
                                max_restarts=0)(UnitWorker)
 
             def spawn():
-                worker = actor.remote(str(run.folder.resolve()), run.settings.public(), run.units, updates)
+                worker = actor.remote(str(run.folder.resolve()), run.settings.public(), run.units, updates, run.id)
                 workers.append(worker)
                 return worker
 

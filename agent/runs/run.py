@@ -30,6 +30,7 @@ from agent.loop.context import LineContext
 from agent.loop.graph import build_label_graph, neuron_state, thread_config
 from agent.loop.state import NeuronState
 from agent.runs.engine_factory import control_spec
+from agent.runs.labels_csv import labels_csv
 from agent.runs.store import CHECKPOINTS, DONE, RUNNING, WAITING, open_store
 from tools.cache import atomic_write
 from tools.errors import RUNS_DIR, LineError, os_error
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 Update = Callable[[int, str, NeuronState | dict], None]
 Reviewer = Callable[[dict], str]
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+NETWORK = "network"  # run.json's "kind" of a run over several layers (agent.runs.network)
 # Settings a resumed run may change (dotted for sections; "llm" for the whole section): where
 # things run and are kept, the LLM (it only proposes), budgets. None changes what is scored.
 MAY_CHANGE_ON_RESUME = frozenset({
@@ -48,9 +50,10 @@ MAY_CHANGE_ON_RESUME = frozenset({
 })
 
 
-def new_run_id(settings: Settings) -> str:
+def new_run_id(settings: Settings, what: str | None = None) -> str:
+    """A default run id: the time, the model and `what` it labels (the layer by default)."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{stamp}-{settings.model}-{settings.layer}")
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{stamp}-{settings.model}-{settings.layer if what is None else what}")
 
 
 def runs_dir_flag(runs_dir: str | Path) -> str:
@@ -61,49 +64,35 @@ def runs_dir_flag(runs_dir: str | Path) -> str:
 class Run:
     """One labelling run over some units of one layer."""
 
-    def __init__(self, folder: Path, settings: Settings, units: list[int]):
+    def __init__(self, folder: Path, settings: Settings, units: list[int], run_id: str | None = None):
         self.folder, self.settings, self.units = folder, settings, units
-        self.id = folder.name
+        # The folder's name, but for a layer of a network run: its id in a store several runs share.
+        self.id = run_id or folder.name
         self.flag = runs_dir_flag(folder.parent)  # ` --runs-dir DIR` for the commands it suggests
         self.store = open_store(settings).run(self.id, folder)
+        # Called with the states after every export (a network run gathers its layers' files).
+        self.on_export: Callable[[dict[int, NeuronState]], None] | None = None
         self._lock = threading.Lock()
         self._writer = None
         self._stop = threading.Event()
 
     # --- creating and opening ------------------------------------------------------------
     @classmethod
-    def create(cls, settings: Settings, units: list[int], run_id: str | None = None) -> "Run":
+    def create(cls, settings: Settings, units: list[int], run_id: str | None = None, *,
+               folder: Path | None = None) -> "Run":
         """A new run folder; its settings are stored with the control set resolved (`auto`
         becomes the folder or procedural set it stands for here), so a resume elsewhere
-        scores against the same images."""
+        scores against the same images. `folder`: where a layer of a network run lives
+        (agent.runs.network), `run_id` then its id in the store; else `runs_dir/<run_id>`."""
         settings = settings.model_copy(update={"control": control_spec(settings)})
-        if run_id is not None and not RUN_ID.fullmatch(run_id):
-            raise LineError(f"bad run id {run_id!r}: a run id names a folder inside runs_dir.",
-                            "Use letters, digits, '.', '_' and '-', starting with a letter or digit, e.g. --run-id demo-1.")
         if not units:
             raise LineError("a run needs at least one unit.", "Pass the units to label, e.g. 0-9 or all.")
-        stem = run_id or new_run_id(settings)
-        folder = Path(settings.runs_dir) / stem
-        if folder.parent.exists() and not folder.parent.is_dir():
-            raise LineError(f"runs_dir {str(folder.parent)!r} is a file, not a folder.",
-                            "Move the file away, or point --runs-dir (runs_dir) at a folder.")
-        for n in range(2, 1000):  # two runs started within one second: the second one's default id gets -2
-            if run_id is not None or not folder.exists():
-                break
-            folder = folder.with_name(f"{stem}-{n}")
-        if (folder / "run.json").exists():
-            raise LineError(f"run {folder.name!r} exists already.",
-                            f"Resume it with line label --resume {folder.name}{runs_dir_flag(folder.parent)}, "
-                            "or choose another --run-id.")
-        created = not folder.exists()
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise os_error(error, RUNS_DIR) from error
-        run = cls(folder, settings, units)
+        folder = new_run_folder(settings, run_id, new_run_id(settings)) if folder is None else folder
+        created = make_run_folder(folder)
+        run = cls(folder, settings, units, run_id)
         try:
             run.store.register()
-            _write(folder / "run.json", json.dumps(
+            write_run_file(folder / "run.json", json.dumps(
                 {"id": run.id, "created": datetime.now().isoformat(timespec="seconds"),
                  "settings": settings.public(), "units": units}, indent=2).encode())
         except BaseException:  # a failed start leaves no run behind
@@ -114,27 +103,10 @@ class Run:
 
     @classmethod
     def open(cls, run_id: str, runs_dir: str | Path = "runs") -> "Run":
-        if not str(run_id).strip() or not str(runs_dir).strip():
-            empty = "the run id" if not str(run_id).strip() else "runs_dir"
-            raise LineError(f"{empty} is empty.", "Name the run (see the folders under runs_dir), and leave --runs-dir "
-                                                  "out for the default (runs).")
-        folder = Path(runs_dir) / run_id  # else a run's folder given as a path (a same-named folder here is no run)
-        folder = folder if (folder / "run.json").is_file() or not (Path(run_id) / "run.json").is_file() else Path(run_id)
-        meta_path = folder / "run.json"
-        if not meta_path.is_file():
-            runs = sorted((p for p in Path(runs_dir).glob("*") if (p / "run.json").is_file()),
-                          key=lambda p: (p / "run.json").stat().st_mtime)
-            latest = ", ".join(p.name for p in runs[-5:])
-            hint = (f"Known runs: {latest}." if 0 < len(runs) <= 5 else
-                    f"Known runs ({len(runs)}), the latest: {latest}." if runs else f"No runs in {runs_dir}/ yet.")
-            raise LineError(f"run {run_id!r} does not exist.", hint)
+        meta_path = find_run(run_id, runs_dir) / "run.json"
+        folder = meta_path.parent
         meta = read_run_file(meta_path)
-        try:
-            settings = load_settings(**meta["settings"])
-        except LineError as error:
-            raise LineError(f"run file {meta_path} is damaged: its settings do not load ({error.problem})",
-                            "Mend them by hand, or start a new run.") from error
-        return cls(folder, settings, meta["units"])
+        return cls(folder, run_settings(meta, meta_path), meta["units"])
 
     def discard_if_unstarted(self) -> bool:
         """Remove the run (its folder, its id in a shared store) where no unit has started:
@@ -148,12 +120,8 @@ class Run:
     def mend(self, settings: Settings) -> list[str]:
         """Keep `settings` (from `resume_settings`) as the run's own, in `run.json`, so a later
         plain `--resume` uses them too; returns the keys that changed (also logged there)."""
-        changed = [key for key, _, _ in _differences(self.settings.model_dump(), settings.model_dump())]
+        changed = mend_run_file(self.folder, self.settings, settings)
         if changed:
-            meta = json.loads((self.folder / "run.json").read_text())
-            meta["settings"] = settings.public()
-            meta.setdefault("mended", []).append({"at": datetime.now().isoformat(timespec="seconds"), "keys": changed})
-            _write(self.folder / "run.json", json.dumps(meta, indent=2).encode())
             self.settings = settings
         return changed
 
@@ -231,7 +199,7 @@ class Run:
         path = self.folder / "sweep.json"
         if cost is None or (path.exists() and not cost["images_rendered"]):
             return
-        _write(path, strict_json(cost).encode())
+        write_run_file(path, strict_json(cost).encode())
 
     def thread_config(self, unit: int) -> dict:
         return thread_config(self.store.thread_id(unit), self.settings.loop)
@@ -313,16 +281,93 @@ class Run:
                             f"the run's checkpoints are missing.", "Restore either from a backup.") from error
 
     def export(self, graph=None, states: dict[int, NeuronState] | None = None) -> Path:
-        """Write `history.json`: every neuron's full history (`states`, or read from the store)."""
+        """Write `history.json`: every neuron's full history (`states`, or read from the store),
+        and `labels.csv` beside it (agent.runs.labels_csv)."""
         with self._lock:
             states = self.states(graph) if states is None else states
+            started = [states[u] for u in self.units if u in states]
             path = self.folder / "history.json"
-            _write(path, strict_json({"run": self.id, "settings": self.settings.public(),
-                                      "units": {str(u): states[u].model_dump(mode="json") for u in self.units if u in states}}).encode())
+            write_run_file(path, strict_json({"run": self.id, "settings": self.settings.public(),
+                                              "units": {str(u): states[u].model_dump(mode="json") for u in self.units if u in states}}).encode())
+            write_run_file(self.folder / "labels.csv", labels_csv(self.settings.layer, started))
+            if self.on_export is not None:
+                self.on_export(states)
             return path
 
 
-def _write(path: Path, data: bytes) -> None:
+def find_run(run_id: str, runs_dir: str | Path = "runs") -> Path:
+    """The folder of run `run_id` under `runs_dir` (or a run's folder given as a path), or a
+    LineError naming the latest runs."""
+    if not str(run_id).strip() or not str(runs_dir).strip():
+        empty = "the run id" if not str(run_id).strip() else "runs_dir"
+        raise LineError(f"{empty} is empty.", "Name the run (see the folders under runs_dir), and leave --runs-dir "
+                                              "out for the default (runs).")
+    folder = Path(runs_dir) / run_id  # else a run's folder given as a path (a same-named folder here is no run)
+    folder = folder if (folder / "run.json").is_file() or not (Path(run_id) / "run.json").is_file() else Path(run_id)
+    if not (folder / "run.json").is_file():
+        runs = sorted((p for p in Path(runs_dir).glob("*") if (p / "run.json").is_file()),
+                      key=lambda p: (p / "run.json").stat().st_mtime)
+        latest = ", ".join(p.name for p in runs[-5:])
+        hint = (f"Known runs: {latest}." if 0 < len(runs) <= 5 else
+                f"Known runs ({len(runs)}), the latest: {latest}." if runs else f"No runs in {runs_dir}/ yet.")
+        raise LineError(f"run {run_id!r} does not exist.", hint)
+    return folder
+
+
+def new_run_folder(settings: Settings, run_id: str | None, default: str) -> Path:
+    """Where a new run goes: `runs_dir/<run_id>`, or `runs_dir/<default>` (`-2`, `-3`... when
+    taken); a LineError for a bad id, a run that exists, or a runs_dir that is a file."""
+    if run_id is not None and not RUN_ID.fullmatch(run_id):
+        raise LineError(f"bad run id {run_id!r}: a run id names a folder inside runs_dir.",
+                        "Use letters, digits, '.', '_' and '-', starting with a letter or digit, e.g. --run-id demo-1.")
+    stem = run_id or default
+    folder = Path(settings.runs_dir) / stem
+    if folder.parent.exists() and not folder.parent.is_dir():
+        raise LineError(f"runs_dir {str(folder.parent)!r} is a file, not a folder.",
+                        "Move the file away, or point --runs-dir (runs_dir) at a folder.")
+    for n in range(2, 1000):  # two runs started within one second: the second one's default id gets -2
+        if run_id is not None or not folder.exists():
+            break
+        folder = folder.with_name(f"{stem}-{n}")
+    if (folder / "run.json").exists():
+        raise LineError(f"run {folder.name!r} exists already.",
+                        f"Resume it with line label --resume {folder.name}{runs_dir_flag(folder.parent)}, "
+                        "or choose another --run-id.")
+    return folder
+
+
+def make_run_folder(folder: Path) -> bool:
+    """Make a new run's folder; whether it was not there before (a failed start removes it)."""
+    created = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise os_error(error, RUNS_DIR) from error
+    return created
+
+
+def run_settings(meta: dict, path: Path) -> Settings:
+    """The settings a run file holds, loaded and checked (a LineError naming the file)."""
+    try:
+        return load_settings(**meta["settings"])
+    except LineError as error:
+        raise LineError(f"run file {path} is damaged: its settings do not load ({error.problem})",
+                        "Mend them by hand, or start a new run.") from error
+
+
+def mend_run_file(folder: Path, old: Settings, new: Settings) -> list[str]:
+    """Store `new` settings in the run file of `folder` in place of `old`, logging the keys
+    that changed (returned) in its "mended" list."""
+    changed = [key for key, _, _ in _differences(old.model_dump(), new.model_dump())]
+    if changed:
+        meta = json.loads((folder / "run.json").read_text())
+        meta["settings"] = new.public()
+        meta.setdefault("mended", []).append({"at": datetime.now().isoformat(timespec="seconds"), "keys": changed})
+        write_run_file(folder / "run.json", json.dumps(meta, indent=2).encode())
+    return changed
+
+
+def write_run_file(path: Path, data: bytes) -> None:
     """A run file written whole, or a LineError naming it (a full disk, a read-only folder)."""
     try:
         atomic_write(path, data)
@@ -330,16 +375,25 @@ def _write(path: Path, data: bytes) -> None:
         raise os_error(error, RUNS_DIR) from error
 
 
-def read_run_file(path: Path) -> dict:
-    """A run's `run.json`, checked: an object with its settings (an object) and units (a
-    list of unit numbers); a LineError naming the file and what is wrong otherwise."""
+def read_json_file(path: Path):
+    """A run file's JSON, or a LineError naming the file (unreadable, not JSON in UTF-8)."""
     try:
-        meta = json.loads(path.read_bytes().decode("utf-8"))
+        return json.loads(path.read_bytes().decode("utf-8"))
     except OSError as error:
         raise LineError(f"cannot read run file {path} ({error.strerror}).", "Check the file and its permissions.") from error
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise LineError(f"run file {path} is damaged: not JSON in UTF-8 ({error}).",
                         "Restore it from a backup, or start a new run.") from error
+
+
+def read_run_file(path: Path) -> dict:
+    """A run's `run.json`, checked: an object with its settings (an object) and units (a
+    list of unit numbers); a LineError naming the file and what is wrong otherwise."""
+    meta = read_json_file(path)
+    if isinstance(meta, dict) and meta.get("kind") == NETWORK:  # opened here by a door that knows one layer only
+        raise LineError(f"run {path.parent.name} labels several layers (a network run), not one.",
+                        f"Name the layer where the command takes --layer (line history {path.parent.name} --layer L "
+                        "--unit N), or open it with line_agent.open_run.")
     problem = ("it is not a JSON object" if not isinstance(meta, dict)
                else "it lacks settings (an object)" if not isinstance(meta.get("settings"), dict)
                else "it lacks units (a list of unit numbers)" if not (
@@ -405,6 +459,15 @@ def deep_merged(base: dict, changes: dict) -> dict:
     for key, value in changes.items():
         merged[key] = deep_merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
     return merged
+
+
+def run_kind(folder: Path) -> str:
+    """What the run in `folder` labels: "network" (several layers), else "layer"."""
+    try:
+        meta = json.loads((folder / "run.json").read_bytes().decode("utf-8"))
+    except (OSError, ValueError):  # read_run_file says what is wrong when the run is opened
+        return "layer"
+    return NETWORK if isinstance(meta, dict) and meta.get("kind") == NETWORK else "layer"
 
 
 def units_text(units: list[int]) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 from rich.table import Table
 
 from agent.config import MAX_IMAGES_PER_CONCEPT
-from agent.ui.console import console, err_console, flag_settings, progress, settings_from_args
+from agent.ui.console import LiveProgress, console, err_console, flag_settings, progress, settings_from_args
 from agent.ui.terminal import safe
 from tools.errors import LineError, os_error
 
@@ -132,40 +132,30 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 
 def cmd_label(args: argparse.Namespace) -> None:
-    from agent.runs.engine_factory import build_engine
-    from agent.runs.run import Run, units_text
     from agent.runs.backends import label
-    from agent.runs.context import labelling_context
-    from tools.engine import parse_units
+    from agent.runs.network import NetworkRun
+    from agent.runs.run import units_text
 
+    if args.layer is not None and args.layers is not None:
+        raise LineError("--layer and --layers exclude each other.",
+                        "Pass one layer with --layer, or several with --layers (names and globs, e.g. '_blocks.*').")
     with ExitStack() as stack:
-        if args.resume:
-            run, settings = _resumed(args)
-            stack.enter_context(run.writer())  # a second writer stops here, before any work
-            mended = run.mend(settings)
-            if mended:
-                err_console.print(f"run {safe(run.id)} resumes with mended settings: {safe(', '.join(mended))}",
-                                  highlight=False, soft_wrap=True)
-            engine = build_engine(settings, progress=progress())
-            context = labelling_context(settings, engine)
-        else:
-            settings = settings_from_args(args, runs_dir=args.runs_dir, concurrency=args.concurrency)
-            engine = build_engine(settings, progress=progress())
-            units = parse_units(args.units if args.units is not None else "0", engine.units, engine.layer)
-            if settings.cluster.backend == "local":  # on Ray the workers compute the control set (their init checks)
-                engine.check_finite(units)
-            context = labelling_context(settings, engine)  # before the run exists: a failed start leaves nothing behind
-            run = Run.create(settings, units, args.run_id)
-            stack.enter_context(run.writer())
+        run, settings, contexts, generator = _resumed_label(args, stack) if args.resume else _new_label(args, stack)
+        network = isinstance(run, NetworkRun)
         resume = f"line label --resume {run.id}{run.flag}"
         cluster = settings.cluster
         where = (f", on Ray ({cluster.workers} workers at {safe(cluster.address)})" if cluster.backend == "ray" else "")
-        console.print(f"run [bold]{safe(run.id)}[/]: {safe(settings.model)} / {safe(settings.layer)}, "
-                      f"units {units_text(run.units)}, LLM {safe(settings.llm.provider)}, generator {safe(engine.generator.id)}"
-                      + where)
+        what = (f"layers {_layers_text(run.layers)}, units {_network_units_text(run)}" if network
+                else f"{safe(settings.layer)}, units {units_text(run.units)}")
+        console.print(f"run [bold]{safe(run.id)}[/]: {safe(settings.model)} / {what}, LLM {safe(settings.llm.provider)}, "
+                      f"generator {safe(generator)}" + where)
+        reviewer = _ask_person if sys.stdin.isatty() else None
         try:
-            with _live_progress(run) as on_update:
-                states = label(run, context, on_update=on_update, reviewer=_ask_person if sys.stdin.isatty() else None)
+            with _live_progress(run) as shown:
+                if network:
+                    states = run.label(contexts, on_update=shown.layer_update, reviewer=reviewer)
+                else:
+                    states = label(run, contexts, on_update=shown.update, reviewer=reviewer)
         except KeyboardInterrupt as stop:
             signum = getattr(stop, "signum", signal.SIGINT)
             how = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
@@ -178,9 +168,74 @@ def cmd_label(args: argparse.Namespace) -> None:
                 raise error
             raise LineError(error.problem, f"{error.fix} Completed steps are saved; resume with: {resume} "
                                            "(add --config FILE or --device to mend the device, the LLM or budgets)")
-    _print_summary(run, states)
-    console.print(f"history: {safe(run.folder / 'history.json')}")
+    if network:
+        for layer, layer_states in states.items():
+            _print_summary(run.children[layer], layer_states, f"labels of {layer}")
+    else:
+        _print_summary(run, states)
+    console.print(f"history: {safe(run.folder / 'history.json')}, labels: {safe(run.folder / 'labels.csv')}")
     _say_who_waits(run, resume)
+
+
+def _new_label(args: argparse.Namespace, stack: ExitStack):
+    """A new run (of one layer, or of the layers `--layers` names), held for writing, with
+    its context(s) and the generator's name; checked before the run exists, so that a
+    failed start leaves nothing behind."""
+    from agent.runs.context import labelling_context
+    from agent.runs.engine_factory import build_engine
+    from agent.runs.network import start_network
+    from agent.runs.run import Run
+    from tools.engine import parse_units
+
+    settings = settings_from_args(args, runs_dir=args.runs_dir, concurrency=args.concurrency)
+    units = args.units if args.units is not None else "0"
+    if args.layers is not None:
+        run, contexts, engines = start_network(settings, args.layers, units, args.run_id, progress=progress())
+        stack.enter_context(run.writer())
+        return run, settings, contexts, next(iter(engines.values())).generator.id
+    engine = build_engine(settings, progress=progress())
+    chosen = parse_units(units, engine.units, engine.layer)
+    if settings.cluster.backend == "local":  # on Ray the workers compute the control set (their init checks)
+        engine.check_finite(chosen)
+    context = labelling_context(settings, engine)  # before the run exists: a failed start leaves nothing behind
+    run = Run.create(settings, chosen, args.run_id)
+    stack.enter_context(run.writer())
+    return run, settings, context, engine.generator.id
+
+
+def _resumed_label(args: argparse.Namespace, stack: ExitStack):
+    """The run to resume, held for writing, with its mended settings, context(s) and generator."""
+    from agent.runs.context import labelling_context
+    from agent.runs.engine_factory import build_engine
+    from agent.runs.network import NetworkRun, network_contexts
+
+    run, settings = _resumed(args)
+    stack.enter_context(run.writer())  # a second writer stops here, before any work
+    mended = run.mend(settings)
+    if mended:
+        err_console.print(f"run {safe(run.id)} resumes with mended settings: {safe(', '.join(mended))}",
+                          highlight=False, soft_wrap=True)
+    if isinstance(run, NetworkRun):
+        contexts, engines = network_contexts(run, progress=progress())
+        return run, settings, contexts, next(iter(engines.values())).generator.id
+    engine = build_engine(settings, progress=progress())
+    return run, settings, labelling_context(settings, engine), engine.generator.id
+
+
+def _layers_text(layers: list[str]) -> str:
+    from agent.runs.network import layers_text
+
+    return safe(layers_text(layers))
+
+
+def _network_units_text(run) -> str:
+    """'0, 1 of each' or '12 in all': the units of a network run's layers, briefly."""
+    from agent.runs.run import units_text
+
+    units = list(run.units.values())
+    if all(u == units[0] for u in units):
+        return f"{units_text(units[0])} of each"
+    return f"{sum(map(len, units))} in all"
 
 
 def _say_who_waits(run, resume: str) -> None:
@@ -188,38 +243,69 @@ def _say_who_waits(run, resume: str) -> None:
     from agent.runs.run import units_text
 
     waiting = run.waiting()
+    if isinstance(waiting, dict):  # a network run's, by layer
+        text = "; ".join(f"{safe(layer)}: {units_text(units)}" for layer, units in waiting.items())
+    else:
+        text = units_text(waiting)
     if waiting:
-        err_console.print(f"units {units_text(waiting)} wait for a person's review, which needs a terminal: "
+        err_console.print(f"units {text} wait for a person's review, which needs a terminal: "
                           f"resume on one with: {safe(resume)}", highlight=False, soft_wrap=True)
 
 
 def _resumed(args: argparse.Namespace):
     """The run to resume and its settings: flags that would change what it scores are refused."""
-    from agent.runs.engine_factory import build_engine
-    from agent.runs.run import Run, deep_merged, resume_settings
-    from tools.engine import parse_units
+    from agent.chat import is_chat_thread
+    from agent.runs.network import NetworkRun, open_run
+    from agent.runs.run import deep_merged, resume_settings
 
     if args.run_id:
         raise LineError(f"--run-id {args.run_id!r} and --resume {args.resume!r} exclude each other.",
                         "Leave out --run-id: a resumed run keeps its name.")
-    run = Run.open(args.resume, "runs" if args.runs_dir is None else args.runs_dir)
-    from agent.chat import is_chat_thread
-
-    if is_chat_thread(run):
+    run = open_run(args.resume, "runs" if args.runs_dir is None else args.runs_dir)
+    if not isinstance(run, NetworkRun) and is_chat_thread(run):
         raise LineError(f"{run.id} is a chat thread, not a labelling run: line label --resume cannot continue it.",
                         f"Continue the conversation with: line chat --thread {run.id}{run.flag}")
-    run.check_checkpoints()
     changes: dict[str, Any] = _file_settings(args.config) if args.config else {}
     for key in ("model", "layer", "control", "cache_dir", "runs_dir", "concurrency"):
         if getattr(args, key, None) is not None:
             changes[key] = getattr(args, key)
     changes = deep_merged(changes, flag_settings(args))
+    if isinstance(run, NetworkRun):
+        return run, _network_resume_settings(run, changes, args)
+    run.check_checkpoints()
+    if args.layers is not None:
+        raise LineError(f"run {run.id} labels one layer ({run.settings.layer}): --layers cannot be added on resume.",
+                        "Leave --layers out, or start a new run with --layers.")
+    units = None
     if args.units is not None:
+        from agent.runs.engine_factory import build_engine
+        from tools.engine import parse_units
+
         engine = build_engine(run.settings)
         units = parse_units(args.units, engine.units, engine.layer)
-    else:
-        units = None
     return run, resume_settings(run, changes, units)
+
+
+def _network_resume_settings(run, changes: dict, args: argparse.Namespace):
+    """A network run's settings for --resume: `--layers` and `--units`, when given, must name its own."""
+    from agent.runs.network import chosen_layers, layer_engines
+    from tools.activations import layer_infos
+    from tools.engine import parse_units
+
+    for child in run.children.values():
+        child.check_checkpoints()
+    if "layer" in changes:
+        raise LineError(f"run {run.id} labels several layers: --layer cannot change on resume.",
+                        "Leave --layer out to resume every layer of the run.")
+    layers = units = None
+    if args.layers is not None or args.units is not None:
+        engines = layer_engines(run.settings, run.layers)
+        if args.layers is not None:
+            names = [info.name for info in layer_infos(next(iter(engines.values())).model)]
+            layers = chosen_layers(args.layers, names, run.settings.model)
+        if args.units is not None:
+            units = {layer: parse_units(args.units, engine.units, layer) for layer, engine in engines.items()}
+    return run.resume_settings(changes, units, layers)
 
 
 def _file_settings(path: str) -> dict:
@@ -238,57 +324,21 @@ def _ask_person(question: dict) -> str:
     return input("> ")
 
 
-class _live_progress:
-    """One progress display over all units while a run labels: units finished of all, and a
-    bar for each unit in progress (here or on Ray workers). Where stderr is no terminal (a
-    log file, CI), a plain line per unit and iteration instead."""
+def _live_progress(run):
+    """The progress display of `run` (agent.ui.console.LiveProgress), counting its finished units."""
+    from agent.runs.network import NetworkRun
 
-    def __init__(self, run):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.run = run
-        self.plain = not err_console.is_terminal
-        self.bar = Progress(TextColumn("{task.fields[name]:>9}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console)
-        self.tasks: dict[int, Any] = {}
-        self.shown: dict[int, tuple] = {}
-        self.total = None
-
-    def __enter__(self):
-        if not self.plain:
-            finished = len(self.run.units) - len(self.run.unfinished())
-            self.total = self.bar.add_task("", total=len(self.run.units), completed=finished, name="units")
-            self.bar.start()
-        return self.update
-
-    def update(self, unit: int, node: str, state) -> None:
-        limit = self.run.settings.loop.max_iterations
-        best = state.best(self.run.settings.loop.judge())
-        text = f"{node:<9} it {state.iteration:>2}  best {safe(repr(best.concept))} {best.scores.auc:.3f}" if best else node
-        if self.plain:
-            moment = (state.iteration, node == "finalize")
-            if self.shown.get(unit) != moment:
-                self.shown[unit] = moment
-                err_console.print(f"unit {unit:>4}: {' '.join(text.split())}", highlight=False, soft_wrap=True)
-            return
-        if node == "finalize":  # the unit is done: its bar gives way to the count
-            if unit in self.tasks:
-                self.bar.remove_task(self.tasks.pop(unit))
-            self.bar.advance(self.total)
-            return
-        if unit not in self.tasks:
-            self.tasks[unit] = self.bar.add_task("", total=limit, name=f"unit {unit}")
-        self.bar.update(self.tasks[unit], completed=min(state.iteration, limit), description=text)
-
-    def __exit__(self, *exc):
-        if not self.plain:
-            self.bar.stop()
+    if isinstance(run, NetworkRun):
+        units, unfinished = run.units, run.unfinished()
+        total, left = sum(map(len, units.values())), sum(map(len, unfinished.values()))
+        return LiveProgress(total, total - left, run.settings.loop, run.layers)
+    return LiveProgress(len(run.units), len(run.units) - len(run.unfinished()), run.settings.loop)
 
 
-def _print_summary(run, states) -> None:
+def _print_summary(run, states, title: str = "labels") -> None:
     from agent.ui.summaries import summary_row, unused_answers_text
 
-    table = Table(title="labels")
+    table = Table(title=safe(title))
     for column in ("unit", "label", "AUC", "explained", "runners-up", "iter", "images", "LLM calls", "stop", "s"):
         wide = column in ("label", "runners-up", "stop")
         table.add_column(column, overflow="fold" if wide else "ellipsis", ratio=3 if wide else None,
@@ -326,17 +376,20 @@ def trust_cell(row: dict) -> str:
 
 
 def cmd_history(args: argparse.Namespace) -> None:
-    from agent.runs.run import Run, units_text
+    from agent.runs.network import NetworkRun, layer_run, open_run
+    from agent.runs.run import units_text
     from tools.history import event_text
 
-    run = Run.open(args.run_id, "runs" if args.runs_dir is None else args.runs_dir)
+    opened = open_run(args.run_id, "runs" if args.runs_dir is None else args.runs_dir)
+    run = layer_run(opened, args.layer)  # a network run's layer: named by --layer where it has several
+    name = f"{opened.id} (layer {run.settings.layer})" if isinstance(opened, NetworkRun) else run.id
     states = run.states()
     if args.unit in run.units and args.unit not in states:
         started = ", ".join(map(str, sorted(states))) or "none"
-        raise LineError(f"unit {args.unit} of run {run.id} has not started yet (started: {started}).",
-                        f"Resume the run (line label --resume {run.id}{run.flag}) or pass a started unit with --unit.")
+        raise LineError(f"unit {args.unit} of run {name} has not started yet (started: {started}).",
+                        f"Resume the run (line label --resume {opened.id}{opened.flag}) or pass a started unit with --unit.")
     if args.unit not in states:
-        raise LineError(f"unit {args.unit} is not in run {run.id} (units: {units_text(run.units)}).",
+        raise LineError(f"unit {args.unit} is not in run {name} (units: {units_text(run.units)}).",
                         "Pass one of the run's units with --unit.")
     state = states[args.unit]
     if args.json:
@@ -344,7 +397,7 @@ def cmd_history(args: argparse.Namespace) -> None:
         return
     timeline = sorted([(s.iteration, 0, s) for s in state.steps] + [(e.iteration, 1, e) for e in state.events],
                       key=lambda item: (item[0], item[1]))
-    table = Table(title=f"run {safe(run.id)}, unit {args.unit}")
+    table = Table(title=f"run {safe(name)}, unit {args.unit}")
     for column in ("it", "what", "concept", "AUC", "MAD", "images", "detail"):
         table.add_column(column)
     for iteration, _, item in timeline:
@@ -408,7 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("label", help="label neurons autonomously (the LINE loop)")
     _common(p)
-    p.add_argument("--units", help="all, 0-9, 1,5,9-12 (default 0)")
+    p.add_argument("--layers", help="several layers as one run: names and globs, e.g. _blocks.1,_blocks.3 or '_blocks.*' "
+                                    "(a * does not cross a dot)")
+    p.add_argument("--units", help="all, 0-9, 1,5,9-12 (default 0; with --layers: of every layer)")
     p.add_argument("--resume", metavar="RUN_ID", help="continue a run after a stop (flags that change what is scored are refused)")
     p.add_argument("--run-id", help="name of a new run (default: time, model and layer)")
     p.add_argument("--runs-dir", help="where runs live (default: runs)")
@@ -418,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("history", help="a neuron's generation history, step by step")
     p.add_argument("run_id")
     p.add_argument("--unit", type=int, required=True)
+    p.add_argument("--layer", help="the layer of a run over several layers (see line label --layers)")
     p.add_argument("--runs-dir")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_history)
@@ -437,6 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write a self-contained HTML report of a run")
     p.add_argument("run_id")
     p.add_argument("--unit", type=int, help="only this unit's page")
+    p.add_argument("--layer", help="only this layer's report, of a run over several layers")
     p.add_argument("--open", action="store_true", help="open the report in the web browser")
     p.add_argument("--runs-dir", help="where runs live (default: runs)")
     p.add_argument("--trust-run", action="store_true",

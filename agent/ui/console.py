@@ -8,6 +8,8 @@ from typing import Any
 
 from rich.console import Console
 
+from agent.ui.terminal import safe
+
 # Piped output (logs, CI) gets tables wide enough to read rather than rich's 80 columns.
 # Untrusted text goes through agent.ui.terminal.safe; emoji codes (":x:") stay text.
 console = Console(emoji=False) if sys.stdout.isatty() else Console(width=140, emoji=False)
@@ -70,3 +72,63 @@ def progress(label: str = ""):
             state["task"] = None
 
     return update
+
+
+class LiveProgress:
+    """One progress display while a run labels: units finished of all (of every layer in a
+    network run, with the layer at hand), and a bar for each unit in progress (here or on
+    Ray workers). Where stderr is no terminal (a log file, CI), a plain line per unit and
+    iteration instead. `update(unit, node, state)` for a run of one layer,
+    `layer_update(layer, unit, node, state)` for a network run's."""
+
+    def __init__(self, total: int, finished: int, loop, layers: list[str] | None = None):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.loop, self.layers = loop, layers or []
+        self.plain = not err_console.is_terminal
+        self.bar = Progress(TextColumn("{task.fields[name]:>9}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console)
+        self.total_task = None
+        self.counts = (total, finished)
+        self.tasks: dict[tuple[str, int], Any] = {}
+        self.shown: dict[tuple[str, int], tuple] = {}
+        self.layer = ""
+
+    def __enter__(self) -> "LiveProgress":
+        if not self.plain:
+            total, finished = self.counts
+            self.total_task = self.bar.add_task("", total=total, completed=finished, name="units")
+            self.bar.start()
+        return self
+
+    def update(self, unit: int, node: str, state) -> None:
+        self.layer_update("", unit, node, state)
+
+    def layer_update(self, layer: str, unit: int, node: str, state) -> None:
+        limit = self.loop.max_iterations
+        best = state.best(self.loop.judge())
+        text = f"{node:<9} it {state.iteration:>2}  best {safe(repr(best.concept))} {best.scores.auc:.3f}" if best else node
+        key = (layer, unit)
+        if self.plain:
+            moment = (state.iteration, node == "finalize")
+            if self.shown.get(key) != moment:
+                self.shown[key] = moment
+                where = f"layer {safe(layer)} unit {unit}" if layer else f"unit {unit:>4}"
+                err_console.print(f"{where}: {' '.join(text.split())}", highlight=False, soft_wrap=True)
+            return
+        if layer != self.layer and layer in self.layers:  # the count says which layer is at work
+            self.layer = layer
+            self.bar.update(self.total_task, description=f"layer {safe(layer)} ({self.layers.index(layer) + 1} of "
+                                                         f"{len(self.layers)})")
+        if node == "finalize":  # the unit is done: its bar gives way to the count
+            if key in self.tasks:
+                self.bar.remove_task(self.tasks.pop(key))
+            self.bar.advance(self.total_task)
+            return
+        if key not in self.tasks:
+            self.tasks[key] = self.bar.add_task("", total=limit, name=f"unit {unit}")
+        self.bar.update(self.tasks[key], completed=min(state.iteration, limit), description=text)
+
+    def __exit__(self, *exc) -> None:
+        if not self.plain:
+            self.bar.stop()

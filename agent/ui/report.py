@@ -70,12 +70,38 @@ def write_report(run: Run, unit: int | None = None, trust: bool = False, engine:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from agent.runs.run import Run
+    from agent.runs.network import NetworkRun, layer_run, open_run
 
-    path = write_report(Run.open(args.run_id, "runs" if args.runs_dir is None else args.runs_dir), args.unit, trust=args.trust_run)
+    run = open_run(args.run_id, "runs" if args.runs_dir is None else args.runs_dir)
+    if isinstance(run, NetworkRun) and args.layer is None and args.unit is None:
+        path = write_network_report(run, trust=args.trust_run)
+    else:
+        path = write_report(layer_run(run, args.layer), args.unit, trust=args.trust_run)
     print(f"report: {path}")
     if args.open:
         webbrowser.open(path.resolve().as_uri())
+
+
+def write_network_report(network, trust: bool = False) -> Path:
+    """Each layer's report (`write_report`) and `report/index.html` linking them: a minimal
+    index of a network run (agent.runs.network); returns it."""
+    from html import escape
+    from urllib.parse import quote
+
+    rows = []
+    for layer in network.layers:
+        child = network.children[layer]
+        page = write_report(child, trust=trust)
+        link = quote(page.relative_to(network.folder).as_posix())
+        labelled = sum(1 for state in child.states().values() if state.label is not None)
+        rows.append(f'<li><a href="../{link}">{escape(layer)}</a>: {labelled} of {len(child.units)} units labelled</li>')
+    title = escape(f"run {network.id}: {network.settings.model}, {len(network.layers)} layers")
+    folder = network.folder / "report"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text(folder / "index.html", f'<!doctype html><html><head><meta charset="utf-8"><title>{title}</title></head>'
+                                      f'<body><h1>{title}</h1><ul>{"".join(rows)}</ul>'
+                                      '<p><a href="../labels.csv">labels.csv</a></p></body></html>\n')
+    return folder / "index.html"
 
 
 # --- what a page is made from -------------------------------------------------------------
