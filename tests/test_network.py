@@ -191,3 +191,19 @@ def test_a_network_run_on_ray_workers_with_a_shared_store(ray_cluster, postgres_
     assert [child.id for child in again.children.values()] == ["ray-net--features", "ray-net--relu"]
     assert {layer: sorted(units) for layer, units in again.states().items()} == {"features": [0], "relu": [0]}
     assert all(child.store.units()[0].status == "done" for child in again.children.values())
+
+
+def test_the_layers_share_one_forward_for_the_control_set_and_the_sweep(quick, tmp_path):
+    """A network run prepares its layers together: the sweep's images render once, and the
+    control set and the sweep go through the model once for both layers."""
+    vocabulary = tmp_path / "vocabulary.txt"
+    vocabulary.write_text("plain red\nplain green\nblue stripes\nyellow dots\n")
+    settings = with_loop(quick, sweep=True, sweep_concepts=str(vocabulary))
+    run, contexts, engines = start_network(settings, "features,relu", "0,1", "shared",
+                                           chat=ScriptedChatModel(replies=[say(c) for c in CONCEPTS]))
+    run.label(contexts)
+    shared = json.loads((run.folder / "sweep.json").read_text())
+    # the control set went through the model at the start (checking the units), the sweep here
+    assert shared["layers"] == 2 and shared["images_rendered"] == 4 * 2 and shared["images_forwarded"] == 4 * 2
+    for layer in ("features", "relu"):  # each layer's own sweep found everything rendered and forwarded
+        assert json.loads((run.folder / "layers" / layer / "sweep.json").read_text())["images_rendered"] == 0

@@ -19,6 +19,7 @@ import logging
 import re
 import shutil
 import threading
+import time
 from contextlib import contextmanager
 from datetime import datetime
 from functools import partial
@@ -30,13 +31,13 @@ from agent.loop.context import LineContext
 from agent.loop.state import NeuronState
 from agent.runs.backends import label
 from agent.runs.context import labelling_context
-from agent.runs.engine_factory import build_engine, control_spec, make_generator, model_loader
+from agent.runs.engine_factory import build_engines, control_spec, model_loader
 from agent.runs.labels_csv import label_rows, rows_csv
 from agent.runs.run import (NETWORK, RUN_ID, Reviewer, Run, find_run, make_run_folder, mend_run_file, new_run_folder,
                             new_run_id, read_json_file, read_run_file, resume_settings, run_kind, run_settings,
                             runs_dir_flag, units_text, write_run_file)
 from agent.runs.store import open_store
-from tools.engine import Engine, parse_units
+from tools.engine import Engine, parse_units, prepare_layers
 from tools.errors import LineError
 from tools.layer_select import select_layers
 from tools.scoring import strict_json
@@ -201,6 +202,8 @@ class NetworkRun:
         results: dict[str, dict[int, NeuronState]] = {}
         with self.writer(), _ray_session(self.settings):
             try:
+                self.record_shared(prepare_together([contexts[layer] for layer in self.layers
+                                                     if contexts.get(layer) is not None and self.children[layer].unfinished()]))
                 for layer in self.layers:
                     child = self.children[layer]
                     if not child.unfinished():  # done: nothing to load or prepare
@@ -212,6 +215,13 @@ class NetworkRun:
                 if self.folder.exists():
                     self.export()
         return results
+
+    def record_shared(self, cost: dict | None) -> None:
+        """Keep the shared forwards' one-off cost in the run's `sweep.json` (a resume that
+        found everything cached leaves the first one's)."""
+        path = self.folder / "sweep.json"
+        if cost is not None and (cost["images_forwarded"] or not path.exists()):
+            write_run_file(path, strict_json(cost).encode())
 
     # --- the run's history.json and labels.csv --------------------------------------------------
     def export(self) -> Path:
@@ -312,10 +322,21 @@ def layer_engines(settings: Settings, layers: Sequence[str], progress=None, trus
                   model: TargetModel | None = None, loader: Callable[[], TargetModel] | None = None) -> dict[str, Engine]:
     """An engine per layer, sharing one target model (loaded once, on first use; `model`
     when already loaded) and one generator."""
-    loader = loader or model_loader(settings, trust_code, model)
-    generator = make_generator(settings.generator)
-    return {layer: build_engine(layer_settings(settings, layer), progress, loader=loader, generator=generator)
-            for layer in layers}
+    engines = build_engines(settings, layers, (lambda layer: progress) if progress else None,
+                            loader or model_loader(settings, trust_code, model))
+    return dict(zip(layers, engines))
+
+
+def prepare_together(contexts: Sequence[LineContext]) -> dict | None:
+    """What the layers about to be labelled need first, in one forward a batch for all of
+    them (tools.engine.prepare_layers): the control set and the vocabulary sweep. Each
+    layer's own preparation then finds its activations cached. None with fewer than two."""
+    if len(contexts) < 2:
+        return None
+    start = time.perf_counter()
+    concepts = list(dict.fromkeys(a.concept for c in contexts for a in c.atoms))
+    cost = prepare_layers([c.engine for c in contexts], concepts)
+    return {"layers": len(contexts), "concepts": len(concepts), **cost, "seconds": round(time.perf_counter() - start, 2)}
 
 
 def chosen_layers(layers: str | Sequence[str], names: Sequence[str], model: str) -> list[str]:
@@ -341,6 +362,7 @@ def start_network(settings: Settings, layers: str | Sequence[str], units: Units,
     picked = {layer: units(engine) if callable(units) else parse_units(units, engine.units, layer)
               for layer, engine in engines.items()}
     if settings.cluster.backend == "local":  # on Ray the workers compute the control sets (their init checks)
+        prepare_layers(list(engines.values()), [])  # the control set: one forward a batch for all layers
         for layer, engine in engines.items():
             engine.check_finite(picked[layer])
     contexts = {layer: labelling_context(layer_settings(settings, layer), engine, chat) for layer, engine in engines.items()}
