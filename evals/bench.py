@@ -14,6 +14,9 @@
                                 [--llm-latency 2.9]
                                            # units per minute on the local backend against Ray with 1
                                            # and 2 workers, images and LLM calls per unit, the bank's savings
+    python -m evals.bench network [--layers '_blocks.*,_conv_head'] [--units all] [--loop defaults]
+                                           # every unit of those layers of EfficientNet-Lite0 as one run:
+                                           # seconds, images, LLM calls, where the time goes, per layer
     python -m evals.bench all              # speed and cost
 
 Results are printed and written to evals/results/bench-<part>.json (`--out DIR` elsewhere).
@@ -246,6 +249,65 @@ def _unit_costs(states: list) -> dict:
             "auc": sum(s.label.scores.auc for s in states if s.label) / n}
 
 
+NETWORK_LAYERS = "_blocks.*,_conv_head"  # EfficientNet-Lite0: 16 block outputs (1,808 units) and the head (1,280)
+NETWORK_LOOPS = ("defaults", "operators", "vocabulary")  # the loop; without the LLM; the search off (evals.methods)
+
+
+def _network_loop(name: str):
+    from agent.config import LoopConfig
+    from evals.methods import search_off
+
+    loop = LoopConfig()
+    return {"defaults": loop, "operators": loop.model_copy(update={"max_llm_calls": 0}),
+            "vocabulary": search_off(loop)}[name]
+
+
+def network(layers: str, units: str, loop: str) -> dict:
+    """Every unit of `layers` of EfficientNet-Lite0 labelled as one network run (`line label
+    --layers`), embedded defaults (or the `loop` of NETWORK_LOOPS), fresh cache: the whole
+    run's seconds, images rendered and LLM calls, where the time went (the shared forwards
+    and each layer's sweep; the units: search, confirmation, verdict) and a per-layer table."""
+    from agent.config import load_settings
+    from agent.runs.network import start_network
+
+    with tempfile.TemporaryDirectory() as root:
+        settings = load_settings(model=MODEL, cache_dir=f"{root}/cache", runs_dir=f"{root}/runs",
+                                 loop=_network_loop(loop).model_dump())
+        start = time.perf_counter()
+        run, contexts, engines = start_network(settings, layers, units, "bench-network")
+        started = time.perf_counter() - start
+        states = run.label(contexts)
+        seconds = time.perf_counter() - start
+        shared = _json(run.folder / "sweep.json")
+        per_layer = {}
+        for layer, units_states in states.items():
+            sweep = _json(run.folder / "layers" / layer / "sweep.json")
+            rows = list(units_states.values())
+            per_layer[layer] = {"units": len(rows), "sweep_s": sweep.get("seconds", 0.0),
+                                "units_s": round(sum(s.elapsed for s in rows), 1),
+                                "images_rendered_by_units": sum(s.images_rendered() for s in rows),
+                                "llm_calls": sum(s.usage.llm_calls for s in rows),
+                                "from_vocabulary": sum(1 for s in rows if s.label_source() == "sweep"),
+                                "mean_auc": round(sum(s.label.scores.auc for s in rows if s.label) / max(1, len(rows)), 3),
+                                "explained": sum(1 for s in rows if s.label and s.label.explained)}
+        caches = {id(e.cache): e.cache for e in engines.values()}
+        rendered = sum(c.stats["images_generated"] for c in caches.values())
+        total_units = sum(p["units"] for p in per_layer.values())
+        return {"model": MODEL, "layers": len(per_layer), "layer_names": list(per_layer), "units": total_units,
+                "loop": loop, "seconds": round(seconds, 1), "images_rendered": rendered,
+                "images_per_unit": round(rendered / max(1, total_units), 2),
+                "llm_calls": sum(p["llm_calls"] for p in per_layer.values()),
+                "from_vocabulary": sum(p["from_vocabulary"] for p in per_layer.values()),
+                "time": {"start_s": round(started, 1), "shared_sweep_s": shared.get("seconds", 0.0),
+                         "layer_sweeps_s": round(sum(p["sweep_s"] for p in per_layer.values()), 1),
+                         "units_s": round(sum(p["units_s"] for p in per_layer.values()), 1)},
+                "per_layer": per_layer}
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 BATCH_SIZES = (1, 4, 16)
 
 
@@ -290,13 +352,17 @@ def diffusion(shape: str, size: int, device: str, dtype: str, images: int, round
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", nargs="?", default="all", choices=["speed", "cost", "diffusion", "scale", "all"])
+    parser.add_argument("part", nargs="?", default="all", choices=["speed", "cost", "diffusion", "scale", "network", "all"])
     parser.add_argument("--units", type=int, help="units for ours vs paper (default 4), for scale (default 16)")
     parser.add_argument("--layer-units", type=int, default=32, help="units of the layer sweep (0: skip)")
     parser.add_argument("--layer", default="_blocks.10", help="scale: the layer")
     parser.add_argument("--loops", default=DEFAULT_LOOPS,
                         help="scale: embedded (SmolLM2), operators (no LLM), remote (an endpoint elsewhere)")
     parser.add_argument("--llm-latency", type=float, default=REMOTE_LATENCY_S, help="scale: the remote endpoint's seconds per call")
+    parser.add_argument("--layers", default=NETWORK_LAYERS, help="network: layers (names and globs)")
+    parser.add_argument("--unit-list", default="all", help="network: the units of each layer (all, 0-9, ...)")
+    parser.add_argument("--loop", choices=NETWORK_LOOPS, default="defaults",
+                        help="network: the embedded defaults, operators without the LLM, or the vocabulary alone")
     parser.add_argument("--shape", choices=["tiny", "sd-turbo"], default="tiny", help="diffusion: the pipeline's shape")
     parser.add_argument("--size", type=int, default=64, help="diffusion: image side in pixels")
     parser.add_argument("--device", default="auto", help="diffusion: auto, cpu, cuda")
@@ -308,14 +374,18 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     parts = {"speed": lambda: speed(args.rounds), "cost": lambda: cost(args.units or 4, args.layer_units),
              "diffusion": lambda: diffusion(args.shape, args.size, args.device, args.dtype, args.images, args.rounds),
-             "scale": lambda: scale(args.units or 16, args.layer, args.loops.split(","), args.llm_latency)}
+             "scale": lambda: scale(args.units or 16, args.layer, args.loops.split(","), args.llm_latency),
+             "network": lambda: network(args.layers, args.unit_list, args.loop)}
     for name in (["speed", "cost"] if args.part == "all" else [args.part]):
         suffix = {"diffusion": f"-{args.shape}-{args.size}px",
+                  "network": "" if (args.layers, args.unit_list, args.loop) == (NETWORK_LAYERS, "all", "defaults")
+                  else "-partial" if args.loop == "defaults" else f"-partial-{args.loop}",
                   "scale": "" if args.loops == DEFAULT_LOOPS else "-" + args.loops.replace(",", "-")}.get(name, "")
         result = {"part": name, "machine": f"{torch.get_num_threads()} threads", **parts[name]()}
         path = args.out / f"bench-{name}{suffix}.json"
         path.write_text(json.dumps(result, indent=1))
-        print(json.dumps({k: v for k, v in result.items() if k not in ("ours", "paper", "layer_sweep", "loops")}, indent=1))
+        print(json.dumps({k: v for k, v in result.items() if k not in ("ours", "paper", "layer_sweep", "loops", "per_layer")},
+                         indent=1))
         for key in ("ours", "paper", "layer_sweep"):
             if key in result:
                 print(key, json.dumps({k: v for k, v in result[key].items() if k != "rows"}))

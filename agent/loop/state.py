@@ -56,7 +56,7 @@ class NeuronState(History):
     """One neuron's investigation: the history plus the loop's own state."""
 
     pool: list[str] = Field(default_factory=list, description="concepts shown to the LLM, LINE's pool")
-    sweep: list[AtomScore] = Field(default_factory=list, description="the unit's scores of the layer's attribute sweep")
+    sweep: list[AtomScore] = Field(default_factory=list, description="the unit's best scores of the layer's vocabulary sweep")
     proposals: list[Proposal] = Field(default_factory=list, description="waiting to be checked and scored")
     phase: Literal["search", "summary", "confirm", "review"] = Field(
         "search", description="who proposes now: the search, the summary, the confirm step, a person in review")
@@ -69,3 +69,9 @@ class NeuronState(History):
     verdict: str | None = Field(None, description="a person's review: approve, or a concept of theirs")
     held_unit: int | None = Field(None, exclude=True, description="the unit the thread started on (an input that "
                                   "names another unit is refused: a thread is one neuron)")
+
+    def label_source(self) -> str:
+        """Who proposed the label's concept: "sweep" (the vocabulary), "llm", "operator",
+        "summary", "init" (a control class), "bank", "user"; "" without a label."""
+        step = self.step(self.label.concept) if self.label else None
+        return step.source if step is not None else ""

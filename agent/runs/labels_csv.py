@@ -32,10 +32,9 @@ def label_rows(layer: str, states: Iterable[NeuronState]) -> list[list[str]]:
         label = state.label
         if label is None:
             continue
-        step = state.step(label.concept)
         explained = "" if label.explained is None else str(label.explained).lower()
         rows.append([text_cell(layer), str(state.unit), text_cell(label.concept), number(label.scores.auc),
-                     number(label.scores.mad), explained, step.source if step else ""])
+                     number(label.scores.mad), explained, state.label_source()])
     return rows
 
 

@@ -339,7 +339,7 @@ def _print_summary(run, states, title: str = "labels") -> None:
     from agent.ui.summaries import summary_row, unused_answers_text
 
     table = Table(title=safe(title))
-    for column in ("unit", "label", "AUC", "explained", "runners-up", "iter", "images", "LLM calls", "stop", "s"):
+    for column in ("unit", "label", "from", "AUC", "explained", "runners-up", "iter", "images", "LLM calls", "stop", "s"):
         wide = column in ("label", "runners-up", "stop")
         table.add_column(column, overflow="fold" if wide else "ellipsis", ratio=3 if wide else None,
                          justify="left" if wide else "right")
@@ -349,7 +349,8 @@ def _print_summary(run, states, title: str = "labels") -> None:
             rows[unit]["stop"] = "waiting for review"
     for row in rows.values():
         calls = f"{row['llm_calls']}" + (f" ({row['llm_failures']} failed)" if row["llm_failures"] else "")
-        table.add_row(str(row["unit"]), safe(row["label"]), f"{row['auc']:.3f}" if row["auc"] is not None else "-",
+        source = "vocabulary" if row["source"] == "sweep" else row["source"] or "-"  # beyond it: who found it
+        table.add_row(str(row["unit"]), safe(row["label"]), source, f"{row['auc']:.3f}" if row["auc"] is not None else "-",
                       trust_cell(row), safe("; ".join(row["runners_up"][:2])), str(row["iterations"]), str(row["images"]),
                       calls, safe(row["stop"]), f"{row['seconds']:.0f}")
     console.print(table)

@@ -44,6 +44,7 @@ def summary_row(state: NeuronState, criterion: Criterion) -> dict:
         "auc": round(scores.auc, 3) if scores else None,
         "mad": round(scores.mad, 2) if scores else None,
         "runners_up": [c for c, _ in label.runners_up] if label else [],
+        "source": state.label_source(),  # "sweep": the vocabulary's concept; else found beyond it
         "iterations": state.iteration,
         "images": state.images_rendered(),
         "images_used": state.images_used(),
