@@ -86,7 +86,7 @@ class LoopConfig(Section):
     stall: bool = True
     patience: int = Field(2, ge=1, description="iterations without a new best before the LLM and the operators swap")
     settle: int = Field(4, ge=0, le=10_000, description="the search ends after this many iterations in a row without "
-                                                        "a new best (0: it runs its whole budget)")
+                                                        "a new best beyond the images' noise (0: it runs its whole budget)")
     duplicate_streak: int = Field(3, ge=1, description="iterations whose LLM proposal was rejected before operators take over")
     failure_streak: int = Field(3, ge=1, description="unusable or undrawable LLM answers before operators take over")
     summary: bool = True

@@ -38,24 +38,31 @@ def budget_spent(state: NeuronState, loop: LoopConfig) -> str | None:
 
 def settled(state: NeuronState, loop: LoopConfig, criterion: Criterion) -> str | None:
     """Why the search ends early (None: it goes on): `loop.settle` iterations in a row
-    without a new best. A unit the vocabulary already explains stops spending there."""
+    without a new best beyond the images' noise (`gains(clear=True)`). A unit the
+    vocabulary already explains stops spending there."""
     if not loop.settle or state.iteration < loop.settle:
         return None
-    advanced = gains(state, criterion)
+    advanced = gains(state, criterion, clear=True)
     if any(advanced.get(i, False) for i in range(state.iteration - loop.settle + 1, state.iteration + 1)):
         return None
     return f"settled: no new best in {loop.settle} iterations"
 
 
-def gains(state: NeuronState, criterion: Criterion) -> dict[int, bool]:
+def gains(state: NeuronState, criterion: Criterion, clear: bool = False) -> dict[int, bool]:
     """For each search step (by iteration), whether it advanced the search when scored: a
-    new best by the criterion, or a shorter concept as strong as the best (parsimony)."""
+    new best by the criterion, or a shorter concept as strong as the best (parsimony).
+    `clear`: only a new best beyond the noise of the images (the best so far is not as
+    strong): on three images most "new bests" are noise that the confirmation undoes."""
     result, best = {}, None
     for step in state.steps:
         if step.source in ("summary", "user"):
             continue
-        gain = best is None or criterion.better(step.scores, best.scores) or (
-            len(step.concept.split()) < len(best.concept.split()) and criterion.as_strong(step.scores, best.scores))
+        if clear:
+            gain = best is None or (criterion.better(step.scores, best.scores)
+                                    and not criterion.as_strong(best.scores, step.scores))
+        else:
+            gain = best is None or criterion.better(step.scores, best.scores) or (
+                len(step.concept.split()) < len(best.concept.split()) and criterion.as_strong(step.scores, best.scores))
         if gain:
             best = step
         if step.iteration > 0:
