@@ -126,7 +126,7 @@ def test_two_ray_workers_give_the_labels_of_the_local_backend(ray_cluster, tmp_p
 def test_a_killed_worker_loses_no_scored_step_and_repeats_none(ray_cluster, postgres_url, tmp_path):
     settings = cluster_settings(tmp_path, "kill", cluster={"backend": "ray", "workers": 2},
                                 store={"url": postgres_url},
-                                loop={"max_iterations": 24, "max_images": 1000, "stall": False})
+                                loop={"max_iterations": 24, "max_images": 1000, "stall": False, "settle": 0})
     run = Run.create(settings, [0, 1], "killed")
     result: dict = {}
     driver = threading.Thread(target=lambda: result.update(states=label(run, None)))

@@ -155,7 +155,7 @@ def test_a_unit_stops_within_its_time_budget_when_the_llm_hangs(capsys, base, tm
         config = tmp_path / "line.toml"
         config.write_text(f"[llm]\nprovider = 'openai-compatible'\nbase_url = '{server.url}'\nretries = 0\ntimeout = 15\n"
                           "[loop]\nimages_per_concept = 2\ninit_top = 1\ninit_random = 0\nbank_top = 0\n"
-                          "max_iterations = 4\nmax_seconds = 3\ndedup = false\nsummary = true\n")
+                          "max_iterations = 4\nmax_seconds = 3\ndedup = false\nsummary = true\nsweep = false\n")
         start = time.monotonic()
         code, out, _ = line(capsys, "label", *base, "--config", config, "--run-id", "r", "--runs-dir", runs)
         took = time.monotonic() - start
