@@ -209,3 +209,24 @@ def as_in_a_terminal() -> None:
     reaches a terminal's foreground process. (A background job of a non-interactive shell,
     `make test &`, inherits SIGINT ignored, and Python keeps it ignored.)"""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+# a factory file (`file.py:net`) of the colour net whose unit 3 is always NaN
+NAN_NET = """
+import torch
+from torch import nn
+from tests.colour_net import colour_net
+
+
+class NanUnit(nn.Module):
+    def forward(self, x):
+        x = x.clone()
+        x[:, 3] = float("nan")
+        return x
+
+
+def net():
+    model = colour_net()
+    model.relu = nn.Sequential(nn.ReLU(), NanUnit())
+    return model
+"""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import COLOUR_NET, line, one_line_error, say, write_config
+from tests.helpers import COLOUR_NET, NAN_NET, line, one_line_error, say, write_config
 from tools.errors import LineError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -188,26 +188,6 @@ def test_a_bank_entry_cannot_write_outside_the_cache(capsys, caplog, base, tmp_p
 
 
 # --- 6. non-finite activations ------------------------------------------------------------------------
-NAN_NET = """
-import torch
-from torch import nn
-from tests.colour_net import colour_net
-
-
-class NanUnit(nn.Module):
-    def forward(self, x):
-        x = x.clone()
-        x[:, 3] = float("nan")
-        return x
-
-
-def net():
-    model = colour_net()
-    model.relu = nn.Sequential(nn.ReLU(), NanUnit())
-    return model
-"""
-
-
 def _strict_json(text: str):
     def refuse(token):
         raise ValueError(f"bare {token} in JSON")

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.helpers import COLOUR_NET, line, one_line_error
+from tests.helpers import COLOUR_NET, NAN_NET, line, one_line_error
 from tools.criterion import Criterion
 from tools.scoring import Scores
 
@@ -95,25 +95,6 @@ def test_progress_is_reported_per_layer(settings):
     assert ("features", "images") in seen and ("relu", "images") not in seen  # rendered for the first layer only
     # one forward a batch for both layers, reported once (by the first layer's callback)
     assert ("features", "activations") in seen and ("relu", "activations") not in seen
-
-
-NAN_NET = """
-from torch import nn
-from tests.colour_net import colour_net
-
-
-class NanUnit(nn.Module):
-    def forward(self, x):
-        x = x.clone()
-        x[:, 3] = float("nan")
-        return x
-
-
-def net():
-    model = colour_net()
-    model.relu = nn.Sequential(nn.ReLU(), NanUnit())
-    return model
-"""
 
 
 def test_units_with_nan_activations_are_named_not_ranked(capsys, base, tmp_path):

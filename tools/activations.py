@@ -92,6 +92,21 @@ def _as_batch(model: TargetModel, x: torch.Tensor) -> torch.Tensor:
     return x.to(device=model.device, dtype=model.dtype)
 
 
+def _forward_with(model: TargetModel, x: torch.Tensor, hooks: list[tuple[torch.nn.Module, Callable]]) -> None:
+    """One forward of `x` with these forward hooks on (under the module's lock, so hooked
+    forwards never overlap); a hook may end it early by raising `_StopForward`."""
+    with module_lock(model.module):
+        handles = [module.register_forward_hook(hook) for module, hook in hooks]
+        try:
+            with torch.inference_mode():
+                model.module(x)
+        except _StopForward:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
 def _capture(model: TargetModel, module: torch.nn.Module, layer: str, x: torch.Tensor,
              reduce: Callable[[Any], torch.Tensor] = reduce_output) -> np.ndarray:
     captured: list[torch.Tensor] = []
@@ -101,15 +116,7 @@ def _capture(model: TargetModel, module: torch.nn.Module, layer: str, x: torch.T
             captured.append(reduce(output).float().cpu())
         raise _StopForward
 
-    with module_lock(model.module):
-        handle = module.register_forward_hook(hook)
-        try:
-            with torch.inference_mode():
-                model.module(x)
-        except _StopForward:
-            pass
-        finally:
-            handle.remove()
+    _forward_with(model, x, [(module, hook)])
     if not captured:
         raise LineError(
             f"layer {layer} of model {model.name} did not run in the model's forward.",
@@ -171,16 +178,7 @@ def _capture_all(model: TargetModel, modules: dict[str, torch.nn.Module], x: tor
 
         return hook
 
-    with module_lock(model.module):
-        handles = [module.register_forward_hook(make_hook(layer)) for layer, module in modules.items()]
-        try:
-            with torch.inference_mode():
-                model.module(x)
-        except _StopForward:
-            pass
-        finally:
-            for handle in handles:
-                handle.remove()
+    _forward_with(model, x, [(module, make_hook(layer)) for layer, module in modules.items()])
     missing = [layer for layer in modules if layer not in captured]
     if missing:
         raise LineError(f"layer {missing[0]} of model {model.name} did not run in the model's forward.",

@@ -33,8 +33,8 @@ from agent.runs.backends import label
 from agent.runs.context import labelling_context
 from agent.runs.engine_factory import build_engines, control_spec, model_loader
 from agent.runs.labels_csv import label_rows, rows_csv
-from agent.runs.run import (NETWORK, RUN_ID, Reviewer, Run, find_run, make_run_folder, mend_run_file, new_run_folder,
-                            new_run_id, read_json_file, read_run_file, resume_settings, run_kind, run_settings,
+from agent.runs.run import (NETWORK, RUN_ID, Reviewer, Run, find_run, held_writer, make_run_folder, mend_run_file,
+                            new_run_folder, new_run_id, read_json_file, read_run_file, resume_settings, run_kind, run_settings,
                             runs_dir_flag, units_text, write_run_file)
 from agent.runs.store import open_store
 from tools.engine import Engine, parse_units, prepare_layers
@@ -181,18 +181,8 @@ class NetworkRun:
     def writer(self) -> Iterator["NetworkRun"]:
         """Hold the network run's writer lock for the block (each layer's run takes its own as
         it labels); nested blocks share it."""
-        if self._writer is not None:
+        with held_writer(self):
             yield self
-            return
-        lock = self.store.lock().acquire()
-        if lock.note:
-            log.warning(lock.note)
-        self._writer = lock
-        try:
-            yield self
-        finally:
-            self._writer = None
-            lock.release()
 
     def label(self, contexts: Mapping[str, LineContext | None], on_update: LayerUpdate | None = None,
               reviewer: Reviewer | None = None) -> dict[str, dict[int, NeuronState]]:

@@ -130,18 +130,8 @@ class Run:
     def writer(self) -> Iterator["Run"]:
         """Hold the run's writer lock (its store's: agent.runs.lock, or a lease in Postgres) for
         the block; nested blocks share it."""
-        if self._writer is not None:
+        with held_writer(self):
             yield self
-            return
-        lock = self.store.lock().acquire()
-        if lock.note:
-            log.warning(lock.note)
-        self._writer = lock
-        try:
-            yield self
-        finally:
-            self._writer = None
-            lock.release()
 
     # --- labelling ------------------------------------------------------------------------
     def label(self, context: LineContext, on_update: Update | None = None,
@@ -365,6 +355,24 @@ def mend_run_file(folder: Path, old: Settings, new: Settings) -> list[str]:
         meta.setdefault("mended", []).append({"at": datetime.now().isoformat(timespec="seconds"), "keys": changed})
         write_run_file(folder / "run.json", json.dumps(meta, indent=2).encode())
     return changed
+
+
+@contextmanager
+def held_writer(owner) -> Iterator[None]:
+    """Hold `owner`'s writer lock (`owner.store.lock()`, kept in `owner._writer`) for the
+    block; a nested block shares the lock its outer block holds."""
+    if owner._writer is not None:
+        yield
+        return
+    lock = owner.store.lock().acquire()
+    if lock.note:
+        log.warning(lock.note)
+    owner._writer = lock
+    try:
+        yield
+    finally:
+        owner._writer = None
+        lock.release()
 
 
 def write_run_file(path: Path, data: bytes) -> None:
