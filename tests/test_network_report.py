@@ -13,7 +13,7 @@ from agent.config import load_settings
 from agent.llm import ScriptedChatModel
 from agent.runs.network import start_network
 from agent.ui import report
-from agent.ui.network_report import common_words, script_json
+from agent.ui.network_report import common_words, layer_row, script_json
 from tests.helpers import COLOUR_NET, say
 
 CONCEPTS = [f"{c} {p}" for c in ("red", "green", "blue", "yellow") for p in ("stripes", "grid", "waves", "dots")]
@@ -123,3 +123,15 @@ def test_script_json_escapes_what_html_would_read():
 def test_common_words_leave_out_stop_words():
     labels = ["red stripes on black background", "red grid", "the red-green waves", "Blue STRIPES"]
     assert common_words(labels, 3) == [("red", 2), ("stripes", 2), ("black", 1)]
+
+
+def test_a_layer_row_counts_units_without_a_verdict_as_not_judged(network):
+    states = dict(network.states()["relu"])
+    first, second = (states[u] for u in (0, 1))
+    states[0] = first.model_copy(update={"label": first.label.model_copy(update={"explained": True})})
+    states[1] = second.model_copy(update={"label": second.label.model_copy(update={"explained": None})})
+    states[2] = second.model_copy(update={"unit": 2, "label": None})  # still labelling
+    row = layer_row("relu", states, 4, "../r/")
+    assert (row["labelled"], row["explained"], row["judged"], row["size"]) == (2, 1, 1, 4)
+    assert row["mean_auc"] == pytest.approx((first.label.scores.auc + second.label.scores.auc) / 2)
+    assert row["link"] == "../r/index.html" and row["vocabulary"] == 0

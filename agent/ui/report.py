@@ -7,7 +7,9 @@ the final pool, the history with the LLM's reasoning and the loop's events, abla
 run, and the cost. Images are inlined as base64 JPEG thumbnails: no network, opens from disk.
 The pages are Jinja2 templates in `agent/ui/report_templates/` (document.html around every page,
 unit.html, index.html and the notebook's run table around units_table.html, macros.html); every
-value is autoescaped.
+value is autoescaped. A network run's `report/index.html` (network.html, from
+agent.ui.network_report) lists its layers and searches every unit's label, linking to the
+layers' reports.
 
 A run folder is data: unless trusted (`--trust-run`), a run whose model names code is
 reported from what is stored and cached, and activations the cache lacks are left out.
