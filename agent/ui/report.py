@@ -7,7 +7,9 @@ the final pool, the history with the LLM's reasoning and the loop's events, abla
 run, and the cost. Images are inlined as base64 JPEG thumbnails: no network, opens from disk.
 The pages are Jinja2 templates in `agent/ui/report_templates/` (document.html around every page,
 unit.html, index.html and the notebook's run table around units_table.html, macros.html); every
-value is autoescaped.
+value is autoescaped. A network run's `report/index.html` (network.html, from
+agent.ui.network_report) lists its layers and searches every unit's label, linking to the
+layers' reports.
 
 A run folder is data: unless trusted (`--trust-run`), a run whose model names code is
 reported from what is stored and cached, and activations the cache lacks are left out.
@@ -83,25 +85,32 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def write_network_report(network, trust: bool = False) -> Path:
-    """Each layer's report (`write_report`) and `report/index.html` linking them: a minimal
-    index of a network run (agent.runs.network); returns it."""
-    from html import escape
+    """Each layer's report (`write_report`) and the network's page `report/index.html`: its
+    layers, and a search over every unit's label (agent.ui.network_report); returns that page."""
     from urllib.parse import quote
 
-    rows = []
     for layer in network.layers:
-        child = network.children[layer]
-        page = write_report(child, trust=trust)
-        link = quote(page.relative_to(network.folder).as_posix())
-        labelled = sum(1 for state in child.states().values() if state.label is not None)
-        rows.append(f'<li><a href="../{link}">{escape(layer)}</a>: {labelled} of {len(child.units)} units labelled</li>')
-    title = escape(f"run {network.id}: {network.settings.model}, {len(network.layers)} layers")
+        write_report(network.children[layer], trust=trust)
+    # the layers' reports are in runs/<id>/layers/<name>/report/, the page in runs/<id>/report/
+    reports = {layer: "../" + quote((child.folder / "report").relative_to(network.folder).as_posix()) + "/"
+               for layer, child in network.children.items()}
     folder = network.folder / "report"
     folder.mkdir(parents=True, exist_ok=True)
-    write_text(folder / "index.html", f'<!doctype html><html><head><meta charset="utf-8"><title>{title}</title></head>'
-                                      f'<body><h1>{title}</h1><ul>{"".join(rows)}</ul>'
-                                      '<p><a href="../labels.csv">labels.csv</a></p></body></html>\n')
+    write_text(folder / "index.html", network_page(network, reports))
     return folder / "index.html"
+
+
+def network_page(network, reports: dict[str, str]) -> str:
+    """The network's page, from the stored states (no model is loaded)."""
+    from agent.ui.network_report import network_context, script_json
+
+    context = network_context(network.layers, network.states(), {l: len(c.units) for l, c in network.children.items()},
+                              reports, page_name)
+    s = network.settings
+    meta = (f"{s.model} · {len(network.layers)} layers · generator {s.generator.kind} · control {s.control} · "
+            f"{context['labelled']} of {context['total']} units labelled")
+    return render("network.html", run=network, meta=meta, **context, data=script_json(context["units"]),
+                  footer=f"line-agent report of network run {network.id}; written {datetime.now():%Y-%m-%d %H:%M}.")
 
 
 # --- what a page is made from -------------------------------------------------------------
