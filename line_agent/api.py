@@ -344,7 +344,7 @@ class NetworkLabelRun:
         return pandas_module().concat(frames).reset_index().set_index(["layer", "unit"])
 
     def report(self) -> Path:
-        """Write every layer's report and an index linking them (`line report`); returns the index."""
+        """Write every layer's report and a network page linking them (`line report`); returns the index."""
         from agent.ui.report import write_network_report
 
         return write_network_report(self._run, trust=True)
