@@ -137,10 +137,10 @@ def _paper_loop(settings: Settings) -> LoopConfig:
 # --- closed vocabulary ----------------------------------------------------------------------------
 def search_off(loop: LoopConfig) -> LoopConfig:
     """The loop with the search turned off: the vocabulary sweep alone (no control classes,
-    no bank), its finalists confirmed on fresh images, the label; no LLM, no operators, no
-    summary."""
-    return loop.model_copy(update={"max_iterations": 0, "max_llm_calls": 0, "summary": False, "simplify": False,
-                                   "sweep": True, "init_top": 0, "init_random": 0, "bank_top": 0})
+    no bank), its finalists confirmed on fresh images, the label chosen as ours chooses it
+    (shorter labels win when as strong: `loop.simplify`); no LLM, no operators, no summary."""
+    return loop.model_copy(update={"max_iterations": 0, "max_llm_calls": 0, "summary": False, "sweep": True,
+                                   "init_top": 0, "init_random": 0, "bank_top": 0})
 
 
 def closed(extra: list[str] = ()) -> Method:
