@@ -322,13 +322,17 @@ class Engine:
                   exclude: Sequence[str] = ()) -> list[tuple[str, Scores]]:
         """The k banked concepts that score best for `unit` by `criterion` (no new images)."""
         excluded = {e.lower() for e in exclude}
-        scored = self.bank_scores(unit, [c for c in self.bank() if c.lower() not in excluded])
+        bank = self.bank()  # read once: with the vocabulary sweep in it, a few hundred entries a unit
+        scored = self._scored(unit, bank, [c for c in bank if c.lower() not in excluded])
         return criterion.order(scored, lambda item: item[1])[:k]
 
     def bank_scores(self, unit: int, concepts: Sequence[str] | None = None) -> list[tuple[str, Scores]]:
         """`unit`'s scores for banked concepts (all, or those of `concepts` in the bank)."""
         bank = self.bank()
-        chosen = bank if concepts is None else [c for c in concepts if c in bank]
+        return self._scored(unit, bank, bank if concepts is None else concepts)
+
+    def _scored(self, unit: int, bank: dict[str, list[ImageRef]], concepts) -> list[tuple[str, Scores]]:
+        chosen = [c for c in concepts if c in bank]
         result = []
         for concept in chosen:
             if concept not in self._bank_acts:

@@ -4,9 +4,12 @@ does not cross a dot, so `_blocks.*` is the block outputs, not their inner modul
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from tools.errors import LineError
+
+if TYPE_CHECKING:
+    from tools.models import TargetModel
 
 
 def _pattern(glob: str) -> re.Pattern:
@@ -36,3 +39,16 @@ def select_layers(text: str, names: Sequence[str], model: str = "the model") -> 
                             f"List the layers with `line layers --model {model}`; in a glob, * does not cross a dot.")
         chosen.update(hits)
     return [n for n in names if n in chosen]
+
+
+def model_layers(layers: str | Sequence[str], model: TargetModel, spec: str) -> list[str]:
+    """The layers of a loaded `model` (its spec `spec`) that `layers` names: a comma list of
+    names and globs as text, or a list of them (`select_layers`, among the layers with tensor
+    outputs that `tools.activations.layer_infos` lists)."""
+    from tools.activations import layer_infos
+
+    if not isinstance(layers, str) and not (isinstance(layers, Sequence) and all(isinstance(l, str) for l in layers)):
+        raise LineError(f"layers={layers!r} is no list of layer names.", "Pass e.g. layers=['_blocks.1', '_blocks.3'] "
+                                                                       "or layers='_blocks.*'.")
+    names = [info.name for info in layer_infos(model)]
+    return select_layers(layers if isinstance(layers, str) else ",".join(layers), names, spec)

@@ -19,7 +19,7 @@ from tools.criterion import Criterion
 from tools.engine import Engine, Progress, prepare_layers
 from tools.errors import LineError
 from tools.generators.base import Interpretation
-from tools.layer_select import select_layers
+from tools.layer_select import model_layers
 from tools.scoring import Scores
 
 if TYPE_CHECKING:
@@ -56,13 +56,6 @@ class Found:
     engines: list[Engine]
 
 
-def chosen_layers(text: str, load_model: Callable[[], TargetModel], model: str) -> list[str]:
-    """The layers `text` names (names and globs, `tools.layer_select`), among the model's."""
-    from tools.activations import layer_infos
-
-    return select_layers(text, [info.name for info in layer_infos(load_model())], model)
-
-
 def find_units(settings: Settings, concept: str, layers: str | Sequence[str], top: int = 5, images: int | None = None,
                progress: Callable[[str], Progress | None] | None = None,
                model: TargetModel | None = None) -> Found:
@@ -72,7 +65,7 @@ def find_units(settings: Settings, concept: str, layers: str | Sequence[str], to
     `progress(layer)`: a progress callback for that layer's work; `model`: the target
     model already loaded (a module in memory)."""
     load_model = model_loader(settings, model=model)
-    names = chosen_layers(layers, load_model, settings.model) if isinstance(layers, str) else list(layers)
+    names = model_layers(layers, load_model(), settings.model) if isinstance(layers, str) else list(layers)
     if not names:
         raise LineError("no layers to search.", f"Name layers, e.g. '_blocks.*' (see `line layers --model {settings.model}`).")
     engines = build_engines(settings, names, progress, load_model)

@@ -39,7 +39,7 @@ from agent.runs.run import (NETWORK, RUN_ID, Reviewer, Run, find_run, held_write
 from agent.runs.store import open_store
 from tools.engine import Engine, parse_units, prepare_layers
 from tools.errors import LineError
-from tools.layer_select import select_layers
+from tools.layer_select import model_layers
 from tools.scoring import strict_json
 
 if TYPE_CHECKING:
@@ -329,25 +329,14 @@ def prepare_together(contexts: Sequence[LineContext]) -> dict | None:
     return {"layers": len(contexts), "concepts": len(concepts), **cost, "seconds": round(time.perf_counter() - start, 2)}
 
 
-def chosen_layers(layers: str | Sequence[str], names: Sequence[str], model: str) -> list[str]:
-    """The layers that `layers` names (a comma list of names and globs, or a list of them)
-    among the model's `names`, in the model's order (tools.layer_select)."""
-    if not isinstance(layers, str) and not (isinstance(layers, Sequence) and all(isinstance(l, str) for l in layers)):
-        raise LineError(f"layers={layers!r} is no list of layer names.", "Pass e.g. layers=['_blocks.1', '_blocks.3'] "
-                                                                       "or layers='_blocks.*'.")
-    return select_layers(layers if isinstance(layers, str) else ",".join(layers), names, model)
-
-
 def start_network(settings: Settings, layers: str | Sequence[str], units: Units, run_id: str | None = None, *,
                   chat=None, progress=None, model: TargetModel | None = None,
                   ) -> tuple[NetworkRun, dict[str, LineContext | None], dict[str, Engine]]:
     """A new network run over `layers` of the model with `units` of each, with its contexts
     and engines. Everything is checked and built before the run exists: a failed start
     leaves nothing behind."""
-    from tools.activations import layer_infos
-
     loader = model_loader(settings, model=model)
-    chosen = chosen_layers(layers, [info.name for info in layer_infos(loader())], settings.model)
+    chosen = model_layers(layers, loader(), settings.model)
     engines = layer_engines(settings, chosen, progress, loader=loader)
     picked = {layer: units(engine) if callable(units) else parse_units(units, engine.units, layer)
               for layer, engine in engines.items()}

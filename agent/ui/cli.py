@@ -288,9 +288,9 @@ def _resumed(args: argparse.Namespace):
 
 def _network_resume_settings(run, changes: dict, args: argparse.Namespace):
     """A network run's settings for --resume: `--layers` and `--units`, when given, must name its own."""
-    from agent.runs.network import chosen_layers, layer_engines
-    from tools.activations import layer_infos
+    from agent.runs.network import layer_engines
     from tools.engine import parse_units
+    from tools.layer_select import model_layers
 
     for child in run.children.values():
         child.check_checkpoints()
@@ -301,8 +301,7 @@ def _network_resume_settings(run, changes: dict, args: argparse.Namespace):
     if args.layers is not None or args.units is not None:
         engines = layer_engines(run.settings, run.layers)
         if args.layers is not None:
-            names = [info.name for info in layer_infos(next(iter(engines.values())).model)]
-            layers = chosen_layers(args.layers, names, run.settings.model)
+            layers = model_layers(args.layers, next(iter(engines.values())).model, run.settings.model)
         if args.units is not None:
             units = {layer: parse_units(args.units, engine.units, layer) for layer, engine in engines.items()}
     return run.resume_settings(changes, units, layers)
