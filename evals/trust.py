@@ -27,6 +27,7 @@ import numpy as np
 
 from agent.config import Settings, load_settings
 from agent.runs.engine_factory import build_engine
+from agent.loop.label_choice import choose_label
 from agent.loop.state import NeuronState
 from evals import metrics
 from evals.planted import load_suite, pinned_spec
@@ -42,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--units", default=None, help="a comma list of stored units to judge (default: all)")
+    parser.add_argument("--choose", action="store_true",
+                        help="choose each label again from its stored finalists with today's criterion "
+                             "(agent.loop.label_choice.choose_label) before judging it; the stored label is kept "
+                             "as label_before")
     args = parser.parse_args(argv)
     stored = json.loads((Path(args.results) / "histories" / f"{args.method}.json").read_text())
     settings = Settings.model_validate(stored["settings"]) if isinstance(stored["settings"], dict) else None
@@ -63,8 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         state = NeuronState.model_validate(value)
         if state.label is None or (chosen is not None and state.unit not in chosen):
             continue
+        before = state.label.concept
+        if args.choose:
+            state = rechosen(state, settings)
         rows.append(judge_unit(engine, cosy, state, old.get(state.unit, {}), matcher,
-                               planted[state.unit] if planted else None))
+                               planted[state.unit] if planted else None) | {"label_before": before})
         print(json.dumps({k: rows[-1][k] for k in ("unit", "label", "explained", "meanings", "cosy_auc_natural")}),
               flush=True)
     summary = summarise(rows)
@@ -85,6 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def rechosen(state: NeuronState, settings: Settings) -> NeuronState:
+    """`state` with its label chosen again from its finalists by today's criterion and
+    parsimony rule (the same finalists and fresh images: nothing is rendered)."""
+    concept, scores, reason = choose_label(state, settings.loop.judge(), settings.loop.simplify)
+    return state.model_copy(update={"label": state.label.model_copy(update={"concept": concept, "scores": scores,
+                                                                              "reason": reason})})
+
+
 def cosy_controls(settings) -> dict[str, str]:
     controls = {"procedural": settings.control}
     natural = metrics.shared_data() / "imagenet-samples"
@@ -98,7 +114,7 @@ def judge_unit(engine, cosy, state: NeuronState, old: dict, matcher, planted) ->
     finalist = state.finalist(label)
     fresh = finalist.activations[-finalist.fresh:] if finalist and finalist.fresh else None
     trust = verdict.label_verdict(engine, state.unit, fresh)
-    poly = meanings.analyse(engine, state.unit, state.steps, label)
+    poly = meanings.analyse(engine, state.unit, state.steps, label, also=state.sweep_aucs())
     row = {"unit": state.unit, "label": label, **verdict.trust_row(trust, poly),
            "old_flag": bool(state.label.polysemanticity and state.label.polysemanticity.polysemantic),
            "flag": poly.polysemantic, "meaning_images": poly.images_rendered, "reason": trust.reason}
@@ -112,7 +128,8 @@ def judge_unit(engine, cosy, state: NeuronState, old: dict, matcher, planted) ->
         row[f"auprc_{name}"], row[f"corr_{name}"] = (round(v, 4) for v in scorer.beyond_auc(label, state.unit))
     if planted is not None:
         row |= {"name": planted.name, "kind": planted.kind, "truth": planted.truth.label,
-                "match": bool(any(matcher.how(label, t) for t in (planted.truth, *planted.concepts)))}
+                "match": bool(any(matcher.how(label, t) for t in (planted.truth, *planted.concepts))),
+                "strict": bool(any(matcher.strict(label, t) for t in (planted.truth, *planted.concepts)))}
         if planted.concepts:
             row["meanings_match"] = metrics.meanings_match(matcher, [m.concept for m in poly.meanings],
                                                            planted.concepts)
@@ -127,7 +144,10 @@ def summarise(rows: list[dict]) -> dict:
     ors = [r for r in rows if r.get("kind") == "polysemantic"]
     others = [r for r in rows if r.get("kind") not in (None, "polysemantic")]
     summary = {"units": len(rows), "explained": share(r["explained"] for r in rows),
+               "labels_changed": sum(r["label"] != r["label_before"] for r in rows),
                "images_for_meanings_per_unit": round(statistics.fmean(r["meaning_images"] for r in rows), 1) if rows else 0}
+    if rows and "match" in rows[0]:
+        summary |= {"match": share(r["match"] for r in rows), "strict": share(r["strict"] for r in rows)}
     if ors or others:
         summary |= {"flag_recall_or": share(r["flag"] for r in ors), "flag_fpr_others": share(r["flag"] for r in others),
                     "old_flag_recall_or": share(r["old_flag"] for r in ors),

@@ -196,7 +196,7 @@ def test_ablation_removes_only_what_drives_the_unit(engine):
 
 def test_chat_command_reads_input_and_resumes_a_thread(tmp_path, monkeypatch, capsys):
     config = tmp_path / "line.toml"
-    config.write_text("[llm]\nprovider = 'scripted'\nscript = ['Red, I think.']\n[loop]\nimages_per_concept = 3\n")
+    config.write_text("[llm]\nprovider = 'scripted'\nscript = ['Red, I think.']\n[loop]\nsweep = false\nimages_per_concept = 3\n")
     parser = build_parser()
     base = ["--config", str(config), "--runs-dir", str(tmp_path / "runs")]
     typed = iter(["/score red background", "What now?", "/quit"])

@@ -62,7 +62,7 @@ def test_label_history_and_resume_of_unknown_run(capsys, base, tmp_path):
     replies = [json.dumps({"reasoning": "r", "concept": c}) for c in ("red background", "blue noise", "red squares")]
     config.write_text(
         "[llm]\nprovider = 'scripted'\nscript = " + json.dumps(replies) + "\n"
-        "[loop]\nmax_iterations = 3\nimages_per_concept = 3\ninit_top = 2\ninit_random = 1\n")
+        "[loop]\nmax_iterations = 3\nimages_per_concept = 3\ninit_top = 2\ninit_random = 1\nsweep = false\n")
     runs = str(tmp_path / "runs")
     code, out, _ = run_cli(capsys, "label", *base, "--config", str(config), "--units", "0-1", "--run-id", "demo", "--runs-dir", runs)
     assert code == 0 and "labels" in out and "red" in out

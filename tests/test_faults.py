@@ -259,7 +259,7 @@ def test_llm_failures_are_counted_and_shown(capsys, base, tmp_path, monkeypatch)
     with FakeOpenAI("error") as server:
         config = tmp_path / "line.toml"
         config.write_text(f"[llm]\nprovider = 'openai-compatible'\nbase_url = '{server.url}'\nretries = 1\ntimeout = 5\n"
-                          "[loop]\nimages_per_concept = 2\ninit_top = 1\ninit_random = 0\nbank_top = 0\n"
+                          "[loop]\nsweep = false\nimages_per_concept = 2\ninit_top = 1\ninit_random = 0\nbank_top = 0\n"
                           "max_iterations = 4\nfailure_streak = 2\ndedup = false\n")
         code, out, err = line(capsys, "label", *base, "--config", config, "--run-id", "r", "--runs-dir", runs)
     assert code == 0
@@ -279,7 +279,7 @@ def test_llm_failures_are_counted_and_shown(capsys, base, tmp_path, monkeypatch)
 def test_an_llm_whose_answers_are_never_scored_is_told_apart_from_a_dead_one(capsys, base, tmp_path):
     runs, config = tmp_path / "runs", tmp_path / "line.toml"
     config.write_text("[llm]\nprovider = 'scripted'\nscript = ['{\"reasoning\": \"r\", \"concept\": \"the smell of rain\"}']\n"
-                      "[loop]\nimages_per_concept = 2\ninit_top = 1\nbank_top = 0\nmax_iterations = 3\n")
+                      "[loop]\nsweep = false\nimages_per_concept = 2\ninit_top = 1\nbank_top = 0\nmax_iterations = 3\n")
     code, _, err = line(capsys, "label", *base, "--config", config, "--run-id", "r", "--runs-dir", runs)
     warning = " ".join(err.split())
     assert code == 0 and "was labelled without the LLM" in warning, warning
@@ -320,7 +320,7 @@ def test_secrets_are_never_stored(capsys, base, tmp_path, monkeypatch):
     with FakeOpenAI("ok", reply=say("red background")) as server:
         config = tmp_path / "line.toml"
         config.write_text(f"[llm]\nprovider = 'openai-compatible'\nbase_url = '{server.url}'\n"
-                          "[loop]\nimages_per_concept = 2\ninit_top = 1\ninit_random = 0\nmax_iterations = 2\ndedup = false\n")
+                          "[loop]\nsweep = false\nimages_per_concept = 2\ninit_top = 1\ninit_random = 0\nmax_iterations = 2\ndedup = false\n")
         assert line(capsys, "label", *base, "--config", config, "--run-id", "r", "--runs-dir", runs)[0] == 0
         assert line(capsys, "report", "r", "--runs-dir", runs, "--trust-run")[0] == 0
     assert server.headers and all(h["authorization"] == f"Bearer {SECRET}" for h in server.headers)

@@ -85,7 +85,7 @@ PIXELS = dict(input_size=64, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 @pytest.fixture
 def quick(tmp_path):
     return dict(control="procedural:40", cache_dir=str(tmp_path / "cache"), runs_dir=str(tmp_path / "runs"),
-                images_per_concept=2)
+                images_per_concept=2, sweep=False)
 
 
 def test_the_python_api_checks_units_and_types(quick, tmp_path):

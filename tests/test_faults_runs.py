@@ -101,7 +101,7 @@ def test_messages_name_the_variable_and_the_run(capsys, base, tmp_path, monkeypa
 
     runs, config = tmp_path / "runs", tmp_path / "dead.toml"
     config.write_text("[llm]\nprovider = 'openai-compatible'\nbase_url = 'http://127.0.0.1:9/v1'\nretries = 0\n"
-                      "[loop]\nimages_per_concept = 2\ninit_top = 1\ninit_random = 0\nbank_top = 0\nmax_iterations = 2\n"
+                      "[loop]\nsweep = false\nimages_per_concept = 2\ninit_top = 1\ninit_random = 0\nbank_top = 0\nmax_iterations = 2\n"
                       "dedup = false\n")
     monkeypatch.setenv("OPENAI_API_KEY", "none")
     code, _, err = line(capsys, "label", *base, "--config", config, "--run-id", "dead", "--runs-dir", runs)

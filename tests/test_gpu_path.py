@@ -197,7 +197,7 @@ def _closed_port() -> int:
 def test_resume_with_a_fixed_config_mends_a_bad_llm_endpoint(capsys, tmp_path):
     runs, cache = tmp_path / "runs", tmp_path / "cache"
     base = ["--model", COLOUR_NET, "--layer", "relu", "--control", "procedural:40", "--cache-dir", cache]
-    loop = "[loop]\nimages_per_concept = 2\ninit_top = 1\ninit_random = 0\nbank_top = 0\nmax_iterations = 2\ndedup = false\n"
+    loop = "[loop]\nimages_per_concept = 2\ninit_top = 1\ninit_random = 0\nbank_top = 0\nmax_iterations = 2\ndedup = false\nsweep = false\n"
     bad = tmp_path / "bad.toml"
     bad.write_text(f"[llm]\nprovider = 'openai-compatible'\nbase_url = 'http://127.0.0.1:{_closed_port()}/v1'\n"
                    f"retries = 0\ntimeout = 5\n{loop}")
@@ -222,7 +222,7 @@ def test_resume_refuses_to_change_what_was_scored_naming_the_key(capsys, tmp_pat
     base = ["--model", COLOUR_NET, "--layer", "relu", "--control", "procedural:40", "--cache-dir", tmp_path / "cache"]
     config = tmp_path / "line.toml"
     config.write_text("[llm]\nprovider = 'scripted'\nscript = ['{\"concept\": \"red\"}']\n"
-                      "[loop]\nimages_per_concept = 2\ninit_top = 1\ninit_random = 0\nmax_iterations = 1\n")
+                      "[loop]\nimages_per_concept = 2\ninit_top = 1\ninit_random = 0\nmax_iterations = 1\nsweep = false\n")
     assert line(capsys, "label", *base, "--config", config, "--run-id", "r", "--runs-dir", runs)[0] == 0
     for text, key in (("[generator]\nmodel = 'other'\n", "generator.model"), ("control = 'procedural:50'\n", "control"),
                       ("[loop]\nimages_per_concept = 3\n", "loop.images_per_concept"), ("layer = 'features'\n", "layer")):

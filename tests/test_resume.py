@@ -24,7 +24,7 @@ def test_kill_9_then_resume(tmp_path):
         f"model = '{COLOUR_NET}'\nlayer = 'relu'\ncontrol = 'procedural:40'\n"
         f"cache_dir = '{tmp_path / 'cache'}'\nruns_dir = '{tmp_path / 'runs'}'\n"
         "[llm]\nprovider = 'scripted'\nscript = " + json.dumps(replies) + "\n"
-        "[loop]\nimages_per_concept = 3\ninit_top = 1\ninit_random = 0\nbank_top = 0\nstall = false\n"
+        "[loop]\nimages_per_concept = 3\ninit_top = 1\ninit_random = 0\nbank_top = 0\nstall = false\nsweep = false\n"
         "max_iterations = 16\nmax_images = 1000\nmax_llm_calls = 1000\nsummary = false\nsettle = 0\n")
     label = [sys.executable, "-m", "agent.ui.cli", "label", "--config", str(config), "--run-id", "killed"]
     process = subprocess.Popen(label, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

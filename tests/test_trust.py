@@ -197,3 +197,49 @@ def test_a_run_carries_the_verdict_in_the_label_table_history_report_and_api(tmp
     import line_agent
     opened = line_agent.open_run("trust", runs_dir=str(tmp_path / "runs"))
     assert [label.explained for label in opened.labels] == [True, False]
+
+
+class LinesProbe(LuckyProbe):
+    """A unit that fires on drawn lines: stripes, and the lines of a grid."""
+
+    def image_activations(self, refs):
+        def act(prompt, seed):
+            kind = self.generator.drawn(prompt, seed)
+            if "stripes" in kind or "grid" in kind:
+                return 5.0 + seed % 3
+            return float(np.random.default_rng(seed).normal(0, 1))
+        return np.array([[act(p, s)] for p, s in refs])
+
+
+def test_a_grid_shows_stripes_so_a_lines_unit_has_one_meaning():
+    """Ablating words cannot draw a grid without its lines: the generator says a grid shows
+    stripes, so no image of the grid counts as a contrast image against stripes."""
+    probe = LinesProbe()
+    assert "stripes" in probe.generator.contains("tiny white grid on navy background")
+    assert "gray" in probe.generator.contains("black and white gradient")
+    assert "stripe" in meanings.shown_words(probe.generator, "tiny vertical white grid on navy background")
+    result = meanings.analyse(probe, 0, _steps(("horizontal stripes", 0.99), ("tiny white grid", 0.97)),
+                              "horizontal stripes")
+    grid = next(c for c in result.comparisons if c.candidate == "tiny white grid")
+    assert grid.forward.dropped > 0 and not grid.distinct
+    assert not result.polysemantic
+
+
+def test_candidates_reach_past_phrasings_of_one_meaning_into_the_sweep():
+    """Six phrasings of red fill the history; the unit's sweep holds a concept without red.
+    It is among the candidates, ahead of the sixth phrasing of red."""
+    generator = ProceduralGenerator(size=32)
+    steps = _steps(("plain red", 0.99), ("red stripes", 0.98), ("red blobs", 0.97), ("red grid", 0.97),
+                   ("red checkerboard", 0.96), ("red waves", 0.96), ("red spiral", 0.95))
+    assert "blue stripes" not in [c for c, _ in meanings.candidates(steps, generator, "plain red", 0.85)]
+    chosen = [c for c, _ in meanings.candidates(steps, generator, "plain red", 0.85, also={"blue stripes": 0.9})]
+    assert "blue stripes" in chosen and "plain red" in chosen and len(chosen) == meanings.MAX_CANDIDATES
+
+
+def test_a_second_meaning_only_the_sweep_scored_is_found(or_engine):
+    """The loop's short history holds only red concepts; the unit also fires on blue, which
+    its vocabulary sweep scored. The meanings reach it, and confirm it on fresh images."""
+    steps = score_steps(or_engine, 0, RED, "llm", 1)
+    assert not meanings.analyse(or_engine, 0, steps, "plain red").polysemantic
+    result = meanings.analyse(or_engine, 0, steps, "plain red", also={"white hearts on blue background": 1.0})
+    assert result.polysemantic and {m.concept for m in result.meanings} == {"plain red", "white hearts on blue background"}

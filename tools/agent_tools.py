@@ -261,8 +261,9 @@ def inspect_history(top: int = 5, contains: str | None = None, since_iteration: 
     label = getattr(runtime.state, "label", None) if not isinstance(runtime.state, dict) else runtime.state.get("label")
     stored = getattr(label, "polysemanticity", None)
     best = history.best(ctx.criterion)
+    sweep = getattr(runtime.state, "sweep_aucs", None)  # a loop's state also holds the unit's vocabulary sweep
     found = stored if stored is not None and stored.method == "evidence" else meanings.analyse(
-        ctx.engine, history.unit, history.steps, best.concept if best else None)
+        ctx.engine, history.unit, history.steps, best.concept if best else None, also=sweep() if sweep else None)
     table += f"\nmeanings (fresh images, ablations): {found.describe()}"
     return _answer(runtime, inspect_history.name, HistoryResult(table=table))
 

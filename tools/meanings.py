@@ -5,15 +5,18 @@ fires on both may respond to one thing, the gray. Two concepts count as distinct
 only when each still drives the unit where the other's attributes are absent, shown on
 fresh images (seeds the loop never used):
 
-1. Candidates: every concept the history scored at AUC >= `threshold` on its own images, the
-   label's finalists among them; one per scene (the generator's canonical form); simplest
-   first (fewest words), then by AUC. A meaning's name is its simplest concept.
+1. Candidates: every concept the history (or the unit's vocabulary sweep) scored at AUC >=
+   `threshold` on its own images, the label's finalists among them; one per scene (the
+   generator's canonical form); simplest first (fewest words), then by AUC, spread so that
+   each pick shares no word with the earlier ones while it can (`candidates`). A meaning's
+   name is its simplest concept.
 2. The first candidate that its fresh images confirm (`confirmed`) opens the first meaning.
 3. Each later candidate C is compared with each meaning M so far, both ways: C with M's
    attributes removed (`generator.ablate`, the counterfactual the `ablate_concept` tool
    draws), on fresh seeds, keeping only the images whose drawn scene shows none of M's
    attribute words (a contrast image: "vertical stripes" drawn orange by chance says nothing
-   against an orange unit); and M without C's attributes, the same way. When both still drive
+   against an orange unit), counting what the drawing shows under other words (a grid's
+   lines are stripes: `shown_words`); and M without C's attributes, the same way. When both still drive
    the unit, C is distinct from M. C joins the first meaning it is not distinct from; when it
    is distinct from all, it opens a new meaning, its evidence the images that showed it.
 4. A meaning must drive the unit at least `MIN_RELATIVE` as hard as the strongest one (mean
@@ -39,10 +42,11 @@ else is pure. Results are pydantic models (JSON as is) and keep every test's evi
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import TYPE_CHECKING, Mapping, Protocol, Sequence
 
 import numpy as np
 
+from tools.generators.base import contains
 from tools.polysemantic import Comparison, Group, Meaning, Polysemanticity, Test, best_scores
 from tools.text import singular
 from tools.verdict import Evidence, evidence
@@ -76,9 +80,14 @@ def content_words(text: str) -> set[str]:
 
 
 def candidates(steps: Sequence[Step], generator, label: str | None, threshold: float,
-               limit: int = MAX_CANDIDATES) -> list[tuple[str, float]]:
-    """(concept, AUC on its loop images): strong concepts, one per scene, simplest first."""
-    scores = best_scores(steps)
+               limit: int = MAX_CANDIDATES, also: Mapping[str, float] | None = None) -> list[tuple[str, float]]:
+    """(concept, AUC on its own images): strong concepts of the history and of `also` (the
+    unit's vocabulary sweep), one per scene, simplest first, then spread: after each pick the
+    next is the simplest one that shares no content word with those picked, while any is
+    left. A second meaning is looked for where the first one's words are absent: six
+    phrasings of "teal" would test one meaning six times and leave a second unseen."""
+    scores = dict(also or {})
+    scores.update(best_scores(steps))  # the history's own images outweigh a sweep image
     strong = sorted(((c, a) for c, a in scores.items() if a >= threshold or c == label),
                     key=lambda item: (len(item[0].split()), -item[1]))
     seen: dict[str, str] = {}
@@ -86,11 +95,23 @@ def candidates(steps: Sequence[Step], generator, label: str | None, threshold: f
         interpretation = generator.interpret(concept)
         seen.setdefault(interpretation.canonical or concept, concept)
     kept = set(seen.values())
-    chosen = [(c, a) for c, a in strong if c in kept]
-    if label is not None and all(c != label for c, _ in chosen[:limit]):
-        chosen = [item for item in chosen if item[0] != label][: limit - 1] + [(label, scores.get(label, 0.0))]
-        chosen.sort(key=lambda item: (len(item[0].split()), -item[1]))
-    return chosen[:limit]
+    left = [(c, a) for c, a in strong if c in kept]
+    chosen: list[tuple[str, float]] = []
+    words: set[str] = set()
+    while left and len(chosen) < limit:
+        pick = next((item for item in left if not content_words(item[0]) & words), left[0])
+        chosen.append(pick)
+        left.remove(pick)
+        words |= content_words(pick[0])
+    if label is not None and all(c != label for c, _ in chosen):
+        chosen = chosen[: limit - 1] + [(label, scores.get(label, 0.0))]
+    return sorted(chosen, key=lambda item: (len(item[0].split()), -item[1]))
+
+
+def shown_words(generator, scene: str) -> set[str]:
+    """The content words of a drawn scene and of what its drawing shows under other words
+    (`tools.generators.base.contains`: a grid shows stripes)."""
+    return content_words(" ".join([scene, *contains(generator, scene)]))
 
 
 class Analyst:
@@ -134,7 +155,7 @@ class Analyst:
             self.rendered += rendered
             for i, (seed, prompt, act) in enumerate(zip(block, new, self.probe.image_activations(refs)[:, self.unit])):
                 seeds.append(seed), prompts.append(prompt), acts.append(float(act))
-                if not banned or not content_words(generator.drawn(prompt, seed)) & banned:
+                if not banned or not shown_words(generator, generator.drawn(prompt, seed)) & banned:
                     keep.append(len(seeds) - 1)
         dropped = len(seeds) - len(keep)
         keep = keep[: self.images]
@@ -173,14 +194,16 @@ class Analyst:
 
 def analyse(probe: Probe, unit: int, steps: Sequence[Step], label: str | None = None, *,
             threshold: float = 0.85, min_auc_low: float = 0.6, max_p: float = 0.01, images: int = IMAGES,
-            max_candidates: int = MAX_CANDIDATES, max_meanings: int = MAX_MEANINGS) -> Polysemanticity:
+            max_candidates: int = MAX_CANDIDATES, max_meanings: int = MAX_MEANINGS,
+            also: Mapping[str, float] | None = None) -> Polysemanticity:
     """The unit's meanings, each confirmed on fresh images and shown distinct by ablations
-    and contrast images (module docstring)."""
+    and contrast images (module docstring). `also`: more concepts' AUC on their own images
+    (the unit's vocabulary sweep) to draw candidates from."""
     analyst = Analyst(probe, unit, threshold=threshold, min_auc_low=min_auc_low, max_p=max_p, images=images)
-    pool = [c for c, _ in candidates(steps, probe.generator, label, threshold, max_candidates)]
+    pool = [c for c, _ in candidates(steps, probe.generator, label, threshold, max_candidates, also)]
     if label is not None and label in pool:  # the label's own fresh images set the scale of "drives the unit"
         analyst.reference = max(0.0, analyst.excess(analyst.test(label).evidence))
-    scores = best_scores(steps)
+    scores = {**(also or {}), **best_scores(steps)}
     meanings: list[Meaning] = []
     comparisons: dict[tuple[str, str], Comparison] = {}
     unconfirmed: list[str] = []

@@ -247,7 +247,8 @@ def finalize(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     fresh = finalist.activations[-finalist.fresh:] if finalist and finalist.fresh else None
     trust = verdict.label_verdict(ctx.engine, state.unit, fresh)
     return {"label": Label(concept=concept, scores=scores, runners_up=runners, criterion=ctx.criterion.name,
-                           reason=reason, polysemanticity=meanings.analyse(ctx.engine, state.unit, state.steps, concept),
+                           reason=reason, polysemanticity=meanings.analyse(ctx.engine, state.unit, state.steps, concept,
+                                                                            also=state.sweep_aucs()),
                            explained=trust.explained, confidence=trust)}
 
 

@@ -70,6 +70,11 @@ class NeuronState(History):
     held_unit: int | None = Field(None, exclude=True, description="the unit the thread started on (an input that "
                                   "names another unit is refused: a thread is one neuron)")
 
+    def sweep_aucs(self) -> dict[str, float]:
+        """The unit's vocabulary-sweep concepts and their AUC (on one image each): where the
+        meanings' analysis also looks for a second reason to fire."""
+        return {a.concept: a.scores.auc for a in self.sweep}
+
     def label_source(self) -> str:
         """Who proposed the label's concept: "sweep" (the vocabulary), "llm", "operator",
         "summary", "init" (a control class), "bank", "user"; "" without a label."""

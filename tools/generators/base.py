@@ -89,6 +89,15 @@ def sweep_vocabulary(generator: ImageGenerator) -> list[str]:
     return list(dict.fromkeys(concepts))
 
 
+def contains(generator: ImageGenerator, scene: str) -> list[str]:
+    """Words for what a drawing of `scene` (as `drawn` names it) shows beyond its own words,
+    from the generator's `contains()` where it has one (the procedural one: a grid's lines are
+    stripes), else none. A contrast image for "X without stripes" must not show stripes under
+    another name."""
+    offered = getattr(generator, "contains", None)
+    return list(offered(scene)) if callable(offered) else []
+
+
 @runtime_checkable
 class SlotReader(Protocol):
     """A generator that reads its concepts as attribute slots (the procedural one: count,

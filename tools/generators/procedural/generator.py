@@ -34,6 +34,19 @@ from tools.generators.procedural.vocabulary import (
 )
 
 BATCH_SIZE = 64  # images per batch of `batches` (progress steps)
+_SHOWS = {  # what each kind's drawing shows under other words (ProceduralGenerator.contains)
+    "grid": ("stripes", "lines"),
+    "checkerboard": ("grid", "squares", "edges"),
+    "zigzag": ("stripes",),
+    "waves": ("stripes",),
+    "polka dots": ("dots", "circles", "blobs"),
+    "blobs": ("dots", "circles"),
+    "circle": ("dots",),
+    "ring": ("circles",),
+    "concentric rings": ("rings", "circles"),
+    "speckle": ("dots", "noise"),
+    "noise": ("speckle",),
+}
 
 
 class ProceduralGenerator:
@@ -84,6 +97,23 @@ class ProceduralGenerator:
             name = min(distance, key=distance.get)
             resolved = replace(resolved, orientation=name if distance[name] < math.radians(12) else None)
         return resolved.canonical()
+
+    def contains(self, scene: str) -> list[str]:
+        """What a drawing of `scene` shows beyond its own words, as the renderer draws it
+        (drawing.py): a grid's lines are stripes; a checkerboard's edges make a grid of
+        squares; zigzags and waves are bent stripes; dots, blobs and rings are round; speckle
+        is scattered dots; a gradient or noise passes through the colours between its ends
+        ("black and white gradient" shows gray)."""
+        parsed = _parse(scene).scene
+        shown = list(_SHOWS.get(parsed.kind, ()))
+        if parsed.kind in ("gradient", "noise"):
+            stops = [c for c in (*parsed.ink, parsed.bg) if c in COLOURS]
+            for a, b in zip(stops, stops[1:]):
+                middle = [(x + y) / 2 for x, y in zip(COLOURS[a], COLOURS[b])]
+                nearest = min(COLOURS, key=lambda n: sum((u - v) ** 2 for u, v in zip(COLOURS[n], middle)))
+                if nearest not in (a, b):
+                    shown.append(nearest)
+        return list(dict.fromkeys(shown))
 
     def render(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
         if len(prompts) != len(seeds):
