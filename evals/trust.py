@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         before = state.label.concept
         if args.choose:
-            state = rechosen(state, settings)
+            state = rechosen(state, settings, engine)
         rows.append(judge_unit(engine, cosy, state, old.get(state.unit, {}), matcher,
                                planted[state.unit] if planted else None) | {"label_before": before})
         print(json.dumps({k: rows[-1][k] for k in ("unit", "label", "explained", "meanings", "cosy_auc_natural")}),
@@ -93,10 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def rechosen(state: NeuronState, settings: Settings) -> NeuronState:
-    """`state` with its label chosen again from its finalists by today's criterion and
-    parsimony rule (the same finalists and fresh images: nothing is rendered)."""
-    concept, scores, reason = choose_label(state, settings.loop.judge(), settings.loop.simplify)
+def rechosen(state: NeuronState, settings: Settings, engine) -> NeuronState:
+    """`state` with its label chosen again from its finalists as `finalize` chooses it now
+    (criterion, parsimony, the verdict's bar; the same finalists and fresh images)."""
+    concept, scores, reason = choose_label(state, settings.loop.judge(), settings.loop.simplify,
+                                           lambda f: verdict.finalist_verdict(engine, state.unit, f).explained)
     return state.model_copy(update={"label": state.label.model_copy(update={"concept": concept, "scores": scores,
                                                                               "reason": reason})})
 
@@ -111,9 +112,7 @@ def cosy_controls(settings) -> dict[str, str]:
 
 def judge_unit(engine, cosy, state: NeuronState, old: dict, matcher, planted) -> dict:
     label = state.label.concept
-    finalist = state.finalist(label)
-    fresh = finalist.activations[-finalist.fresh:] if finalist and finalist.fresh else None
-    trust = verdict.label_verdict(engine, state.unit, fresh)
+    trust = verdict.finalist_verdict(engine, state.unit, state.finalist(label))
     poly = meanings.analyse(engine, state.unit, state.steps, label, also=state.sweep_aucs())
     row = {"unit": state.unit, "label": label, **verdict.trust_row(trust, poly),
            "old_flag": bool(state.label.polysemanticity and state.label.polysemanticity.polysemantic),

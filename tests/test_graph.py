@@ -216,3 +216,18 @@ def test_a_shorter_concept_as_strong_on_the_confirmation_images_wins(red_setting
     shorter = state.finalist("red polka dots")
     assert shorter is not None and shorter.why.startswith("a shorter form") and shorter.fresh == settings.loop.confirm_images
     assert state.label.concept == "red polka dots" and "shorter" in state.label.reason
+
+
+def test_a_label_that_passes_the_bar_is_never_traded_for_a_shorter_one_that_fails_it(red_settings):
+    """The run above, judged again with a verdict that fails the shorter form: the label
+    keeps the longer concept, and says which finalist was left out and why."""
+    settings = with_loop(red_settings, max_iterations=1, stall=False)
+    _, _, states = run_units(settings, [say("red polka dots on white background")], units=(1,))
+    state, criterion = states[1], settings.loop.judge()
+    assert choose_label(state, criterion)[0] == "red polka dots"
+    concept, _, reason = choose_label(state, criterion, explained=lambda f: f.concept != "red polka dots")
+    assert concept != "red polka dots" and concept in {f.concept for f in state.finalists}
+    assert "left out that fail the verdict's bar: 'red polka dots'" in reason
+    # when no finalist passes, or every one does, the bar changes nothing
+    assert choose_label(state, criterion, explained=lambda f: False)[0] == "red polka dots"
+    assert choose_label(state, criterion, explained=lambda f: True)[0] == "red polka dots"

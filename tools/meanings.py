@@ -29,7 +29,9 @@ fresh images (seeds the loop never used):
 "Drives the unit" (`Analyst.drives`): at least `min_images` fresh images, AUC >= `threshold`,
 the AUC's bootstrap interval (tools.verdict) above `min_auc_low`, p <= `max_p` against the
 control set, and a mean activation above the control's mean at least `MIN_RELATIVE` of the
-label's own fresh images' (the reference). One lucky image among a few cannot pass: the
+label's own fresh images' (the reference); where natural photos are at hand
+(tools.verdict.natural_photos), an AUC against them of at least the verdict's bar (0.8): a
+meaning explains the unit in its own right, as a label must. One lucky image among a few cannot pass: the
 interval's low end falls to chance. Nor can images that outrank a silent control set while
 leaving the unit all but cold: an AND unit (yellow and diagonal stripes, dev unit 8) that gives
 0.05 to gradients and 1.0 to its label ranks those gradients above 96% of a control set where
@@ -49,7 +51,7 @@ import numpy as np
 from tools.generators.base import contains
 from tools.polysemantic import Comparison, Group, Meaning, Polysemanticity, Test, best_scores
 from tools.text import singular
-from tools.verdict import Evidence, evidence
+from tools.verdict import Bar, Evidence, evidence, natural_photos
 
 if TYPE_CHECKING:
     from tools.history import Step
@@ -118,8 +120,10 @@ class Analyst:
     """Runs the fresh-image tests for one unit, memoising them."""
 
     def __init__(self, probe: Probe, unit: int, *, threshold: float = 0.85, min_auc_low: float = 0.6,
-                 max_p: float = 0.01, images: int = IMAGES, min_images: int = 3, seed: int = MEANING_SEED):
+                 max_p: float = 0.01, images: int = IMAGES, min_images: int = 3, seed: int = MEANING_SEED,
+                 natural: np.ndarray | None = None, min_natural_auc: float = Bar().min_natural_auc):
         self.probe, self.unit = probe, unit
+        self.natural, self.min_natural_auc = natural, min_natural_auc
         self.threshold, self.min_auc_low, self.max_p = threshold, min_auc_low, max_p
         self.images, self.min_images, self.seed = images, min_images, seed
         self.control = probe.control_activations()[:, unit]
@@ -131,9 +135,17 @@ class Analyst:
         """Mean activation of the test's images above the control's mean."""
         return float(np.mean(ev.activations)) - float(self.control.mean()) if ev.activations else 0.0
 
+    def natural_auc(self, ev: Evidence) -> float | None:
+        """AUC of the test's images against natural photos (None where none are at hand)."""
+        if self.natural is None or not ev.activations:
+            return None
+        return evidence(ev.activations, self.natural, "natural photos").auc
+
     def drives(self, ev: Evidence) -> bool:
+        natural = self.natural_auc(ev)
         return (ev.images >= self.min_images and ev.auc is not None and ev.auc >= self.threshold and ev.auc_low >= self.min_auc_low
-                and ev.p <= self.max_p and self.excess(ev) >= MIN_RELATIVE * self.reference)
+                and ev.p <= self.max_p and self.excess(ev) >= MIN_RELATIVE * self.reference
+                and (natural is None or natural >= self.min_natural_auc))
 
     def test(self, concept: str, without: str = "") -> Test:
         key = (concept, without)
@@ -163,7 +175,8 @@ class Analyst:
         ev = evidence([acts[i] for i in keep], self.control, "control")
         return Test(concept=concept, without=without, drawn_as=drawn_as, seeds=[seeds[i] for i in keep],
                     scenes=[generator.drawn(prompts[i], seeds[i]) for i in keep],
-                    dropped=dropped, evidence=ev, passed=self.drives(ev), informative=len(keep) >= self.min_images)
+                    dropped=dropped, evidence=ev, passed=self.drives(ev), informative=len(keep) >= self.min_images,
+                    natural_auc=self.natural_auc(ev))
 
     def compare(self, candidate: str, meaning: str) -> Comparison:
         """Distinct when each drives the unit without the other's attributes; the same when one
@@ -199,7 +212,9 @@ def analyse(probe: Probe, unit: int, steps: Sequence[Step], label: str | None = 
     """The unit's meanings, each confirmed on fresh images and shown distinct by ablations
     and contrast images (module docstring). `also`: more concepts' AUC on their own images
     (the unit's vocabulary sweep) to draw candidates from."""
-    analyst = Analyst(probe, unit, threshold=threshold, min_auc_low=min_auc_low, max_p=max_p, images=images)
+    photos = natural_photos(probe) if hasattr(probe, "control") else None  # an engine: tools.engine.Engine
+    analyst = Analyst(probe, unit, threshold=threshold, min_auc_low=min_auc_low, max_p=max_p, images=images,
+                      natural=photos[1][:, unit] if photos is not None else None)
     pool = [c for c, _ in candidates(steps, probe.generator, label, threshold, max_candidates, also)]
     if label is not None and label in pool:  # the label's own fresh images set the scale of "drives the unit"
         analyst.reference = max(0.0, analyst.excess(analyst.test(label).evidence))

@@ -62,13 +62,16 @@ class Test(BaseModel):
     scenes: list[str] = Field(default_factory=list, description="what was drawn on each kept image (generator.drawn)")
     informative: bool = Field(True, description="enough contrast images were left to tell (else the generator "
                                                 "could not draw the concept without the other's attributes)")
+    natural_auc: float | None = Field(None, description="AUC of its images against natural photos, where at hand")
 
     def text(self) -> str:
         if not self.informative:
             return f"{self.concept!r} without {self.without!r}: the generator could not draw it without them"
         what = f"{self.concept!r} without {self.without!r}" if self.without else repr(self.concept)
         drawn = f" (drawn as {self.drawn_as!r})" if self.drawn_as and self.drawn_as != self.concept else ""
-        return f"{what}{drawn}: {self.evidence.text()} -> {'drives the unit' if self.passed else 'does not drive it'}"
+        natural = f"; against natural photos AUC {self.natural_auc:.2f}" if self.natural_auc is not None else ""
+        return (f"{what}{drawn}: {self.evidence.text()}{natural} -> "
+                f"{'drives the unit' if self.passed else 'does not drive it'}")
 
 
 class Meaning(BaseModel):

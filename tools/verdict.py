@@ -186,6 +186,13 @@ def label_verdict(engine, unit: int, fresh: Sequence[float] | None, bar: Bar | N
                  natural_name=natural[0] if natural else "natural photos", bar=bar)
 
 
+def finalist_verdict(engine, unit: int, finalist, bar: Bar | None = None) -> Verdict:
+    """`label_verdict` on a finalist's fresh images (tools.history.Finalist: the last `fresh`
+    of its activations)."""
+    fresh = finalist.activations[-finalist.fresh:] if finalist is not None and finalist.fresh else None
+    return label_verdict(engine, unit, fresh, bar)
+
+
 def trust_row(verdict: Verdict | None, polysemanticity=None) -> dict:
     """Table columns of a label's verdict (None where it was never judged): the unit table,
     `--json` and the evals share them."""

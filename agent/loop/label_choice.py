@@ -4,13 +4,15 @@ person's concept given in review."""
 
 from __future__ import annotations
 
+from typing import Callable
+
 from agent.loop import concept_path as path
 from agent.loop import operators
 from agent.loop.context import LineContext
 from agent.loop.state import NeuronState
 from tools.criterion import Criterion
 from tools.generators.base import slot_reader
-from tools.history import Step
+from tools.history import Finalist, Step
 
 MAX_NEW_GENERALISATIONS = 1  # when no shorter concept is as strong: shorter forms of the best not scored yet
 
@@ -39,14 +41,30 @@ def pick_finalists(ctx: LineContext, state: NeuronState) -> list[tuple[str, str]
     return chosen
 
 
-def choose_label(state: NeuronState, criterion: Criterion, parsimony: bool = True):
+def choose_label(state: NeuronState, criterion: Criterion, parsimony: bool = True,
+                 explained: Callable[[Finalist], bool] | None = None):
     """(concept, scores, why): the criterion's choice among the confirmed finalists, or,
-    without a confirm step, among every scored step."""
+    without a confirm step, among every scored step.
+
+    `explained` (tools.verdict on a finalist's fresh images): when it passes some finalists
+    and not others, the choice is among those it passes. A label that passes the verdict's
+    bar is never traded for one that fails it, for brevity or for strength against the
+    control set: "speckle" may be as strong as "black and white speckle" on drawings and
+    still fire a corner detector less than ordinary photos do, which explains nothing."""
     if state.finalists:
-        choice = criterion.choose(state.finalists, lambda f: f.scores, lambda f: f.concept, parsimony)
+        finalists, left_out = list(state.finalists), []
+        if explained is not None:
+            passing = [f for f in finalists if explained(f)]
+            if passing and len(passing) < len(finalists):
+                left_out = [f.concept for f in finalists if f not in passing]
+                finalists = passing
+        choice = criterion.choose(finalists, lambda f: f.scores, lambda f: f.concept, parsimony)
         fresh = state.finalists[0].fresh
-        return (choice.winner.concept, choice.winner.scores,
-                f"Confirmed on {fresh} fresh images each ({len(state.finalists)} finalists): {choice.reason}")
+        why = f"Confirmed on {fresh} fresh images each ({len(state.finalists)} finalists"
+        if left_out:
+            why += (f"; {len(left_out)} left out that fail the verdict's bar: "
+                    + ", ".join(repr(c) for c in left_out[:3]) + (", ..." if len(left_out) > 3 else ""))
+        return choice.winner.concept, choice.winner.scores, f"{why}): {choice.reason}"
     choice = criterion.choose(state.steps, lambda s: s.scores, lambda s: s.concept, parsimony)
     return choice.winner.concept, choice.winner.scores, choice.reason
 

@@ -238,14 +238,20 @@ def finalize(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     """The label (a person's concept where they gave one, else the criterion's choice), its
     runners-up, and the distinct meanings in the history."""
     ctx = runtime.context
-    concept, scores, reason = choose_label(state, ctx.criterion, ctx.loop.simplify)
+    verdicts: dict[str, verdict.Verdict] = {}
+
+    def judged(finalist) -> verdict.Verdict:
+        if finalist.concept not in verdicts:
+            verdicts[finalist.concept] = verdict.finalist_verdict(ctx.engine, state.unit, finalist)
+        return verdicts[finalist.concept]
+
+    concept, scores, reason = choose_label(state, ctx.criterion, ctx.loop.simplify, lambda f: judged(f).explained)
     own = persons_label(state)
     if own is not None:
         concept, scores, reason = own.concept, own.scores, "a person's label, given in review"
     runners = [(s.concept, round(s.scores.auc, 4)) for s in state.ranked(ctx.criterion) if s.concept != concept][:3]
     finalist = state.finalist(concept)
-    fresh = finalist.activations[-finalist.fresh:] if finalist and finalist.fresh else None
-    trust = verdict.label_verdict(ctx.engine, state.unit, fresh)
+    trust = judged(finalist) if finalist is not None else verdict.label_verdict(ctx.engine, state.unit, None)
     return {"label": Label(concept=concept, scores=scores, runners_up=runners, criterion=ctx.criterion.name,
                            reason=reason, polysemanticity=meanings.analyse(ctx.engine, state.unit, state.steps, concept,
                                                                             also=state.sweep_aucs()),
