@@ -46,19 +46,22 @@ def choose_label(state: NeuronState, criterion: Criterion, parsimony: bool = Tru
     """(concept, scores, why): the criterion's choice among the confirmed finalists, or,
     without a confirm step, among every scored step.
 
-    `explained` (tools.verdict on a finalist's fresh images): when it passes some finalists
-    and not others, the choice is among those it passes. A label that passes the verdict's
-    bar is never traded for one that fails it, for brevity or for strength against the
-    control set: "speckle" may be as strong as "black and white speckle" on drawings and
-    still fire a corner detector less than ordinary photos do, which explains nothing."""
+    `explained` (tools.verdict on a finalist's fresh images): when the criterion's choice
+    fails the verdict's bar and other finalists pass it, the choice is made again among those
+    that pass. A label that passes the bar is never given up for one that fails it, for
+    brevity or for strength against the control set: "speckle" may be as strong as "black
+    and white speckle" on drawings and still fire a corner detector less than ordinary photos
+    do, which explains nothing. Only the choice is judged unless it fails: one verdict a unit."""
     if state.finalists:
-        finalists, left_out = list(state.finalists), []
-        if explained is not None:
-            passing = [f for f in finalists if explained(f)]
-            if passing and len(passing) < len(finalists):
-                left_out = [f.concept for f in finalists if f not in passing]
-                finalists = passing
-        choice = criterion.choose(finalists, lambda f: f.scores, lambda f: f.concept, parsimony)
+        def choose(finalists):
+            return criterion.choose(finalists, lambda f: f.scores, lambda f: f.concept, parsimony)
+
+        choice, left_out = choose(state.finalists), []
+        if explained is not None and not explained(choice.winner):
+            passing = [f for f in state.finalists if f is not choice.winner and explained(f)]
+            if passing:
+                left_out = [f.concept for f in state.finalists if f not in passing]
+                choice = choose(passing)
         fresh = state.finalists[0].fresh
         why = f"Confirmed on {fresh} fresh images each ({len(state.finalists)} finalists"
         if left_out:
