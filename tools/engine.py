@@ -392,14 +392,18 @@ def forward_together(engines: Sequence[Engine], keys: Sequence[str], load: Calla
     return len(missing)
 
 
-def prepare_layers(engines: Sequence[Engine], concepts: Sequence[str], seeds: Sequence[int] | None = None) -> dict:
+def prepare_layers(engines: Sequence[Engine], concepts: Sequence[str], seeds: Sequence[int] | None = None,
+                   images: Sequence[tuple[Sequence[str], Callable[[int], Image.Image]]] = ()) -> dict:
     """What several layers of one model need first, in shared forwards: the control set's
-    activations and those of `concepts` at `seeds` (the loop's by default: a network run's
-    vocabulary sweep), rendered once. Returns the images rendered and forwarded."""
+    activations, those of `concepts` at `seeds` (the loop's by default: a network run's
+    vocabulary sweep), rendered once, and of other `images` ((cache keys, loader) pairs: the
+    verdict's natural photos). Returns the images rendered and forwarded."""
     if not engines:
         return {"images_rendered": 0, "images_forwarded": 0}
     first = engines[0]
     forwarded = forward_together(engines, first.control.keys, first.control.load, first.batch_size)
+    for keys, load in images:
+        forwarded += forward_together(engines, list(keys), load, first.batch_size)
     seeds = list(seeds) if seeds is not None else first.seeds()
     refs, rendered = first.render([first.generator.prompt(c, s) for c in concepts for s in seeds], seeds * len(concepts))
     forwarded += forward_together(engines, [r.key for r in refs], lambda i: first.load_image(refs[i]), first.batch_size)

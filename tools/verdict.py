@@ -21,7 +21,9 @@ unexplained, with its best guess and the numbers. Pure numpy; pydantic results.
 
 from __future__ import annotations
 
-from typing import Sequence
+import os
+from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -108,11 +110,15 @@ def bootstrap(x: np.ndarray, y: np.ndarray, rounds: int = BOOTSTRAP, seed: int =
     rng = np.random.default_rng(seed)
     xs = x[rng.integers(0, len(x), (rounds, len(x)))]
     ys = np.sort(y[rng.integers(0, len(y), (rounds, len(y)))], axis=1)
-    aucs = np.empty(rounds)
-    for b in range(rounds):
-        below = np.searchsorted(ys[b], xs[b], "left")
-        up_to = np.searchsorted(ys[b], xs[b], "right")
-        aucs[b] = (below + (up_to - below) / 2).sum() / (len(x) * len(y))
+    # every round in one searchsorted: round b's values shifted by b * span keep the rounds
+    # apart in one sorted array (equal values stay equal: ties count half, as in mann_whitney)
+    span = 2.0 * (max(np.ptp(x), np.ptp(y)) + abs(float(x.min() - y.min()))) + 1.0
+    shift = (np.arange(rounds) * span)[:, None]
+    flat = (ys + shift).ravel()
+    offset = (np.arange(rounds) * len(y))[:, None]
+    below = np.searchsorted(flat, xs + shift, "left") - offset
+    up_to = np.searchsorted(flat, xs + shift, "right") - offset
+    aucs = (below + (up_to - below) / 2).sum(axis=1) / (len(x) * len(y))
     mads = (xs.mean(axis=1) - ys.mean(axis=1)) / (ys.std(axis=1) + 1e-8)
     return aucs, mads
 
@@ -149,28 +155,43 @@ def judge(fresh: Sequence[float] | None, control: Sequence[float], natural: Sequ
 
 
 # --- the label's verdict from a run's engine ------------------------------------------------------
-def natural_photos(engine) -> tuple[str, np.ndarray] | None:
-    """(name, photos x units activations) of natural photos for `engine`'s layer: its own
-    control set when that is a folder of photos (`dir:`), else the ImageNet samples of the
-    shared data folder when LINE_SHARED_DATA names one; None otherwise. Activations go
-    through the engine's cache, so a layer pays for the photos once."""
-    import os
-    from pathlib import Path
+def _natural_folder() -> Path | None:
+    """The ImageNet samples of the shared data folder (LINE_SHARED_DATA), where there are some."""
+    from tools.control import NATURAL_SAMPLES
 
-    from tools.control import NATURAL_SAMPLES, load_control_set
-
-    if engine.control.spec.startswith("dir:"):
-        return "the control photos", engine.control_activations()
     root = os.environ.get("LINE_SHARED_DATA")
     folder = Path(root).expanduser() / NATURAL_SAMPLES if root else None
-    if folder is None or not folder.is_dir():
+    return folder if folder is not None and folder.is_dir() else None
+
+
+def natural_sample(cache) -> tuple[Path, list[str], Callable[[int], object]] | None:
+    """(folder, cache keys, loader) of the natural photos the verdict uses when no `dir:`
+    control is given: every NATURAL_EVERY-th ImageNet sample of the shared data folder
+    (LINE_SHARED_DATA); None where it names none. A network run forwards them once for all
+    its layers (agent.runs.network.prepare_together)."""
+    from tools.control import load_control_set
+
+    folder = _natural_folder()
+    if folder is None:
+        return None
+    photos = load_control_set(f"dir:{folder}", cache)
+    chosen = list(range(0, len(photos), NATURAL_EVERY))
+    return folder, [photos.keys[i] for i in chosen], lambda i: photos.load(chosen[i])
+
+
+def natural_photos(engine) -> tuple[str, np.ndarray] | None:
+    """(name, photos x units activations) of natural photos for `engine`'s layer: its own
+    control set when that is a folder of photos (`dir:`), else `natural_sample`; None
+    otherwise. Activations go through the engine's cache, so a layer pays for the photos once."""
+    if engine.control.spec.startswith("dir:"):
+        return "the control photos", engine.control_activations()
+    folder = _natural_folder()
+    if folder is None:
         return None
     memo = engine.__dict__.setdefault("_natural_photos", {})
     if folder not in memo:
-        photos = load_control_set(f"dir:{folder}", engine.cache)
-        chosen = list(range(0, len(photos), NATURAL_EVERY))
-        memo[folder] = (engine.activations([photos.keys[i] for i in chosen], lambda i: photos.load(chosen[i]))
-                        if chosen else None)
+        _, keys, load = natural_sample(engine.cache)
+        memo[folder] = engine.activations(keys, load) if keys else None
     acts = memo[folder]
     return (f"{len(acts)} ImageNet sample photos", acts) if acts is not None else None
 

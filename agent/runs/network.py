@@ -41,6 +41,7 @@ from tools.engine import Engine, parse_units, prepare_layers
 from tools.errors import LineError
 from tools.layer_select import model_layers
 from tools.scoring import strict_json
+from tools.verdict import natural_sample
 
 if TYPE_CHECKING:
     from tools.models import TargetModel
@@ -319,13 +320,17 @@ def layer_engines(settings: Settings, layers: Sequence[str], progress=None, trus
 
 def prepare_together(contexts: Sequence[LineContext]) -> dict | None:
     """What the layers about to be labelled need first, in one forward a batch for all of
-    them (tools.engine.prepare_layers): the control set and the vocabulary sweep. Each
-    layer's own preparation then finds its activations cached. None with fewer than two."""
+    them (tools.engine.prepare_layers): the control set, the vocabulary sweep and the
+    verdict's natural photos. Each layer's own preparation then finds its activations
+    cached. None with fewer than two."""
     if len(contexts) < 2:
         return None
     start = time.perf_counter()
     concepts = list(dict.fromkeys(a.concept for c in contexts for a in c.atoms))
-    cost = prepare_layers([c.engine for c in contexts], concepts)
+    engines = [c.engine for c in contexts]
+    dir_control = engines[0].control.spec.startswith("dir:")  # then the control set is the verdict's photos
+    photos = None if dir_control else natural_sample(engines[0].cache)
+    cost = prepare_layers(engines, concepts, images=[photos[1:]] if photos and photos[1] else ())
     return {"layers": len(contexts), "concepts": len(concepts), **cost, "seconds": round(time.perf_counter() - start, 2)}
 
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from agent.config import ClusterConfig, Settings
 from agent.runs.engine_factory import build_engine
 from agent.loop.graph import build_label_graph
-from agent.runs.run import Run, Update, prepare
+from agent.runs.run import EXPORT_EVERY, Run, Update, prepare
 from agent.runs.context import build_context
 from agent.loop.state import NeuronState
 from agent.runs.store import open_store, worker_name
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
     import ray
 
 MAX_ATTEMPTS = 3  # a unit whose worker died this often is reported rather than handed out again
-EXPORT_EVERY = 30.0  # seconds between rewrites of history.json while units finish
 
 
 class UnitWorker:

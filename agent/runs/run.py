@@ -42,6 +42,10 @@ Update = Callable[[int, str, NeuronState | dict], None]
 Reviewer = Callable[[dict], str]
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 NETWORK = "network"  # run.json's "kind" of a run over several layers (agent.runs.network)
+# history.json is written at most this often while units finish (and always at the end and on
+# an interrupt): it holds every unit, so writing it after each one made a layer's run
+# quadratic in its units (1,280 for EfficientNet-Lite0's head). Checkpoints are per step.
+EXPORT_EVERY = 30.0
 # Settings a resumed run may change (dotted for sections; "llm" for the whole section): where
 # things run and are kept, the LLM (it only proposes), budgets. None changes what is scored.
 MAY_CHANGE_ON_RESUME = frozenset({
@@ -147,19 +151,30 @@ class Run:
             self.record_sweep(prepare(context))
             with self.store.checkpointer() as checkpointer:
                 graph = build_label_graph(checkpointer)
+                known = self.states(graph)  # read once: each finished unit then updates it
+                last = [time.monotonic()]
 
                 def one(unit: int) -> NeuronState:
                     result = self.label_unit(graph, context, unit, on_update, reviewer)
-                    self.export(graph)
+                    with self._lock:
+                        known[unit] = result
+                        due = time.monotonic() - last[0] >= EXPORT_EVERY
+                        if due:
+                            last[0] = time.monotonic()
+                    if due:
+                        self.export(states=dict(known))
                     return result
 
                 try:
                     if self.settings.concurrency == 1:
-                        return {unit: one(unit) for unit in self.units}
-                    return self._label_side_by_side(one)
+                        done = {unit: one(unit) for unit in self.units}
+                    else:
+                        done = self._label_side_by_side(one)
                 except BaseException:
                     self.export(graph)
                     raise
+                self.export(states=known)
+                return done
 
     def check_checkpoints(self) -> None:
         """A LineError where the run's checkpoints are gone but its history.json holds units:
