@@ -207,3 +207,31 @@ def test_the_layers_share_one_forward_for_the_control_set_and_the_sweep(quick, t
     assert shared["layers"] == 2 and shared["images_rendered"] == 4 * 2 and shared["images_forwarded"] == 4 * 2
     for layer in ("features", "relu"):  # each layer's own sweep found everything rendered and forwarded
         assert json.loads((run.folder / "layers" / layer / "sweep.json").read_text())["images_rendered"] == 0
+
+
+def test_the_verdicts_natural_photos_go_through_the_model_once_for_all_layers(quick, tmp_path, monkeypatch):
+    """With LINE_SHARED_DATA naming ImageNet samples, a network run forwards the verdict's
+    photos (every NATURAL_EVERY-th) with the sweep, once for both layers, and every label's
+    verdict is judged against them."""
+    import numpy as np
+    from PIL import Image
+
+    from tools.verdict import NATURAL_EVERY
+
+    photos = tmp_path / "shared" / "imagenet-samples"
+    photos.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(photos / f"n{i:08d}_thing{i}.png")
+    monkeypatch.setenv("LINE_SHARED_DATA", str(tmp_path / "shared"))
+    vocabulary = tmp_path / "vocabulary.txt"
+    vocabulary.write_text("plain red\nplain green\n")
+    settings = with_loop(quick, sweep=True, sweep_concepts=str(vocabulary))
+    run, contexts, _ = start_network(settings, "features,relu", "0", "natural",
+                                     chat=ScriptedChatModel(replies=[say(c) for c in CONCEPTS]))
+    states = run.label(contexts)
+    shared = json.loads((run.folder / "sweep.json").read_text())
+    assert shared["images_forwarded"] == 2 * 2 + 12 // NATURAL_EVERY  # the sweep's images and the photos
+    for layer in ("features", "relu"):
+        confidence = states[layer][0].label.confidence
+        assert confidence.natural is not None and confidence.natural.controls == 12 // NATURAL_EVERY
