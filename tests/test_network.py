@@ -193,9 +193,10 @@ def test_a_network_run_on_ray_workers_with_a_shared_store(ray_cluster, postgres_
     assert all(child.store.units()[0].status == "done" for child in again.children.values())
 
 
-def test_the_layers_share_one_forward_for_the_control_set_and_the_sweep(quick, tmp_path):
+def test_the_layers_share_one_forward_for_the_control_set_and_the_sweep(quick, tmp_path, monkeypatch):
     """A network run prepares its layers together: the sweep's images render once, and the
     control set and the sweep go through the model once for both layers."""
+    monkeypatch.delenv("LINE_SHARED_DATA", raising=False)  # no natural photos: the next test has them
     vocabulary = tmp_path / "vocabulary.txt"
     vocabulary.write_text("plain red\nplain green\nblue stripes\nyellow dots\n")
     settings = with_loop(quick, sweep=True, sweep_concepts=str(vocabulary))
