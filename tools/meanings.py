@@ -51,7 +51,7 @@ import numpy as np
 from tools.generators.base import contains
 from tools.polysemantic import Comparison, Group, Meaning, Polysemanticity, Test, best_scores
 from tools.text import singular
-from tools.verdict import Bar, Evidence, evidence, natural_photos
+from tools.verdict import Bar, Evidence, auc, evidence, natural_photos
 
 if TYPE_CHECKING:
     from tools.history import Step
@@ -137,12 +137,10 @@ class Analyst:
 
     def natural_auc(self, ev: Evidence) -> float | None:
         """AUC of the test's images against natural photos (None where none are at hand)."""
-        if self.natural is None or not ev.activations:
-            return None
-        return evidence(ev.activations, self.natural, "natural photos").auc
+        return auc(ev.activations, self.natural) if self.natural is not None else None
 
-    def drives(self, ev: Evidence) -> bool:
-        natural = self.natural_auc(ev)
+    def drives(self, ev: Evidence, natural: float | None = None) -> bool:
+        """`natural`: the test's `natural_auc`, where natural photos are at hand."""
         return (ev.images >= self.min_images and ev.auc is not None and ev.auc >= self.threshold and ev.auc_low >= self.min_auc_low
                 and ev.p <= self.max_p and self.excess(ev) >= MIN_RELATIVE * self.reference
                 and (natural is None or natural >= self.min_natural_auc))
@@ -173,10 +171,11 @@ class Analyst:
         keep = keep[: self.images]
         drawn_as = prompts[0] if len(set(prompts)) == 1 else concept
         ev = evidence([acts[i] for i in keep], self.control, "control")
+        natural = self.natural_auc(ev)
         return Test(concept=concept, without=without, drawn_as=drawn_as, seeds=[seeds[i] for i in keep],
                     scenes=[generator.drawn(prompts[i], seeds[i]) for i in keep],
-                    dropped=dropped, evidence=ev, passed=self.drives(ev), informative=len(keep) >= self.min_images,
-                    natural_auc=self.natural_auc(ev))
+                    dropped=dropped, evidence=ev, passed=self.drives(ev, natural),
+                    informative=len(keep) >= self.min_images, natural_auc=natural)
 
     def compare(self, candidate: str, meaning: str) -> Comparison:
         """Distinct when each drives the unit without the other's attributes; the same when one

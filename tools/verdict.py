@@ -87,6 +87,16 @@ class Verdict(BaseModel):
         return ("explained" if self.explained else "unexplained") + f": {self.reason}"
 
 
+def auc(concept: Sequence[float], control: Sequence[float]) -> float | None:
+    """AUC of `concept` activations against `control` (ties count half), without the
+    intervals `evidence` bootstraps; None for an empty set."""
+    x = np.asarray(concept, dtype=np.float64).ravel()
+    y = np.asarray(control, dtype=np.float64).ravel()
+    if len(x) == 0 or len(y) == 0:
+        return None
+    return float(mann_whitney(x[:, None], y[:, None])[0][0] / (len(x) * len(y)))
+
+
 def evidence(concept: Sequence[float], control: Sequence[float], name: str = "control",
              rounds: int = BOOTSTRAP, seed: int = SEED) -> Evidence:
     """AUC, MAD (bootstrap intervals) and p of `concept` activations against `control`."""
@@ -95,11 +105,11 @@ def evidence(concept: Sequence[float], control: Sequence[float], name: str = "co
     if len(x) == 0 or len(y) == 0:
         return Evidence(control=name, images=len(x), controls=len(y))
     u, p = mann_whitney(x[:, None], y[:, None])
-    auc = float(u[0] / (len(x) * len(y)))
+    area = float(u[0] / (len(x) * len(y)))
     mad = float(mad_of(x[:, None], y[:, None])[0])
     aucs, mads = bootstrap(x, y, rounds, seed)
     tail = (1 - LEVEL) / 2 * 100
-    return Evidence(control=name, images=len(x), controls=len(y), auc=auc, mad=mad, p=float(p[0]),
+    return Evidence(control=name, images=len(x), controls=len(y), auc=area, mad=mad, p=float(p[0]),
                     auc_low=float(np.percentile(aucs, tail)), auc_high=float(np.percentile(aucs, 100 - tail)),
                     mad_low=float(np.percentile(mads, tail)), mad_high=float(np.percentile(mads, 100 - tail)),
                     activations=[float(a) for a in x])
@@ -164,19 +174,20 @@ def _natural_folder() -> Path | None:
     return folder if folder is not None and folder.is_dir() else None
 
 
-def natural_sample(cache) -> tuple[Path, list[str], Callable[[int], object]] | None:
-    """(folder, cache keys, loader) of the natural photos the verdict uses when no `dir:`
-    control is given: every NATURAL_EVERY-th ImageNet sample of the shared data folder
-    (LINE_SHARED_DATA); None where it names none. A network run forwards them once for all
+def natural_sample(engine) -> tuple[list[str], Callable[[int], object]] | None:
+    """(cache keys, loader) of the natural photos the verdict uses for `engine` when its
+    control set is no folder of photos: every NATURAL_EVERY-th ImageNet sample of the shared
+    data folder (LINE_SHARED_DATA); None where it names none, or where the control set is a
+    `dir:` folder (those photos are the control's). A network run forwards them once for all
     its layers (agent.runs.network.prepare_together)."""
     from tools.control import load_control_set
 
     folder = _natural_folder()
-    if folder is None:
+    if folder is None or engine.control.spec.startswith("dir:"):
         return None
-    photos = load_control_set(f"dir:{folder}", cache)
+    photos = load_control_set(f"dir:{folder}", engine.cache)
     chosen = list(range(0, len(photos), NATURAL_EVERY))
-    return folder, [photos.keys[i] for i in chosen], lambda i: photos.load(chosen[i])
+    return [photos.keys[i] for i in chosen], lambda i: photos.load(chosen[i])
 
 
 def natural_photos(engine) -> tuple[str, np.ndarray] | None:
@@ -190,7 +201,7 @@ def natural_photos(engine) -> tuple[str, np.ndarray] | None:
         return None
     memo = engine.__dict__.setdefault("_natural_photos", {})
     if folder not in memo:
-        _, keys, load = natural_sample(engine.cache)
+        keys, load = natural_sample(engine)
         memo[folder] = engine.activations(keys, load) if keys else None
     acts = memo[folder]
     return (f"{len(acts)} ImageNet sample photos", acts) if acts is not None else None

@@ -328,9 +328,8 @@ def prepare_together(contexts: Sequence[LineContext]) -> dict | None:
     start = time.perf_counter()
     concepts = list(dict.fromkeys(a.concept for c in contexts for a in c.atoms))
     engines = [c.engine for c in contexts]
-    dir_control = engines[0].control.spec.startswith("dir:")  # then the control set is the verdict's photos
-    photos = None if dir_control else natural_sample(engines[0].cache)
-    cost = prepare_layers(engines, concepts, images=[photos[1:]] if photos and photos[1] else ())
+    photos = natural_sample(engines[0])
+    cost = prepare_layers(engines, concepts, images=[photos] if photos else ())
     return {"layers": len(contexts), "concepts": len(concepts), **cost, "seconds": round(time.perf_counter() - start, 2)}
 
 
