@@ -3,7 +3,8 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from tools.scoring import score_units, unit_scores
+from tools import scoring
+from tools.scoring import score_units, summarise, unit_scores
 
 
 @pytest.fixture
@@ -57,3 +58,21 @@ def test_standard_error_of_mad_and_top_share(activations):
     above = (concept > np.percentile(control, 99, axis=0)).mean(0)
     np.testing.assert_allclose(table["top_share"], above)
     assert (table["images"] == len(concept)).all()
+
+
+def test_the_direct_count_and_the_ranking_agree_with_scipy_on_ties_and_a_kept_control_summary(monkeypatch):
+    """A few concept images against a large control are counted directly; many are ranked
+    with the control: both match scipy, with ties inside the concept, inside the control
+    and between them, and with the control's summary computed once and reused."""
+    rng = np.random.default_rng(1)
+    control = np.maximum(rng.integers(-2, 4, size=(60, 6)), 0).astype(float)  # many zeros: a ReLU's ties
+    concepts = [np.maximum(rng.integers(-1, 4, size=(n, 6)), 0).astype(float) for n in (1, 3, 8)]
+    summary = summarise(control)
+    for limit in (scoring._PAIRWISE_LIMIT, 0):  # 0: every call takes the ranking path
+        monkeypatch.setattr(scoring, "_PAIRWISE_LIMIT", limit)
+        for concept in concepts:
+            kept, fresh = score_units(concept, control, summary), score_units(concept, control)
+            for unit in range(concept.shape[1]):
+                result = stats.mannwhitneyu(concept[:, unit], control[:, unit], alternative="greater", method="asymptotic")
+                assert kept["u"][unit] == pytest.approx(result.statistic) == fresh["u"][unit]
+                assert kept["p"][unit] == pytest.approx(result.pvalue) == pytest.approx(fresh["p"][unit])

@@ -8,6 +8,7 @@ the layer's concept bank, so later units can start from concepts already paid fo
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -25,7 +26,7 @@ from tools.control import ControlSet, generated_image_key
 from tools.criterion import Criterion
 from tools.errors import LineError, check_unit_index, no_units
 from tools.generators.base import ImageGenerator, Interpretation
-from tools.scoring import Scores, score_units, unit_scores
+from tools.scoring import ControlSummary, Scores, score_units, summarise, unit_scores
 
 if TYPE_CHECKING:
     from tools.models import TargetModel
@@ -92,11 +93,13 @@ class Engine:
         self._render_lock = threading.Lock()
         self._bank_lock = threading.Lock()
         self._control_acts: np.ndarray | None = None
+        self._control_summary: ControlSummary | None = None  # scoring's view of the control set, every unit
         self._bank_acts: dict[str, np.ndarray] = {}
         self._sweep: tuple[tuple[str, ...], list[Evidence]] | None = None
         self._sweep_lock = threading.Lock()
         self._banked: set[str] | None = None
         self._bank_warned = False
+        self._bank_parsed: dict[tuple, list[ImageRef] | None] = {}  # a bank entry, checked once (None: skipped)
         # the layer's concept bank: a JSONL file in the cache by default, or a store's table (agent.runs.store)
         bank_key = content_key(self.model_id, layer, generator.id)
         self.concept_bank = banks(bank_key) if banks else FileBank(cache.root / "banks" / f"{bank_key}.jsonl")
@@ -272,7 +275,9 @@ class Engine:
         chosen = np.arange(self.units) if units is None else np.asarray(units)
         acts, control = acts[:, chosen], self.control_activations()[:, chosen]
         if self.control_mode == "all":
-            return score_units(acts, control)
+            if self._control_summary is None:
+                self._control_summary = summarise(self.control_activations())
+            return score_units(acts, control, self._control_summary.columns(chosen))
         # LINE's mode: each unit against the control class it responds to least.
         classes, means = self.class_means()
         lowest = means[:, chosen].argmin(axis=0)
@@ -299,17 +304,33 @@ class Engine:
         an entry that does not parse, is skipped: the cache folder is not trusted."""
         bank, skipped = {}, []
         for concept, images in self.concept_bank.entries():
-            try:
-                if concept_problem(concept, self.generator) is None:
-                    bank[concept] = [self._banked_ref(**r) for r in images]
-            except (KeyError, TypeError, AttributeError, ValueError):
+            refs = self._bank_entry(concept, images)
+            if refs is None:
                 skipped.append(concept)
+            elif refs:
+                bank[concept] = refs
         if skipped and not self._bank_warned:  # once per engine: the bank is read for every unit
             self._bank_warned = True
             log.warning("concept bank %s: %d entr%s skipped (image keys or seeds that the cache does not write, "
                         "e.g. for %r).", getattr(self.concept_bank, "path", "table"), len(skipped),
                         "y" if len(skipped) == 1 else "ies", str(skipped[0])[:60])
         return bank
+
+    def _bank_entry(self, concept, images) -> list[ImageRef] | None:
+        """A bank entry's images as checked refs; [] for a concept the check refuses; None for
+        an entry that does not parse. Memoised per entry: the bank is read for every unit,
+        and a network's layers hold a few thousand entries."""
+        try:
+            key = (concept, json.dumps(images, sort_keys=True))
+        except (TypeError, ValueError):
+            return None
+        if key not in self._bank_parsed:
+            try:
+                self._bank_parsed[key] = ([self._banked_ref(**r) for r in images]
+                                          if concept_problem(concept, self.generator) is None else [])
+            except (KeyError, TypeError, AttributeError, ValueError):
+                self._bank_parsed[key] = None
+        return self._bank_parsed[key]
 
     def _banked_ref(self, key: str, prompt: str, seed: int, path: str = "") -> ImageRef:
         """A bank entry's image, checked: its key a cache key (the file a key names is inside
