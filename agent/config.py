@@ -77,6 +77,9 @@ class LoopConfig(Section):
     sweep_top: int = Field(4, ge=0, le=1000, description="the unit's best atoms of the sweep in the initial pool (no new images)")
     bank_top: int = Field(2, ge=0, le=1000, description="best other concepts from the layer's concept bank (no new images)")
     pool_size: int = Field(10, ge=2, le=1000)
+    search_when: Literal["always", "unexplained"] = Field(
+        "unexplained", description="the search beyond the vocabulary (LLM and operators): for every unit, or only "
+        "where none of the vocabulary's finalists passes the verdict's bar on fresh images (tools.verdict)")
     max_iterations: int = Field(8, ge=0, le=10_000, description="proposals (LLM or operator) per neuron")
     max_images: int = Field(60, ge=1, le=1_000_000, description="images scored for the unit: proposals, initial pool, confirmation")
     max_llm_calls: int = Field(30, ge=0, le=1_000_000)
@@ -107,7 +110,7 @@ class LoopConfig(Section):
         bank, no confirmation."""
         return cls(
             images_per_concept=5, init_top=5, init_random=5, sweep=False, sweep_top=0, bank_top=0,
-            max_iterations=10, max_images=10_000, max_llm_calls=1_000, dedup=False, stall=False, settle=0, summary=True,
+            max_iterations=10, max_images=10_000, max_llm_calls=1_000, search_when="always", dedup=False, stall=False, settle=0, summary=True,
             simplify=False, criterion="auc", confirm=False,
         )
 

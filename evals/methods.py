@@ -3,6 +3,8 @@
 - ``ours``: the line-agent graph with the configured loop (default `LoopConfig`).
 - ``paper``: the same graph with `LoopConfig.paper()`, the LINE paper's loop (labels by AUC).
 - ``operators``: ours without the LLM: the vocabulary, then the operators' search.
+- ``ours-always``, ``operators-always``: the same with the search run for every unit
+  (`loop.search_when = "always"`), also where the vocabulary already explains it.
 - ``closed``: ours with the search off (`search_off`): the generator's whole sweep
   vocabulary scored for every unit, its finalists confirmed on fresh images, the best kept.
   An upper bound for closed-vocabulary labellers. The sweep's images are shared by all
@@ -205,6 +207,8 @@ def methods(extra_vocabulary: list[str] = ()) -> dict[str, Method]:
         "oracle": oracle,
         "ours": graph_method(lambda s: s.loop),
         "operators": graph_method(lambda s: s.loop.model_copy(update={"max_llm_calls": 0})),
+        "ours-always": graph_method(lambda s: s.loop.model_copy(update={"search_when": "always"})),
+        "operators-always": graph_method(lambda s: s.loop.model_copy(update={"max_llm_calls": 0, "search_when": "always"})),
         "paper": graph_method(_paper_loop),
         "closed": closed(extra_vocabulary),
         "top-class": top_class,

@@ -112,7 +112,9 @@ def cosy_controls(settings) -> dict[str, str]:
 
 def judge_unit(engine, cosy, state: NeuronState, old: dict, matcher, planted) -> dict:
     label = state.label.concept
-    trust = verdict.finalist_verdict(engine, state.unit, state.finalist(label))
+    confirmed = state.finalist(label)
+    trust = (verdict.held_out_verdict(engine, state.unit, label, confirmed.fresh) if confirmed is not None and confirmed.fresh
+             else verdict.label_verdict(engine, state.unit, None))
     poly = meanings.analyse(engine, state.unit, state.steps, label, also=state.sweep_aucs())
     row = {"unit": state.unit, "label": label, **verdict.trust_row(trust, poly),
            "old_flag": bool(state.label.polysemanticity and state.label.polysemanticity.polysemantic),

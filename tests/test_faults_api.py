@@ -303,7 +303,7 @@ def test_overlong_concepts_are_never_scored(settings, tmp_path, caplog):
     sweep = tmp_path / "sweep.txt"
     sweep.write_text("x" * 25_000 + "\nplain red\n")
     settings = with_loop(settings, max_iterations=2, sweep=True, sweep_concepts=str(sweep), sweep_top=2, init_top=1,
-                         init_random=0, summary=False)
+                         init_random=0, summary=False, search_when="always")  # the LLM's answers must be asked for
     run, _, states = run_units(settings, [say(long_answer), long_answer, say("x" * 25_000), "green " * 2000])
     steps = states[0].steps
     assert steps and all(len(s.concept) <= MAX_CONCEPT_CHARS for s in steps)

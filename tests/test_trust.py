@@ -161,6 +161,20 @@ def test_drawings_that_fire_the_unit_less_than_photos_explain_nothing():
     assert judged.natural.auc == 0.0 and "less than ordinary photos" in judged.reason
 
 
+def test_three_drawings_that_outrank_photos_by_chance_explain_nothing():
+    """Against natural photos the bar asks what it asks against the control: an AUC of 0.85
+    on three images (two above every photo, one in the middle, as _blocks.8 unit 21's best
+    finalist gave) is not significant, so the label is unexplained; three images above
+    every photo are."""
+    control = np.zeros(300)
+    photos = np.linspace(0.0, 2.5, 250)
+    lucky = verdict.judge([2.46, 2.69, 1.42], control, photos)
+    assert lucky.natural.auc == pytest.approx(0.85, abs=0.02) and lucky.natural.p > 0.01
+    assert not lucky.explained and "could be chance" in lucky.reason
+    above = verdict.judge([2.6, 2.7, 2.8], control, photos)
+    assert above.natural.auc == 1.0 and above.natural.p <= 0.01 and above.explained
+
+
 def test_a_run_carries_the_verdict_in_the_label_table_history_report_and_api(tmp_path):
     from agent.ui import report
     from agent.config import load_settings

@@ -43,7 +43,7 @@ def test_a_label_is_never_weaker_than_the_vocabularys_confirmed_best(settings, t
     when it stops improving, and the label is at least as strong, on fresh images, as the
     vocabulary's best finalist."""
     settings = with_loop(settings, sweep=True, sweep_concepts=vocabulary_file(tmp_path), max_iterations=8, settle=3,
-                         summary=False)
+                         summary=False, search_when="always")  # the search runs though the vocabulary explains unit 0
     replies = [say(c) for c in ("green circles", "blue stripes", "white noise on black", "yellow squares")] * 3
     _, _, states = run_units(settings, replies)
     state, criterion = states[0], settings.loop.judge()
@@ -55,6 +55,31 @@ def test_a_label_is_never_weaker_than_the_vocabularys_confirmed_best(settings, t
     best = criterion.order([f for f in state.finalists if f.concept in shortlist], lambda f: f.scores)[0]
     assert not criterion.better(best.scores, state.label.scores)
     assert "red" in state.label.concept and state.label.scores.auc > 0.9
+
+
+def test_the_search_runs_only_where_the_vocabulary_falls_short(settings, tmp_path):
+    """With the default `search_when = "unexplained"`, a unit one of whose vocabulary
+    finalists passes the verdict's bar on fresh images is labelled without a search and
+    without an LLM call; take red out of the vocabulary and the same unit (redness) is
+    searched, and the LLM's "plain red" becomes its label."""
+    replies = [say("plain red"), say("red squares"), say("red noise")]
+    vocabulary = with_loop(settings, sweep=True, sweep_concepts=vocabulary_file(tmp_path), max_iterations=3, settle=2)
+    assert vocabulary.loop.search_when == "unexplained"
+    _, chat, states = run_units(vocabulary, replies)
+    state = states[0]
+    assert state.vocabulary_explains() and state.stop_reason.startswith("the vocabulary explains the unit")
+    assert not searched(state) and state.usage.llm_calls == 0 and state.label_source() == "sweep"
+    assert "red" in state.label.concept and state.label.explained
+    assert state.label.confidence.evidence.seeds == "3000-3002"  # judged on images that chose nothing
+    no_red = tmp_path / "no-red"
+    no_red.mkdir()
+    beyond = with_loop(settings, sweep=True, sweep_concepts=vocabulary_file(no_red, ["plain green", "plain blue", "white noise"]),
+                       max_iterations=3, settle=2, init_top=0, bank_top=0)
+    _, _, states = run_units(beyond, replies, run_id="t2")
+    state = states[0]
+    assert state.vocabulary_verdict is not None and not state.vocabulary_verdict.explained
+    assert searched(state) and state.usage.llm_calls >= 1
+    assert state.label.concept == "plain red" and state.label_source() == "llm"
 
 
 def test_layers_of_one_model_share_one_forward_per_batch(settings):

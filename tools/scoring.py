@@ -122,8 +122,9 @@ def mann_whitney(concept: np.ndarray, control: np.ndarray,
         u = (below + 0.5 * equal).sum(axis=0)
         same = (concept[None] == concept[:, None]).sum(axis=1)  # concept values equal to each (itself included)
         grown = (equal + same).astype(np.float64)
-        ties = (control_ties if control_ties is not None else _tie_term(np.sort(control, axis=0))) + (
-            ((grown**3 - grown) - (equal**3 - equal)) / same).sum(axis=0)  # each group of equal concept values once
+        added = np.divide((grown**3 - grown) - (equal**3 - equal), same, out=np.zeros_like(grown), where=same > 0)
+        ties = (control_ties if control_ties is not None else _tie_term(np.sort(control, axis=0))) + added.sum(axis=0)
+        # (each group of equal concept values counted once; a NaN equals nothing, itself included)
     else:
         rank, ties = ranks(np.concatenate([concept, control]))
         u = rank[:n1].sum(axis=0) - n1 * (n1 + 1) / 2

@@ -1,10 +1,13 @@
 """The labelling graph: one thread per neuron, its state the generation history.
 
-    init -> stall -> propose ---> check -> score -> stall -> ... -> summarize -> check -> score
-              |         ^  \        |                                   |                  |
-              |         |   \-> operate <- (rejected twice, or the LLM failed)               v
-              \-> operate (operators' strategy)    finalize <- review <- score <- confirm <-/
+    init -> judge_vocabulary -> stall -> propose ---> check -> score -> stall -> ... -> summarize -> check -> score
+                                  |         ^  \        |                                   |                  |
+                                  |         |   \-> operate <- (rejected twice, or the LLM failed)               v
+                                  \-> operate (operators' strategy)    finalize <- review <- score <- confirm <-/
 
+`judge_vocabulary` scores the vocabulary's finalists on fresh images first; where one passes
+the verdict's bar (with `loop.search_when = "unexplained"`, the default), the unit is
+explained by the vocabulary and `stall` goes straight to the summary and the confirm step.
 Every proposal (LLM, operator, summary, a person's) goes through `check` and `score`; so do
 the confirm step's finalists (`score` only: they are scored again, on fresh images).
 `stall` starts each iteration: it stops on a spent budget and changes strategy on a stall.
@@ -40,7 +43,7 @@ CHECKPOINT_TYPES = [
 # resume): allowed, so that they load without a warning as their fields, which every reader
 # validates into today's types (NeuronState; Usage adds a dict of its fields).
 LEGACY_CHECKPOINT_TYPES = [("agent.state", name) for name in ("NeuronState", "Proposal", "Usage", "Label", "AtomScore")]
-NODES = ("init", "stall", "propose", "operate", "check", "score", "summarize", "confirm", "review", "finalize")
+NODES = ("init", "judge_vocabulary", "stall", "propose", "operate", "check", "score", "summarize", "confirm", "review", "finalize")
 
 
 def after_stall(s: NeuronState) -> str:
@@ -94,7 +97,8 @@ def build_label_graph(checkpointer=None, wrap=None):
     for name in NODES:
         graph.add_node(name, wrap(getattr(nodes, name)))
     graph.add_edge(START, "init")
-    graph.add_edge("init", "stall")
+    graph.add_edge("init", "judge_vocabulary")
+    graph.add_edge("judge_vocabulary", "stall")
     graph.add_conditional_edges("stall", after_stall, ["propose", "operate", "summarize"])
     graph.add_conditional_edges("propose", after_propose, ["check", "operate"])
     graph.add_conditional_edges("operate", after_operate, ["check", "summarize"])

@@ -73,6 +73,35 @@ def init(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
             "strategy": "refine" if ctx.chat is not None else "operators", "elapsed": time.perf_counter() - start}
 
 
+def judge_vocabulary(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
+    """Before the search (`loop.search_when = "unexplained"`): the vocabulary's finalists
+    (the criterion's shortlist of the unit's sweep concepts, the ones the confirm step
+    weighs anyway) are scored on fresh images, the confirm step's seeds, so their images are
+    reused there; when one passes the verdict's bar (tools.verdict), the vocabulary explains
+    the unit and the search, with its LLM calls, is skipped. The agent works where the
+    vocabulary falls short."""
+    ctx = runtime.context
+    if ctx.loop.search_when != "unexplained" or state.vocabulary_verdict is not None or state.iteration or not ctx.loop.confirm:
+        return {}
+    vocabulary = [s for s in state.steps if s.source == "sweep"]
+    if not vocabulary or ctx.loop.max_iterations == 0:
+        return {}
+    start = time.perf_counter()
+    shortlist = ctx.criterion.shortlist(vocabulary, lambda s: s.scores, lambda s: s.concept, ctx.loop.confirm_top)
+    _, finalists = path.score(ctx, state.unit, [Proposal(concept=s.concept, source="confirm", iteration=0,
+                                                         reasoning=f"the vocabulary's finalist ({why})")
+                                                for s, why in shortlist])
+    verdicts = [(f.concept, verdict.finalist_verdict(ctx.engine, state.unit, f)) for f in finalists]
+    concept, best = max(verdicts, key=lambda item: (item[1].explained, item[1].evidence.auc or 0.0))
+    update = {"vocabulary_verdict": best, "finalists": [*state.finalists, *finalists],
+              "elapsed": time.perf_counter() - start}
+    if best.explained:
+        reason = (f"the vocabulary explains the unit: {concept!r} passes the verdict's bar on fresh images "
+                  f"(AUC {best.evidence.auc:.3f}); no search beyond it")
+        update |= {"stop_reason": reason, "events": [Event(iteration=0, kind="stop", concept=concept, reason=reason)]}
+    return update
+
+
 def vocabulary_start(ctx: LineContext, sweep: list[AtomScore]) -> list[str]:
     """Where the unit starts in the vocabulary: its best `loop.sweep_top` sweep concepts by
     the criterion, and the vocabulary's finalists (the criterion's shortlist, as a closed-
@@ -133,7 +162,8 @@ def summarize(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     asked = any(e.source == "summary" for e in state.events)
     update: dict = {"phase": "summary", "proposals": []}
     left = ctx.loop.max_seconds - state.elapsed
-    if ctx.chat is not None and not asked and left > 0:  # a spent time budget asks the LLM no more
+    if ctx.chat is not None and not asked and left > 0 and not state.vocabulary_explains():
+        # a spent time budget asks the LLM no more; nor does a unit the vocabulary explains
         start = time.perf_counter()
         user = prompts.render("summarize_user", top=pool_lines(top, ctx.criterion))
         reply = ask_for_concept(ctx, user, ctx.temperature, seconds=left)
@@ -196,7 +226,7 @@ def score(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     steps, finalists = path.score(ctx, state.unit, state.proposals)
     update: dict = {"proposals": [], "steps": steps, "elapsed": time.perf_counter() - start}
     if finalists:
-        update["finalists"] = finalists
+        update["finalists"] = [*state.finalists, *finalists]
     if state.phase == "search" and steps:  # one search proposal an iteration
         update["pool"] = pool_with(ctx, state, steps[0])
     return update
@@ -228,10 +258,12 @@ def stall(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
 def confirm(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     """Propose the finalists for a fresh block of seeds: `score` scores each on all its images."""
     ctx = runtime.context
-    if not ctx.loop.confirm or state.finalists or not state.steps:
+    if not ctx.loop.confirm or not state.steps:
         return {"phase": "confirm", "proposals": []}
+    done = {f.concept for f in state.finalists}  # judge_vocabulary's, or all of them on a resumed run
     return {"phase": "confirm", "proposals": [Proposal(concept=concept, source="confirm", iteration=state.iteration,
-                                                       reasoning=why) for concept, why in pick_finalists(ctx, state)]}
+                                                       reasoning=why) for concept, why in pick_finalists(ctx, state)
+                                              if concept not in done]}
 
 
 def finalize(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
@@ -250,8 +282,9 @@ def finalize(state: NeuronState, runtime: Runtime[LineContext]) -> dict:
     if own is not None:
         concept, scores, reason = own.concept, own.scores, "a person's label, given in review"
     runners = [(s.concept, round(s.scores.auc, 4)) for s in state.ranked(ctx.criterion) if s.concept != concept][:3]
-    finalist = state.finalist(concept)
-    trust = judged(finalist) if finalist is not None else verdict.label_verdict(ctx.engine, state.unit, None)
+    confirmed = state.finalist(concept) is not None
+    trust = (verdict.held_out_verdict(ctx.engine, state.unit, concept, ctx.loop.confirm_images) if confirmed
+             else verdict.label_verdict(ctx.engine, state.unit, None))
     return {"label": Label(concept=concept, scores=scores, runners_up=runners, criterion=ctx.criterion.name,
                            reason=reason, polysemanticity=meanings.analyse(ctx.engine, state.unit, state.steps, concept,
                                                                             also=state.sweep_aucs()),

@@ -65,10 +65,17 @@ class NeuronState(History):
     usage: Annotated[Usage, operator.add] = Field(default_factory=Usage)
     elapsed: Annotated[float, operator.add] = 0.0
     stop_reason: str | None = None
+    vocabulary_verdict: Verdict | None = Field(
+        None, description="before the search: the best verdict of the vocabulary's finalists on fresh images "
+        "(loop.search_when = unexplained); where it explains the unit, no search")
     label: Label | None = None
     verdict: str | None = Field(None, description="a person's review: approve, or a concept of theirs")
     held_unit: int | None = Field(None, exclude=True, description="the unit the thread started on (an input that "
                                   "names another unit is refused: a thread is one neuron)")
+
+    def vocabulary_explains(self) -> bool:
+        """Whether the search was skipped because a vocabulary finalist passed the verdict's bar."""
+        return self.vocabulary_verdict is not None and self.vocabulary_verdict.explained
 
     def sweep_aucs(self) -> dict[str, float]:
         """The unit's vocabulary-sweep concepts and their AUC (on one image each): where the
