@@ -4,7 +4,8 @@
 - ``paper``: the same graph with `LoopConfig.paper()`, the LINE paper's loop (labels by AUC).
 - ``operators``: ours without the LLM: the vocabulary, then the operators' search.
 - ``ours-always``, ``operators-always``: the same with the search run for every unit
-  (`loop.search_when = "always"`), also where the vocabulary already explains it.
+  (`loop.search_when = "always"`), also where the vocabulary already explains it; run by
+  name only (``--methods all`` leaves them out).
 - ``closed``: ours with the search off (`search_off`): the generator's whole sweep
   vocabulary scored for every unit, its finalists confirmed on fresh images, the best kept.
   An upper bound for closed-vocabulary labellers. The sweep's images are shared by all
