@@ -44,7 +44,13 @@ def ranks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     start, end = _tie_groups(np.take_along_axis(values, order, axis=0))
     result = np.empty((n, units))
     np.put_along_axis(result, order, (start + end) / 2 + 1, axis=0)
-    return result, ((end - start + 1).astype(np.float64) ** 2 - 1).sum(axis=0)  # a group's t members add t^2 - 1 each
+    return result, _group_ties(start, end)
+
+
+def _group_ties(start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """sum(t^3 - t) per column from each position's tie group (`_tie_groups`): a group's t
+    members add t^2 - 1 each."""
+    return ((end - start + 1).astype(np.float64) ** 2 - 1).sum(axis=0)
 
 
 def _tie_groups(ordered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -97,8 +103,7 @@ def _tie_term(ordered: np.ndarray) -> np.ndarray:
     """sum(t^3 - t) over each column's groups of t equal values, of column-sorted values."""
     if len(ordered) == 0:
         return np.zeros(ordered.shape[1])
-    start, end = _tie_groups(ordered)
-    return ((end - start + 1).astype(np.float64) ** 2 - 1).sum(axis=0)
+    return _group_ties(*_tie_groups(ordered))
 
 
 _PAIRWISE_LIMIT = 20_000_000  # concept x control x units comparisons for the direct count (160 MB of booleans at most)
