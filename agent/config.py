@@ -67,6 +67,11 @@ class LLMConfig(Section):
     threads: int = Field(2, ge=1, le=1024)
     script: list[str] = Field(default_factory=list, description="scripted: the replies, in order")
 
+    @property
+    def embedded_default(self) -> bool:
+        """The embedded SmolLM2-135M (provider local, no other GGUF file)."""
+        return self.provider == "local" and not self.gguf
+
 
 class LoopConfig(Section):
     images_per_concept: int = Field(3, ge=2, le=MAX_IMAGES_PER_CONCEPT)
@@ -83,6 +88,11 @@ class LoopConfig(Section):
     max_iterations: int = Field(8, ge=0, le=10_000, description="proposals (LLM or operator) per neuron")
     max_images: int = Field(60, ge=1, le=1_000_000, description="images scored for the unit: proposals, initial pool, confirmation")
     max_llm_calls: int = Field(30, ge=0, le=1_000_000)
+    llm_proposals: Literal["auto", "on", "off"] = Field(
+        "auto", description="the LLM's proposals and summary in labelling runs (the chat always has its LLM): "
+        "on, off, or auto: off with the embedded SmolLM2 (llm.provider = local, no llm.gguf), whose proposals "
+        "changed no label the operators had not found on any suite measured (evals/README.md), on with any "
+        "other LLM and with a chat model given in code")
     max_seconds: float = Field(900.0, gt=0)
     dedup: bool = True
     dedup_threshold: float = Field(0.88, gt=0, le=1, description="text-embedding cosine similarity of a paraphrase")
@@ -110,9 +120,16 @@ class LoopConfig(Section):
         bank, no confirmation."""
         return cls(
             images_per_concept=5, init_top=5, init_random=5, sweep=False, sweep_top=0, bank_top=0,
-            max_iterations=10, max_images=10_000, max_llm_calls=1_000, search_when="always", dedup=False, stall=False, settle=0, summary=True,
+            max_iterations=10, max_images=10_000, max_llm_calls=1_000, llm_proposals="on", search_when="always", dedup=False, stall=False, settle=0, summary=True,
             simplify=False, criterion="auc", confirm=False,
         )
+
+    def llm_proposes(self, llm: LLMConfig, chat_given: bool = False) -> bool:
+        """Whether the LLM of `llm` proposes in a labelling run (`chat_given`: a chat model
+        handed over in code, which auto uses): `llm_proposals` within a call budget, where
+        auto leaves out only the embedded SmolLM2 (`llm.embedded_default`)."""
+        wanted = self.llm_proposals == "on" or (self.llm_proposals == "auto" and (chat_given or not llm.embedded_default))
+        return wanted and self.max_llm_calls > 0
 
     def judge(self) -> Criterion:
         """The run's criterion: what "best" means wherever concepts are compared or shown."""

@@ -378,8 +378,8 @@ def main(argv: list[str] | None = None) -> None:
              "network": lambda: network(args.layers, args.unit_list, args.loop)}
     for name in (["speed", "cost"] if args.part == "all" else [args.part]):
         suffix = {"diffusion": f"-{args.shape}-{args.size}px",
-                  "network": "" if (args.layers, args.unit_list, args.loop) == (NETWORK_LAYERS, "all", "defaults")
-                  else "-partial" if args.loop == "defaults" else f"-partial-{args.loop}",
+                  "network": ("" if (args.layers, args.unit_list) == (NETWORK_LAYERS, "all") else "-partial")
+                  + ("" if args.loop == "defaults" else f"-{args.loop}"),
                   "scale": "" if args.loops == DEFAULT_LOOPS else "-" + args.loops.replace(",", "-")}.get(name, "")
         result = {"part": name, "machine": f"{torch.get_num_threads()} threads", **parts[name]()}
         path = args.out / f"bench-{name}{suffix}.json"

@@ -1,11 +1,13 @@
 """Labelling methods compared side by side: same LLM, same generator, same units.
 
-- ``ours``: the line-agent graph with the configured loop (default `LoopConfig`).
+- ``ours``: the line-agent graph with the configured loop (default `LoopConfig`), as a user's
+  run has it: with the embedded LLM the search is the operators' (`loop.llm_proposals`).
+- ``ours-llm``: ours with the LLM proposing (`llm_proposals = "on"`), whichever it is.
 - ``paper``: the same graph with `LoopConfig.paper()`, the LINE paper's loop (labels by AUC).
 - ``operators``: ours without the LLM: the vocabulary, then the operators' search.
-- ``ours-always``, ``operators-always``: the same with the search run for every unit
-  (`loop.search_when = "always"`), also where the vocabulary already explains it; run by
-  name only (``--methods all`` leaves them out).
+- ``ours-always``, ``operators-always``: with and without the LLM, the search run for every
+  unit (`loop.search_when = "always"`), also where the vocabulary already explains it.
+  ``ours-llm`` and these are run by name only (``--methods all`` leaves them out).
 - ``closed``: ours with the search off (`search_off`): the generator's whole sweep
   vocabulary scored for every unit, its finalists confirmed on fresh images, the best kept.
   An upper bound for closed-vocabulary labellers. The sweep's images are shared by all
@@ -111,13 +113,15 @@ def meaning_images(state) -> int:
 def graph_method(loop: Callable[[Settings], LoopConfig]) -> Method:
     """A method labelling with the graph; its image cost per unit includes the confirmation
     and an equal share of the layer-wide sweep's images. A loop without LLM calls
-    (`max_llm_calls = 0`) searches with the operators alone."""
+    (`max_llm_calls = 0`, or `llm_proposals` off, as by default with the embedded model)
+    searches with the operators alone."""
     def run(ctx: EvalContext) -> dict[int, UnitResult]:
         settings = ctx.settings_for(loop(ctx.settings))
         engine = build_engine(settings)
         run_id = f"{ctx.method.replace('@', '.')}-{time.strftime('%Y%m%d-%H%M%S')}"  # run ids take no '@'
         graph_run = Run.create(settings, ctx.units, run_id)
-        states = graph_run.label(build_context(settings, engine, chat=ctx.chat if settings.loop.max_llm_calls else None))
+        proposes = settings.loop.llm_proposes(settings.llm)  # as a user's run would: the defaults
+        states = graph_run.label(build_context(settings, engine, chat=ctx.chat if proposes else None))
         sweep_file = graph_run.folder / "sweep.json"
         sweep = json.loads(sweep_file.read_text()) if sweep_file.exists() else {}
         share = sweep.get("images_rendered", 0) / len(ctx.units)
@@ -208,7 +212,8 @@ def methods(extra_vocabulary: list[str] = ()) -> dict[str, Method]:
         "oracle": oracle,
         "ours": graph_method(lambda s: s.loop),
         "operators": graph_method(lambda s: s.loop.model_copy(update={"max_llm_calls": 0})),
-        "ours-always": graph_method(lambda s: s.loop.model_copy(update={"search_when": "always"})),
+        "ours-llm": graph_method(lambda s: s.loop.model_copy(update={"llm_proposals": "on"})),
+        "ours-always": graph_method(lambda s: s.loop.model_copy(update={"search_when": "always", "llm_proposals": "on"})),
         "operators-always": graph_method(lambda s: s.loop.model_copy(update={"max_llm_calls": 0, "search_when": "always"})),
         "paper": graph_method(_paper_loop),
         "closed": closed(extra_vocabulary),

@@ -119,7 +119,7 @@ def target_settings(args: argparse.Namespace) -> tuple[Settings, list[PlantedUni
 
 def choose_methods(text: str, has_truth: bool) -> list[str]:
     known = list(methods())
-    chosen = ([m for m in known if (m != "oracle" or has_truth) and not m.endswith("-always")]  # variants: by name
+    chosen = ([m for m in known if (m != "oracle" or has_truth) and not m.endswith(("-always", "-llm"))]  # variants: by name
               if text == "all" else [m.strip() for m in text.split(",")])
     unknown = [m for m in chosen if split_name(m)[0] not in known or split_name(m)[1] not in (None, *CRITERIA)]
     if unknown:

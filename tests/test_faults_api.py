@@ -252,7 +252,7 @@ def test_a_corrupt_gguf_is_a_one_line_error(capsys, base, tmp_path):
     for name, data in (("junk.gguf", b"not a model"), ("cut.gguf", default_gguf().read_bytes()[:4096])):
         (tmp_path / name).write_bytes(data)
         config = tmp_path / f"{name}.toml"
-        config.write_text(f"[llm]\nprovider = 'local'\ngguf = '{tmp_path / name}'\n")
+        config.write_text(f"[llm]\nprovider = 'local'\ngguf = '{tmp_path / name}'\n")  # a GGUF of one's own proposes
         code, out, err = line(capsys, "label", *base, "--config", config, "--runs-dir", runs, "--unit", "0")
         assert one_line_error(code, err, "llm.gguf", name), err[-600:]
     assert not runs.exists()  # a failed start leaves no run behind

@@ -1,5 +1,6 @@
 """Target models and layer activations: fast and offline (tiny random models, local weights)."""
 
+import copy
 import os
 import subprocess
 import sys
@@ -100,6 +101,24 @@ def test_batching_invariance(cnn):
     single = np.concatenate([layer_activations(cnn, "relu2", [im], batch_size=1) for im in imgs])
     assert batched.shape == (7, 16)
     np.testing.assert_allclose(batched, single, rtol=1e-5, atol=1e-6)
+
+
+def test_a_cpu_forward_is_sized_to_the_caches_and_channels_last_gives_the_same_activations(cnn):
+    """On a CPU a batch holds CPU_BATCH_PIXELS of input (4 images at 224 px: larger batches
+    spill the caches, BENCHMARKS.md); `batch_size` overrides it. A model run channels-last
+    gives the activations it gives contiguous."""
+    import dataclasses
+
+    from tools.models.target import CPU_BATCH_PIXELS, finished
+
+    assert cnn.device == "cpu" and cnn.forward_batch == CPU_BATCH_PIXELS // 32**2
+    assert dataclasses.replace(cnn, input_size=224).forward_batch == 4
+    assert dataclasses.replace(cnn, batch_size=7).forward_batch == 7
+    imgs = random_images(5, seed=2)
+    last = finished(dataclasses.replace(cnn, module=copy.deepcopy(cnn.module), channels_last=True), cnn.name, "cpu")
+    assert last.module.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    np.testing.assert_allclose(layer_activations(last, "relu2", imgs), layer_activations(cnn, "relu2", imgs),
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_early_stop_skips_later_layers_and_keeps_results(cnn):

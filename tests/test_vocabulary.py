@@ -104,3 +104,28 @@ def test_layers_of_one_model_share_one_forward_per_batch(settings):
     assert not forwards and all(e.control_activations().shape[0] == len(e.control.keys) for e in engines)
     own = layer_activations(model, "relu2", [engines[1].load_image(r) for r in evidence["relu2"][0].images])
     assert abs(own - evidence["relu2"][0].activations).max() < 1e-5
+
+
+def test_the_embedded_llm_does_not_propose_by_default_and_any_other_does(settings):
+    """loop.llm_proposals = "auto": the embedded model's proposals changed no measured label
+    (evals/README.md), so a labelling run's search is then the operators'; a chat model given
+    in code, another provider, or "on" lets the LLM propose; the paper's loop always does."""
+    from agent.chat.session import chat_context
+    from agent.config import LoopConfig
+    from agent.runs.context import build_context
+    from agent.llm import ScriptedChatModel
+
+    engine = build_engine(settings)
+    assert settings.llm.embedded_default and settings.loop.llm_proposals == "auto"
+    embedded = build_context(settings, engine)
+    assert embedded.chat is None and embedded.loop.max_llm_calls == 0  # no model loaded, no call to spend
+    scripted = ScriptedChatModel(replies=[say("plain red")])
+    given = build_context(settings, engine, chat=scripted)
+    assert given.chat is scripted and given.loop.max_llm_calls == settings.loop.max_llm_calls
+    off = with_loop(settings, llm_proposals="off")
+    assert build_context(off, engine, chat=scripted).chat is None
+    assert with_loop(settings, llm_proposals="on").loop.llm_proposes(settings.llm)
+    assert LoopConfig.paper().llm_proposes(settings.llm)
+    for other in ({"provider": "openai"}, {"gguf": "/models/larger.gguf"}):  # any LLM but the embedded SmolLM2
+        assert settings.loop.llm_proposes(settings.llm.model_copy(update=other))
+    assert chat_context(off, engine, chat=scripted).chat is scripted  # the chat always talks with its LLM

@@ -89,7 +89,8 @@ def _as_batch(model: TargetModel, x: torch.Tensor) -> torch.Tensor:
             f"image tensor of shape {tuple(x.shape)} is not N x 3 x H x W.",
             "Pass PIL images, or tensors made by TargetModel.preprocess.",
         )
-    return x.to(device=model.device, dtype=model.dtype)
+    x = x.to(device=model.device, dtype=model.dtype)
+    return x.contiguous(memory_format=torch.channels_last) if model.channels_last else x
 
 
 def _forward_with(model: TargetModel, x: torch.Tensor, hooks: list[tuple[torch.nn.Module, Callable]]) -> None:
@@ -129,14 +130,14 @@ def layer_activations(
     model: TargetModel,
     layer: str,
     images: list[Image.Image] | torch.Tensor,
-    batch_size: int = 32,
+    batch_size: int | None = None,
 ) -> np.ndarray:
     """images x units float32 activations of every unit of `layer`."""
     module = model.layer(layer)
     n = len(images)
     if n == 0:
         return np.zeros((0, unit_count(model, layer)), dtype=np.float32)
-    batch_size = max(1, int(batch_size))
+    batch_size = max(1, int(batch_size or model.forward_batch))
     parts = []
     for start in range(0, n, batch_size):
         chunk = images[start : start + batch_size]
@@ -148,13 +149,13 @@ def layer_activations(
 
 
 def layers_activations(model: TargetModel, layers: list[str], images: list[Image.Image],
-                       batch_size: int = 32) -> dict[str, np.ndarray]:
+                       batch_size: int | None = None) -> dict[str, np.ndarray]:
     """images x units activations of several layers from ONE forward per batch: a hook on
     each layer captures its first output, and the forward stops once all have run (later
     layers cost nothing)."""
     modules = {layer: model.layer(layer) for layer in dict.fromkeys(layers)}
     parts: dict[str, list[np.ndarray]] = {layer: [] for layer in modules}
-    batch_size = max(1, int(batch_size))
+    batch_size = max(1, int(batch_size or model.forward_batch))
     for start in range(0, len(images), batch_size):
         x = _as_batch(model, model.preprocess(list(images[start : start + batch_size])))
         for layer, acts in _capture_all(model, modules, x).items():
@@ -187,7 +188,7 @@ def _capture_all(model: TargetModel, modules: dict[str, torch.nn.Module], x: tor
 
 
 def unit_maps(model: TargetModel, layer: str, images: list[Image.Image], unit: int,
-              batch_size: int = 32) -> np.ndarray | None:
+              batch_size: int | None = None) -> np.ndarray | None:
     """images x H x W: one unit's spatial map on each image (the layer's N x C x H x W output
     before the spatial mean, channel `unit`), aligned with the model's input crop
     (`TargetModel.input_box`); None when the layer's output has no spatial map (N x T x D,
@@ -201,8 +202,9 @@ def unit_maps(model: TargetModel, layer: str, images: list[Image.Image], unit: i
         return t[:, unit] if spatial[-1] else reduce_output(output)[:, :1]
 
     parts = []
-    for start in range(0, len(images), max(1, int(batch_size))):
-        chunk = model.preprocess(list(images[start : start + max(1, int(batch_size))]))
+    batch_size = max(1, int(batch_size or model.forward_batch))
+    for start in range(0, len(images), batch_size):
+        chunk = model.preprocess(list(images[start : start + batch_size]))
         parts.append(_capture(model, module, layer, _as_batch(model, chunk), channel))
         if not spatial[-1]:
             return None

@@ -84,7 +84,7 @@ class DiskCache:
 
     def save_image(self, key: str, image: Image.Image) -> Path:
         buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
+        image.save(buffer, format="PNG", compress_level=1)  # 2.7 ms an image against 6.6 at the default 6, 12% larger
         path = self.image_path(key)
         self._write(path, buffer.getvalue())
         return path

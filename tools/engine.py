@@ -76,7 +76,7 @@ class Engine:
         cache: DiskCache,
         images_per_concept: int = 5,
         control_mode: ControlMode = "all",
-        batch_size: int = 32,
+        batch_size: int | None = None,
         progress: Progress | None = None,
         fingerprint: str = "",
         banks: Callable[[str], ConceptBank] | None = None,
@@ -88,7 +88,7 @@ class Engine:
         self.control, self.cache = control, cache
         self.images_per_concept = images_per_concept
         self.control_mode = control_mode
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # images per forward; None: the model's (TargetModel.forward_batch)
         self.progress = progress
         self._render_lock = threading.Lock()
         self._bank_lock = threading.Lock()
@@ -113,6 +113,10 @@ class Engine:
             model.layer(self.layer)  # validates the name, listing near matches
             self._model = model
         return self._model
+
+    @property
+    def forward_batch(self) -> int:
+        return self.batch_size or self.model.forward_batch
 
     # --- units -------------------------------------------------------------------------
     def check_unit(self, unit: int) -> int:
@@ -204,9 +208,10 @@ class Engine:
         missing = [i for i, row in enumerate(rows) if row is None]
         if missing:
             from tools.activations import layer_activations
-        for start in range(0, len(missing), self.batch_size):
-            chunk = missing[start : start + self.batch_size]
-            acts = layer_activations(self.model, self.layer, [load(i) for i in chunk], self.batch_size)
+        batch = self.forward_batch if missing else 1  # all cached: the model is never loaded
+        for start in range(0, len(missing), batch):
+            chunk = missing[start : start + batch]
+            acts = layer_activations(self.model, self.layer, [load(i) for i in chunk], batch)
             for i, vector in zip(chunk, acts):
                 self.cache.save_array(self._act_key(keys[i]), vector)
                 rows[i] = vector
@@ -235,7 +240,7 @@ class Engine:
         if missing:
             from tools.activations import unit_maps
 
-            computed = unit_maps(self.model, self.layer, [load(i) for i in missing], unit, self.batch_size)
+            computed = unit_maps(self.model, self.layer, [load(i) for i in missing], unit, self.forward_batch)
             if computed is None:
                 self.cache.save_array(flat, np.zeros(1))
                 return None
@@ -388,7 +393,7 @@ class Engine:
 
 
 def forward_together(engines: Sequence[Engine], keys: Sequence[str], load: Callable[[int], Image.Image],
-                     batch_size: int = 32) -> int:
+                     batch_size: int | None = None) -> int:
     """Fill the activation caches of `engines` (layers of one loaded model) for the images
     with these cache keys, ONE forward per batch for all their layers; images every engine
     has already are skipped. Returns the images forwarded. Each engine then reads its
@@ -402,6 +407,7 @@ def forward_together(engines: Sequence[Engine], keys: Sequence[str], load: Calla
     from tools.activations import layers_activations
 
     progress = engines[0].progress
+    batch_size = batch_size or model.forward_batch
     for start in range(0, len(missing), batch_size):
         chunk = missing[start : start + batch_size]
         acts = layers_activations(model, [e.layer for e in engines], [load(i) for i in chunk], batch_size)
@@ -422,12 +428,12 @@ def prepare_layers(engines: Sequence[Engine], concepts: Sequence[str], seeds: Se
     if not engines:
         return {"images_rendered": 0, "images_forwarded": 0}
     first = engines[0]
-    forwarded = forward_together(engines, first.control.keys, first.control.load, first.batch_size)
+    forwarded = forward_together(engines, first.control.keys, first.control.load, first.forward_batch)
     for keys, load in images:
-        forwarded += forward_together(engines, list(keys), load, first.batch_size)
+        forwarded += forward_together(engines, list(keys), load, first.forward_batch)
     seeds = list(seeds) if seeds is not None else first.seeds()
     refs, rendered = first.render([first.generator.prompt(c, s) for c in concepts for s in seeds], seeds * len(concepts))
-    forwarded += forward_together(engines, [r.key for r in refs], lambda i: first.load_image(refs[i]), first.batch_size)
+    forwarded += forward_together(engines, [r.key for r in refs], lambda i: first.load_image(refs[i]), first.forward_batch)
     return {"images_rendered": rendered, "images_forwarded": forwarded}
 
 

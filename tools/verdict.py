@@ -26,6 +26,8 @@ unexplained, with its best guess and the numbers. Pure numpy; pydantic results.
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -126,7 +128,7 @@ def bootstrap(x: np.ndarray, y: np.ndarray, rounds: int = BOOTSTRAP, seed: int =
     """AUC and MAD of `rounds` resamples (with replacement) of both sets."""
     rng = np.random.default_rng(seed)
     xs = x[rng.integers(0, len(x), (rounds, len(x)))]
-    ys = np.sort(y[rng.integers(0, len(y), (rounds, len(y)))], axis=1)
+    ys, ys_mean, ys_std = _resampled(y, len(x), rounds, seed, rng)
     # every round in one searchsorted: round b's values shifted by b * span keep the rounds
     # apart in one sorted array (equal values stay equal: ties count half, as in mann_whitney)
     span = 2.0 * (max(np.ptp(x), np.ptp(y)) + abs(float(x.min() - y.min()))) + 1.0
@@ -136,8 +138,36 @@ def bootstrap(x: np.ndarray, y: np.ndarray, rounds: int = BOOTSTRAP, seed: int =
     below = np.searchsorted(flat, xs + shift, "left") - offset
     up_to = np.searchsorted(flat, xs + shift, "right") - offset
     aucs = (below + (up_to - below) / 2).sum(axis=1) / (len(x) * len(y))
-    mads = (xs.mean(axis=1) - ys.mean(axis=1)) / (ys.std(axis=1) + 1e-8)
+    mads = (xs.mean(axis=1) - ys_mean) / (ys_std + 1e-8)
     return aucs, mads
+
+
+_RESAMPLES: OrderedDict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
+_RESAMPLES_KEPT = 8  # a unit's control set and natural photos, against tests of a few sizes
+_RESAMPLES_LOCK = threading.Lock()
+
+
+def _resampled(y: np.ndarray, n_x: int, rounds: int, seed: int, rng: np.random.Generator):
+    """The control side of `bootstrap`: `rounds` sorted resamples of `y`, their means and
+    spreads. They depend on `y` and on how many draws came before (the concept's), not on the
+    concept's values, so a unit's tests (the verdict, the meanings' up to a dozen) share them:
+    sorting 1,000 resamples of 300 controls was most of a verdict's time (nothing draws
+    from `rng` after them)."""
+    key = (y.tobytes(), n_x, rounds, seed)
+    with _RESAMPLES_LOCK:
+        kept = _RESAMPLES.get(key)
+        if kept is not None:
+            _RESAMPLES.move_to_end(key)
+    if kept is None:
+        ys = np.sort(y[rng.integers(0, len(y), (rounds, len(y)))], axis=1)
+        kept = (ys, ys.mean(axis=1), ys.std(axis=1))
+        for array in kept:
+            array.flags.writeable = False  # shared by every test that finds them here
+        with _RESAMPLES_LOCK:
+            _RESAMPLES[key] = kept
+            while len(_RESAMPLES) > _RESAMPLES_KEPT:
+                _RESAMPLES.popitem(last=False)
+    return kept
 
 
 def judge(fresh: Sequence[float] | None, control: Sequence[float], natural: Sequence[float] | None = None, *,

@@ -42,7 +42,8 @@ def chat_config(run: Run, unit: int) -> dict:
 def chat_context(settings: Settings, engine, chat=None) -> ChatContext:
     """The labelling context plus the chat's way of calling tools: native tool calls for
     providers that have them, the JSON action schema for the embedded model."""
-    base = build_context(settings, engine, chat)
+    on = settings.loop.model_copy(update={"llm_proposals": "on"})  # a conversation is with the LLM, whichever it is
+    base = build_context(settings.model_copy(update={"loop": on}), engine, chat)
     if base.chat is None:
         raise LineError("the chat needs an LLM, but loop.max_llm_calls is 0.", "Set loop.max_llm_calls above 0.")
     tool_calling = settings.llm.provider != "local"

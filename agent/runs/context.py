@@ -19,11 +19,15 @@ log = logging.getLogger(__name__)
 
 
 def build_context(settings: Settings, engine: Engine, chat=None) -> LineContext:
-    """The runtime context of a run; `chat` overrides the configured provider (tests, evals)."""
+    """The runtime context of a run; `chat` overrides the configured provider (tests, evals).
+    Where the LLM does not propose (`LoopConfig.llm_proposes`: by default not the embedded
+    model) the loop has no LLM call to spend and its search is the operators'."""
     embedder = default_embedder() if settings.loop.dedup else None
-    if chat is None and settings.loop.max_llm_calls > 0:
-        chat = make_chat_model(settings.llm)
     loop = settings.loop
+    if not loop.llm_proposes(settings.llm, chat_given=chat is not None):
+        loop, chat = loop.model_copy(update={"max_llm_calls": 0}), None
+    elif chat is None:
+        chat = make_chat_model(settings.llm)
     rules = ConceptRules(engine.generator, embedder, loop.dedup_threshold, dedup=loop.dedup)
     return LineContext(engine=engine, rules=rules,
                        loop=loop, chat=chat, temperature=settings.llm.temperature, llm_retries=settings.llm.retries,

@@ -228,10 +228,10 @@ class NetworkRun:
 
     def _part(self, layer: str, states: dict[int, NeuronState]) -> tuple[str, list[list[str]]]:
         """A layer's units as JSON and its labels.csv rows, kept until the layer changes (only
-        the layer that changed is serialised again)."""
+        the layer that changed is joined again, and only its units that changed serialised:
+        `Run.units_json`)."""
         units = [u for u in self.children[layer].units if u in states]
-        text = strict_json({str(u): states[u].model_dump(mode="json") for u in units})
-        return text, label_rows(layer, [states[u] for u in units])
+        return self.children[layer].units_json(states), label_rows(layer, [states[u] for u in units])
 
     def _write_files(self) -> Path:
         """history.json from each layer's units as JSON (written as text: a whole network's

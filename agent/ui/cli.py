@@ -147,7 +147,11 @@ def cmd_label(args: argparse.Namespace) -> None:
         where = (f", on Ray ({cluster.workers} workers at {safe(cluster.address)})" if cluster.backend == "ray" else "")
         what = (f"layers {_layers_text(run.layers)}, units {_network_units_text(run)}" if network
                 else f"{safe(settings.layer)}, units {units_text(run.units)}")
-        console.print(f"run [bold]{safe(run.id)}[/]: {safe(settings.model)} / {what}, LLM {safe(settings.llm.provider)}, "
+        llm = (f"LLM {safe(settings.llm.provider)}" if settings.loop.llm_proposes(settings.llm)
+               else "search by the operators (the embedded LLM does not propose: loop.llm_proposals = "
+                    f"{settings.loop.llm_proposals!r}; \"on\" lets it)" if settings.llm.embedded_default
+               else f"no LLM proposals (loop.llm_proposals = {settings.loop.llm_proposals!r})")
+        console.print(f"run [bold]{safe(run.id)}[/]: {safe(settings.model)} / {what}, {llm}, "
                       f"generator {safe(generator)}" + where)
         reviewer = _ask_person if sys.stdin.isatty() else None
         try:

@@ -31,4 +31,5 @@ def load_efficientnet_lite0(rest: str, device: str) -> TargetModel:
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         interpolation="bicubic",
+        channels_last=True,  # 20% faster a forward on a CPU (BENCHMARKS.md), the same activations to 1e-5
     )

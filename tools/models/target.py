@@ -17,6 +17,9 @@ from tools.errors import LineError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+CPU_BATCH_PIXELS = 4 * 224 * 224  # a CPU forward's input pixels: 4 images at 224 px, 49 at 64 px
+GPU_BATCH = 32
+
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -57,7 +60,21 @@ class TargetModel:
     crop_pct: float = 1.0  # resize the short side to input_size / crop_pct, then center-crop
     device: str = "cpu"
     transform: Callable[[Image.Image], torch.Tensor] | None = None  # a live module's own preprocess, per image
+    batch_size: int | None = None  # images per forward; None: `forward_batch` sizes it to the device
+    channels_last: bool = False  # a conv net that runs faster with channels-last tensors (its loader knows)
     layer_cache: LayerCache = field(default_factory=LayerCache, init=False, repr=False, compare=False)
+
+    @property
+    def forward_batch(self) -> int:
+        """Images per forward: `batch_size` where set; on a CPU, as many as keep a batch's
+        input within CPU_BATCH_PIXELS (EfficientNet-Lite0 on 2 cores: 26 ms an image in
+        batches of 4, 62 ms in batches of 32, whose activations spill the caches:
+        BENCHMARKS.md); on an accelerator, GPU_BATCH."""
+        if self.batch_size:
+            return int(self.batch_size)
+        if self.device.startswith("cpu"):
+            return max(1, CPU_BATCH_PIXELS // max(1, int(self.input_size) ** 2))
+        return GPU_BATCH
 
     # --- images -------------------------------------------------------------------------
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
@@ -146,6 +163,8 @@ def finished(loaded: TargetModel | torch.nn.Module, spec: str, device: str) -> T
         raise LineError(f"cannot move model {spec!r} to device {device!r} ({exc}).",
                         'Set device = "cpu" in the config, or pass --device cpu.') from exc
     tm.device = device
+    if tm.channels_last:
+        tm.module = tm.module.to(memory_format=torch.channels_last)
     tm.module.eval()
     tm.input_size = _checked_size(tm.input_size, spec)
     tm.mean = _three_numbers(tm.mean, "mean", spec)  # type: ignore[assignment]
