@@ -93,6 +93,11 @@ def _as_batch(model: TargetModel, x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if model.channels_last else x
 
 
+def _batch_size(model: TargetModel, batch_size: int | None) -> int:
+    """Images per forward: `batch_size` where given, else the model's (TargetModel.forward_batch)."""
+    return max(1, int(batch_size or model.forward_batch))
+
+
 def _forward_with(model: TargetModel, x: torch.Tensor, hooks: list[tuple[torch.nn.Module, Callable]]) -> None:
     """One forward of `x` with these forward hooks on (under the module's lock, so hooked
     forwards never overlap); a hook may end it early by raising `_StopForward`."""
@@ -137,7 +142,7 @@ def layer_activations(
     n = len(images)
     if n == 0:
         return np.zeros((0, unit_count(model, layer)), dtype=np.float32)
-    batch_size = max(1, int(batch_size or model.forward_batch))
+    batch_size = _batch_size(model, batch_size)
     parts = []
     for start in range(0, n, batch_size):
         chunk = images[start : start + batch_size]
@@ -155,7 +160,7 @@ def layers_activations(model: TargetModel, layers: list[str], images: list[Image
     layers cost nothing)."""
     modules = {layer: model.layer(layer) for layer in dict.fromkeys(layers)}
     parts: dict[str, list[np.ndarray]] = {layer: [] for layer in modules}
-    batch_size = max(1, int(batch_size or model.forward_batch))
+    batch_size = _batch_size(model, batch_size)
     for start in range(0, len(images), batch_size):
         x = _as_batch(model, model.preprocess(list(images[start : start + batch_size])))
         for layer, acts in _capture_all(model, modules, x).items():
@@ -202,7 +207,7 @@ def unit_maps(model: TargetModel, layer: str, images: list[Image.Image], unit: i
         return t[:, unit] if spatial[-1] else reduce_output(output)[:, :1]
 
     parts = []
-    batch_size = max(1, int(batch_size or model.forward_batch))
+    batch_size = _batch_size(model, batch_size)
     for start in range(0, len(images), batch_size):
         chunk = model.preprocess(list(images[start : start + batch_size]))
         parts.append(_capture(model, module, layer, _as_batch(model, chunk), channel))

@@ -206,17 +206,18 @@ class Engine:
         ]
         rows = [r if r is not None and r.shape == (self.units,) else None for r in rows]
         missing = [i for i, row in enumerate(rows) if row is None]
-        if missing:
+        if missing:  # all cached: the model is never loaded
             from tools.activations import layer_activations
-        batch = self.forward_batch if missing else 1  # all cached: the model is never loaded
-        for start in range(0, len(missing), batch):
-            chunk = missing[start : start + batch]
-            acts = layer_activations(self.model, self.layer, [load(i) for i in chunk], batch)
-            for i, vector in zip(chunk, acts):
-                self.cache.save_array(self._act_key(keys[i]), vector)
-                rows[i] = vector
-            if self.progress:
-                self.progress("activations", start + len(chunk), len(missing))
+
+            batch = self.forward_batch
+            for start in range(0, len(missing), batch):
+                chunk = missing[start : start + batch]
+                acts = layer_activations(self.model, self.layer, [load(i) for i in chunk], batch)
+                for i, vector in zip(chunk, acts):
+                    self.cache.save_array(self._act_key(keys[i]), vector)
+                    rows[i] = vector
+                if self.progress:
+                    self.progress("activations", start + len(chunk), len(missing))
         return np.stack(rows).astype(np.float32) if rows else np.zeros((0, self.units), np.float32)
 
     def image_activations(self, refs: Sequence[ImageRef]) -> np.ndarray:
